@@ -1,0 +1,25 @@
+//! dxmirror mirrors St. Jude Cloud data vended through DNAnexus onto an institution's own
+//! storage: resumable, verified part by part, journaled in SQLite, and unattended.
+//!
+//! Bird's-eye view (see `ARCHITECTURE.md` for the invariants):
+//! `config` is loaded, `platform` lists a project, `planner` cuts each file into checksum
+//! segments and fetch chunks, `transfer` fetches chunks into `store`'s staging files and
+//! reports progress to `journal`, `verify` re-reads each finished file, and `store` renames
+//! it into place and records its SHA-256. `sync` runs that pipeline once; `sandbox` is a
+//! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
+
+pub mod config;
+pub mod demo;
+pub mod hashing;
+pub mod journal;
+pub mod lock;
+pub mod model;
+pub mod planner;
+pub mod platform;
+pub mod sandbox;
+pub mod status;
+pub mod store;
+pub mod sync;
+pub mod telemetry;
+pub mod transfer;
+pub mod verify;

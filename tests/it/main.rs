@@ -1,0 +1,9 @@
+//! The one integration-test binary: real SQLite files, real directories, real HTTP on
+//! loopback against the crate's DNAnexus sandbox. One binary keeps link times down.
+
+mod journal;
+mod platform;
+mod sandbox;
+mod store;
+mod support;
+mod sync;
