@@ -1,1 +1,512 @@
-//! TODO: config
+//! The TOML configuration: schema, loading, validation, and where the API token comes from.
+//!
+//! Loading has two steps: `RawConfig` is what serde reads (unknown keys are an error naming the
+//! key and line), `Config` is the validated, resolved form every other module receives. This
+//! module reads the config file and the token file; it never writes anything.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{ApiToken, ProjectId};
+
+/// The default DNAnexus API server.
+pub const DEFAULT_API_URL: &str = "https://api.dnanexus.com";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys (the message names key and line).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// No token could be found anywhere.
+    #[error("no DNAnexus API token: set token-file in the config, or give a systemd credential named dx-token, or set DX_API_TOKEN or DX_SECURITY_CONTEXT")]
+    NoToken,
+    /// The token file could not be used.
+    #[error("token file {path}: {message}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the token itself).
+        message: String,
+    },
+}
+
+/// A size in bytes, written in the config as `16MiB`, `512KiB`, `1GB` or a plain number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses a human-readable size. Binary units (`KiB`, `MiB`, `GiB`, `TiB`, and the short
+    /// `K`, `M`, `G`, `T`) are powers of 1024; decimal units (`KB`, `MB`, `GB`, `TB`) of 1000.
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (examples: 16MiB, 512KiB, 2GB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        };
+        let bytes = value * mult as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("size {s:?} is out of range"));
+        }
+        Ok(ByteSize(bytes.round() as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Num(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Num(n) => Ok(ByteSize(n)),
+            Either::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&human_bytes(self.0))
+    }
+}
+
+/// Formats a byte count with a binary unit, e.g. `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A duration written as `30s`, `15m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration ({e}; examples: 30s, 15m, 1h)")))
+    }
+}
+
+/// One `[[project]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawProject {
+    /// The project id.
+    pub id: String,
+}
+
+/// The config file exactly as serde reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawConfig {
+    /// API server URL.
+    pub api_url: Option<String>,
+    /// File holding the API token.
+    pub token_file: Option<PathBuf>,
+    /// Where mirrored projects go.
+    pub mirror_root: Option<PathBuf>,
+    /// Where the journal and lock live (local filesystem).
+    pub state_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Connections open at once, across all files.
+    pub max_connections: Option<usize>,
+    /// Connections open at once for one file.
+    pub max_connections_per_file: Option<usize>,
+    /// Largest fetch unit.
+    pub chunk_size: Option<ByteSize>,
+    /// Progress inside a chunk is made durable and journaled at this step.
+    pub progress_step: Option<ByteSize>,
+    /// A download body that sends nothing for this long is abandoned and retried.
+    pub stall_timeout: Option<HumanDuration>,
+    /// A file that makes no progress for this long is recorded as failed.
+    pub file_patience: Option<HumanDuration>,
+    /// How many times a segment failing its checksum is fetched again before the file is corrupt.
+    pub max_verify_retries: Option<u32>,
+    /// Projects to mirror.
+    #[serde(default)]
+    pub project: Vec<RawProject>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (for messages).
+    pub source: PathBuf,
+    /// API server base URL, without a trailing slash.
+    pub api_url: String,
+    /// Explicit token file, if configured.
+    pub token_file: Option<PathBuf>,
+    /// Mirror root.
+    pub mirror_root: PathBuf,
+    /// State directory (journal, lock).
+    pub state_dir: PathBuf,
+    /// Extra CA file.
+    pub ca_file: Option<PathBuf>,
+    /// Global connection cap.
+    pub max_connections: usize,
+    /// Per-file connection cap.
+    pub max_connections_per_file: usize,
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    /// Sub-chunk durability step in bytes.
+    pub progress_step: u64,
+    /// Body inactivity timeout.
+    pub stall_timeout: Duration,
+    /// No-progress patience per file.
+    pub file_patience: Duration,
+    /// Bound on re-fetching a segment that fails its checksum.
+    pub max_verify_retries: u32,
+    /// Configured projects.
+    pub projects: Vec<ProjectId>,
+}
+
+/// Where a token was found, for `check-config` (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// The configured `token-file`.
+    File(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/dx-token` (systemd `LoadCredential=`).
+    Credential(PathBuf),
+    /// `DX_API_TOKEN`.
+    EnvToken,
+    /// `DX_SECURITY_CONTEXT`.
+    EnvSecurityContext,
+}
+
+impl fmt::Display for TokenOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenOrigin::File(p) => write!(f, "token file {}", p.display()),
+            TokenOrigin::Credential(p) => write!(f, "systemd credential {}", p.display()),
+            TokenOrigin::EnvToken => f.write_str("environment variable DX_API_TOKEN"),
+            TokenOrigin::EnvSecurityContext => f.write_str("environment variable DX_SECURITY_CONTEXT"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and validates config text; `env` reads environment variables (injected for tests).
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Config::validate(raw, path, env)
+    }
+
+    fn validate(
+        raw: RawConfig,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let api_url = match raw.api_url {
+            Some(url) => url,
+            None => api_url_from_env(env).unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
+        };
+        let api_url = api_url.trim_end_matches('/').to_owned();
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            return Err(invalid(format!(
+                "api-url {api_url:?} must start with https:// (or http:// for a local sandbox)"
+            )));
+        }
+        let mirror_root = raw
+            .mirror_root
+            .ok_or_else(|| invalid("mirror-root is required (where mirrored projects go)".into()))?;
+        let state_dir = raw.state_dir.ok_or_else(|| {
+            invalid("state-dir is required (a local directory for the journal)".into())
+        })?;
+        let max_connections = raw.max_connections.unwrap_or(16);
+        if !(1..=256).contains(&max_connections) {
+            return Err(invalid(format!("max-connections = {max_connections} must be between 1 and 256")));
+        }
+        let max_connections_per_file = raw.max_connections_per_file.unwrap_or(8);
+        if !(1..=64).contains(&max_connections_per_file) {
+            return Err(invalid(format!(
+                "max-connections-per-file = {max_connections_per_file} must be between 1 and 64"
+            )));
+        }
+        let chunk_size = raw.chunk_size.map_or(16 << 20, |s| s.0);
+        if !((64 << 10)..=(1 << 30)).contains(&chunk_size) {
+            return Err(invalid(format!(
+                "chunk-size = {} must be between 64KiB and 1GiB",
+                human_bytes(chunk_size)
+            )));
+        }
+        let progress_step = raw.progress_step.map_or(4 << 20, |s| s.0).min(chunk_size);
+        if progress_step < (64 << 10) {
+            return Err(invalid("progress-step must be at least 64KiB".into()));
+        }
+        let stall_timeout = raw.stall_timeout.map_or(Duration::from_secs(60), |d| d.0);
+        if stall_timeout < Duration::from_millis(100) {
+            return Err(invalid("stall-timeout must be at least 100ms".into()));
+        }
+        let file_patience = raw.file_patience.map_or(Duration::from_secs(30 * 60), |d| d.0);
+        let mut projects = Vec::new();
+        for p in raw.project {
+            let id: ProjectId = p
+                .id
+                .parse()
+                .map_err(|e| invalid(format!("[[project]]: {e}")))?;
+            if !projects.contains(&id) {
+                projects.push(id);
+            }
+        }
+        Ok(Config {
+            source: path.to_owned(),
+            api_url,
+            token_file: raw.token_file,
+            mirror_root,
+            state_dir,
+            ca_file: raw.ca_file,
+            max_connections,
+            max_connections_per_file,
+            chunk_size,
+            progress_step,
+            stall_timeout,
+            file_patience,
+            max_verify_retries: raw.max_verify_retries.unwrap_or(3),
+            projects,
+        })
+    }
+
+    /// Finds the API token: `token-file`, else `$CREDENTIALS_DIRECTORY/dx-token`, else
+    /// `DX_API_TOKEN`, else `DX_SECURITY_CONTEXT`.
+    pub fn token(&self) -> Result<(ApiToken, TokenOrigin), ConfigError> {
+        resolve_token(self.token_file.as_deref(), &|k| std::env::var(k).ok())
+    }
+}
+
+fn api_url_from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let host = env("DX_APISERVER_HOST")?;
+    let protocol = env("DX_APISERVER_PROTOCOL").unwrap_or_else(|| "https".into());
+    Some(match env("DX_APISERVER_PORT") {
+        Some(port) => format!("{protocol}://{host}:{port}"),
+        None => format!("{protocol}://{host}"),
+    })
+}
+
+/// Resolves the token in the documented order; `env` reads environment variables.
+pub fn resolve_token(
+    token_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(ApiToken, TokenOrigin), ConfigError> {
+    if let Some(path) = token_file {
+        return Ok((read_token_file(path)?, TokenOrigin::File(path.to_owned())));
+    }
+    if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("dx-token");
+        if path.exists() {
+            // systemd owns the permissions of credentials; still refuse an empty one.
+            let token = read_token_file(&path)?;
+            return Ok((token, TokenOrigin::Credential(path)));
+        }
+    }
+    if let Some(t) = env("DX_API_TOKEN").filter(|t| !t.trim().is_empty()) {
+        return Ok((ApiToken::new(&t), TokenOrigin::EnvToken));
+    }
+    if let Some(ctx) = env("DX_SECURITY_CONTEXT") {
+        #[derive(Deserialize)]
+        struct SecurityContext {
+            auth_token: String,
+        }
+        let parsed: SecurityContext = serde_json::from_str(&ctx).map_err(|_| ConfigError::NoToken)?;
+        if !parsed.auth_token.trim().is_empty() {
+            return Ok((ApiToken::new(&parsed.auth_token), TokenOrigin::EnvSecurityContext));
+        }
+    }
+    Err(ConfigError::NoToken)
+}
+
+fn read_token_file(path: &Path) -> Result<ApiToken, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |message: String| ConfigError::TokenFile {
+        path: path.to_owned(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o007 != 0 {
+        return Err(err(format!(
+            "is readable by other users (mode {:o}); the token gives access to controlled data: run chmod 600 (or 640 with the service's group) on it",
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let token = ApiToken::new(&text);
+    if token.is_empty() {
+        return Err(err("is empty".into()));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), &no_env)
+    }
+
+    const MINIMAL: &str = "mirror-root = \"/srv/m\"\nstate-dir = \"/var/lib/d\"\n";
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(ByteSize::parse("16MiB").unwrap().0, 16 << 20);
+        assert_eq!(ByteSize::parse("16M").unwrap().0, 16 << 20);
+        assert_eq!(ByteSize::parse("1.5 GiB").unwrap().0, 3 << 29);
+        assert_eq!(ByteSize::parse("2GB").unwrap().0, 2_000_000_000);
+        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
+        assert!(ByteSize::parse("16 parsecs").is_err());
+        assert!(ByteSize::parse("lots").is_err());
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.api_url, DEFAULT_API_URL);
+        assert_eq!(c.max_connections, 16);
+        assert_eq!(c.max_connections_per_file, 8);
+        assert_eq!(c.chunk_size, 16 << 20);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse(&format!("{MINIMAL}max-conections = 4\n")).unwrap_err().to_string();
+        assert!(err.contains("max-conections"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = parse(&format!("{MINIMAL}chunk-size = \"16 parsecs\"\n")).unwrap_err().to_string();
+        assert!(err.contains("parsecs"), "{err}");
+        let err = parse(&format!("{MINIMAL}max-connections = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("max-connections"), "{err}");
+        let err = parse(&format!("{MINIMAL}[[project]]\nid = \"project-x\"\n")).unwrap_err().to_string();
+        assert!(err.contains("project-x"), "{err}");
+        let err = parse("state-dir = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("mirror-root"), "{err}");
+    }
+
+    #[test]
+    fn api_url_from_dx_environment() {
+        let env = |k: &str| match k {
+            "DX_APISERVER_PROTOCOL" => Some("http".to_owned()),
+            "DX_APISERVER_HOST" => Some("127.0.0.1".to_owned()),
+            "DX_APISERVER_PORT" => Some("8124".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml(MINIMAL, Path::new("t"), &env).unwrap();
+        assert_eq!(c.api_url, "http://127.0.0.1:8124");
+    }
+
+    #[test]
+    fn token_order_and_security_context() {
+        let env = |k: &str| match k {
+            "DX_SECURITY_CONTEXT" => {
+                Some(r#"{"auth_token_type":"Bearer","auth_token":"abc"}"#.to_owned())
+            }
+            _ => None,
+        };
+        let (t, origin) = resolve_token(None, &env).unwrap();
+        assert_eq!(t.expose(), "abc");
+        assert_eq!(origin, TokenOrigin::EnvSecurityContext);
+        let env2 = |k: &str| match k {
+            "DX_API_TOKEN" => Some("def".to_owned()),
+            "DX_SECURITY_CONTEXT" => Some(r#"{"auth_token":"abc"}"#.to_owned()),
+            _ => None,
+        };
+        assert_eq!(resolve_token(None, &env2).unwrap().0.expose(), "def");
+        assert!(matches!(resolve_token(None, &no_env), Err(ConfigError::NoToken)));
+    }
+
+    #[test]
+    fn world_readable_token_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "secret-token\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve_token(Some(&path), &no_env).unwrap_err().to_string();
+        assert!(err.contains("readable by other users"), "{err}");
+        assert!(!err.contains("secret-token"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(resolve_token(Some(&path), &no_env).unwrap().0.expose(), "secret-token");
+    }
+}

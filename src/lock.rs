@@ -1,1 +1,112 @@
-//! TODO: lock
+//! The single-writer rule: one writing process (`sync`, the daemon, `verify --repair`) per
+//! state directory and per mirror root, enforced with advisory `flock` locks.
+//!
+//! A second writer gets a clear error naming the lock file and the pid that holds it. The
+//! locks are released by the kernel when the process exits, however it exits, so a crash or
+//! SIGKILL never leaves a stale lock behind. Read-only commands never take these locks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+
+/// Name of the lock file in the state directory.
+pub const STATE_LOCK: &str = "dxmirror.lock";
+/// Name of the lock file in the mirror root.
+pub const ROOT_LOCK: &str = ".dxmirror.lock";
+
+/// A lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("another dxmirror writer{holder} already holds {path}; only one sync, daemon or verify --repair may run per state directory and mirror root")]
+    Held {
+        /// The lock file.
+        path: PathBuf,
+        /// ` (pid N)` when known, else empty.
+        holder: String,
+    },
+    /// The lock file could not be created or locked.
+    #[error("cannot use lock file {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Held locks; dropping this releases them.
+#[derive(Debug)]
+pub struct WriterLock {
+    _files: Vec<File>,
+}
+
+impl WriterLock {
+    /// Takes the writer locks of a state directory and a mirror root, creating both
+    /// directories (mode 0750) if needed.
+    pub fn acquire(state_dir: &Path, mirror_root: &Path) -> Result<WriterLock, LockError> {
+        let a = lock_file(&state_dir.join(STATE_LOCK))?;
+        let b = lock_file(&mirror_root.join(ROOT_LOCK))?;
+        Ok(WriterLock { _files: vec![a, b] })
+    }
+}
+
+fn lock_file(path: &Path) -> Result<File, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(io)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o640)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(io)?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let holder = match text.trim().parse::<u32>() {
+            Ok(pid) => format!(" (pid {pid})"),
+            Err(_) => String::new(),
+        };
+        return Err(LockError::Held {
+            path: path.to_owned(),
+            holder,
+        });
+    }
+    file.set_len(0).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_writer_is_refused_until_the_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let root = dir.path().join("root");
+        let first = WriterLock::acquire(&state, &root).unwrap();
+        let err = WriterLock::acquire(&state, &root).unwrap_err().to_string();
+        assert!(err.contains("already holds"), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(first);
+        WriterLock::acquire(&state, &root).unwrap();
+    }
+}

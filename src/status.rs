@@ -1,1 +1,198 @@
-//! TODO: status
+//! `dxmirror status`: renders what the journal knows, as a table or as JSON.
+//!
+//! It opens the journal read-only through `JournalReader` (never writes, takes no lock), so it
+//! works while a sync or the daemon runs and when none does. Both outputs come from the same
+//! row structs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::human_bytes;
+use crate::journal::{JournalError, JournalReader};
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusReport {
+    /// The last run, if any: (command, started ms, ended ms, outcome).
+    pub last_run: Option<RunLine>,
+    /// Per project.
+    pub projects: Vec<ProjectLine>,
+    /// Files that need attention.
+    pub problems: Vec<ProblemLine>,
+}
+
+/// One run of a writer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunLine {
+    /// `sync`, `daemon`, ...
+    pub command: String,
+    /// Start, ms since the epoch.
+    pub started_ms: i64,
+    /// End, ms since the epoch (none while running or after a crash).
+    pub ended_ms: Option<i64>,
+    /// `ok`, `incomplete`, `error`, or none.
+    pub outcome: Option<String>,
+}
+
+/// One project's totals.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectLine {
+    /// Project id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Local directory name.
+    pub dir: Option<String>,
+    /// Project state (`active`, `inaccessible`, `gone`, `restricted`).
+    pub state: String,
+    /// Why, for a state other than active.
+    pub reason: Option<String>,
+    /// Files listed.
+    pub files_total: u64,
+    /// Files verified.
+    pub files_verified: u64,
+    /// Files mirrored without a platform checksum.
+    pub files_unverified: u64,
+    /// Files skipped (archived, open).
+    pub files_skipped: u64,
+    /// Files failed or corrupt.
+    pub files_failed: u64,
+    /// Bytes of all eligible files.
+    pub bytes_total: u64,
+    /// Bytes on disk and journaled.
+    pub bytes_done: u64,
+}
+
+/// One file that needs attention.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProblemLine {
+    /// Project id.
+    pub project: String,
+    /// File id.
+    pub file_id: String,
+    /// Local path relative to the project directory.
+    pub path: String,
+    /// `failed`, `corrupt`, `skipped`, `gone`.
+    pub state: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A status that cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The journal cannot be read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// JSON encoding failed (a bug).
+    #[error("cannot encode status as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads the journal under `state_dir` into a report.
+pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
+    let reader = JournalReader::open(state_dir)?;
+    let last_run = reader.last_run()?.map(|r| RunLine {
+        command: r.command,
+        started_ms: r.started_ms,
+        ended_ms: r.ended_ms,
+        outcome: r.outcome,
+    });
+    let names: std::collections::HashMap<_, _> = reader
+        .projects()?
+        .into_iter()
+        .map(|p| (p.id.clone(), p))
+        .collect();
+    let mut projects = Vec::new();
+    for t in reader.project_totals()? {
+        let row = names.get(&t.project);
+        projects.push(ProjectLine {
+            id: t.project.to_string(),
+            name: row.map(|r| r.name.clone()).unwrap_or_default(),
+            dir: row.and_then(|r| r.dir_name.clone()),
+            state: row.map_or("active", |r| r.state.as_str()).to_owned(),
+            reason: row.and_then(|r| r.reason.clone()),
+            files_total: t.files_total,
+            files_verified: t.files_verified,
+            files_unverified: t.files_unverified,
+            files_skipped: t.files_skipped,
+            files_failed: t.files_failed,
+            bytes_total: t.bytes_total,
+            bytes_done: t.bytes_done,
+        });
+    }
+    let problems = reader
+        .problems(200)?
+        .into_iter()
+        .map(|f| ProblemLine {
+            project: f.project_id.to_string(),
+            file_id: f.file_id.to_string(),
+            path: f.rel_path.clone().unwrap_or_default(),
+            state: f.state.as_str().to_owned(),
+            reason: f.reason.clone().unwrap_or_default(),
+        })
+        .collect();
+    Ok(StatusReport {
+        last_run,
+        projects,
+        problems,
+    })
+}
+
+/// Renders the status as text or JSON.
+pub fn render(state_dir: &Path, json: bool) -> Result<String, StatusError> {
+    let r = report(state_dir)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&r)? + "\n");
+    }
+    let mut out = String::new();
+    match &r.last_run {
+        Some(run) => {
+            let _ = writeln!(
+                out,
+                "last run: {} started {} {}",
+                run.command,
+                fmt_ms(run.started_ms),
+                match (&run.ended_ms, &run.outcome) {
+                    (Some(end), Some(o)) => format!("ended {} ({o})", fmt_ms(*end)),
+                    _ => "(running, or ended without saying so)".to_owned(),
+                }
+            );
+        }
+        None => out.push_str("no run recorded yet\n"),
+    }
+    for p in &r.projects {
+        let pct = if p.bytes_total == 0 {
+            100.0
+        } else {
+            p.bytes_done as f64 * 100.0 / p.bytes_total as f64
+        };
+        let _ = writeln!(
+            out,
+            "{} {:?} [{}]{}\n  files: {} listed, {} verified, {} unverified, {} skipped, {} failed\n  bytes: {} of {} ({pct:.1}%)",
+            p.id,
+            p.name,
+            p.state,
+            p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+            p.files_total,
+            p.files_verified,
+            p.files_unverified,
+            p.files_skipped,
+            p.files_failed,
+            human_bytes(p.bytes_done),
+            human_bytes(p.bytes_total),
+        );
+    }
+    if !r.problems.is_empty() {
+        out.push_str("files needing attention:\n");
+        for f in &r.problems {
+            let _ = writeln!(out, "  {:<8} {} {} ({}): {}", f.state, f.project, f.path, f.file_id, f.reason);
+        }
+    }
+    Ok(out)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,1 +1,699 @@
-//! TODO: transfer
+//! The transfer engine: fetches one file's chunks in parallel into its staging file, checks
+//! each segment as soon as its bytes are in, reads the whole file back once, and publishes it.
+//!
+//! Concurrency: a global semaphore caps open connections across all files; each file runs at
+//! most `max_connections_per_file` chunk tasks. Bytes are written at their offsets with
+//! positioned writes from a bounded buffer per connection, so memory does not grow with file
+//! size. CPU-heavy hashing runs on a dedicated rayon pool, never on the async runtime.
+//!
+//! Durability rule (the resume invariant): a chunk's progress is sent to the journal only after
+//! the bytes it claims have been written and `fdatasync`ed, and the engine counts progress as
+//! durable only after the journal acknowledges the commit. A kill therefore loses at most the
+//! unsynced step of each connection, never bytes the journal claims.
+//!
+//! This module decides *what to do* on each answer through `platform`'s retry table; it does
+//! not itself know HTTP or JSON, and it never decides paths (that is `store`).
+
+mod chunk;
+mod progress;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::journal::{FileState, Journal, JournalError};
+use crate::model::{FileId, ProjectId, RemoteFile};
+use crate::planner::{plan_file, FileKind, FilePlan};
+use crate::platform::{Backoff, DxClient};
+use crate::store::{ProjectStore, RelPath, StoreError};
+use crate::verify;
+
+pub use progress::Progress;
+
+use chunk::{ChunkCtx, ChunkFailure, ChunkResult};
+
+/// Engine settings (from the config).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Connections open at once across all files.
+    pub max_connections: usize,
+    /// Connections open at once for one file.
+    pub max_connections_per_file: usize,
+    /// Largest chunk, when planning a file for the first time.
+    pub chunk_size: u64,
+    /// Progress inside a chunk is synced and journaled at this step.
+    pub progress_step: u64,
+    /// A file with no progress for this long fails with its last error.
+    pub file_patience: Duration,
+    /// How many times a segment failing its checksum is fetched again.
+    pub max_verify_retries: u32,
+    /// Backoff between retries of a range.
+    pub backoff: Backoff,
+    /// Size of each connection's write buffer.
+    pub write_buffer: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_connections: 16,
+            max_connections_per_file: 8,
+            chunk_size: 16 << 20,
+            progress_step: 4 << 20,
+            file_patience: Duration::from_secs(30 * 60),
+            max_verify_retries: 3,
+            backoff: Backoff::default(),
+            write_buffer: 1 << 20,
+        }
+    }
+}
+
+/// One file to mirror.
+#[derive(Debug, Clone)]
+pub struct FileJob {
+    /// The project it is listed in.
+    pub project: ProjectId,
+    /// The platform's description.
+    pub remote: RemoteFile,
+    /// Where it goes, relative to the project directory.
+    pub rel_path: RelPath,
+    /// The project's local store.
+    pub store: Arc<ProjectStore>,
+}
+
+/// How a file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// Every platform checksum matched; published with this SHA-256.
+    Verified {
+        /// SHA-256 of the published file.
+        sha256: [u8; 32],
+    },
+    /// The platform gives no checksum: published with this SHA-256, unverified.
+    Unverified {
+        /// SHA-256 of the published file.
+        sha256: [u8; 32],
+    },
+    /// Not downloadable (archived, open, ...).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The platform no longer has it.
+    Gone {
+        /// Why.
+        reason: String,
+    },
+    /// Checksums kept failing after the bounded number of re-fetches.
+    Corrupt {
+        /// The evidence.
+        reason: String,
+    },
+    /// Could not be finished.
+    Failed {
+        /// The last error.
+        reason: String,
+    },
+}
+
+impl FileOutcome {
+    /// True for a published file.
+    pub fn is_done(&self) -> bool {
+        matches!(self, FileOutcome::Verified { .. } | FileOutcome::Unverified { .. })
+    }
+}
+
+/// Errors that stop a whole run rather than one file.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The API token is not accepted: nothing more can succeed.
+    #[error("the DNAnexus API rejected the token ({0}); check token-file or DX_API_TOKEN")]
+    BadToken(String),
+    /// The project cannot be read with this token any more.
+    #[error("permission denied on project {project}: {message}")]
+    PermissionDenied {
+        /// The project.
+        project: ProjectId,
+        /// The platform's message.
+        message: String,
+    },
+    /// The journal failed: progress can no longer be recorded.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The disk is full: writing can no longer succeed.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// The local store failed in a way that is not about one file.
+    #[error("local store: {0}")]
+    Store(#[from] StoreError),
+    /// Writing or syncing a staging file failed.
+    #[error("local I/O: {0}")]
+    Io(String),
+}
+
+impl TransferError {
+    /// Classifies a failed write or sync of a staging file.
+    fn from_write(file_id: &FileId, e: std::io::Error) -> TransferError {
+        let disk_full = matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error());
+        if disk_full {
+            TransferError::DiskFull(format!("writing {file_id}: {e}"))
+        } else {
+            TransferError::Io(format!("writing {file_id}: {e}"))
+        }
+    }
+}
+
+/// The shared engine: one per run.
+pub struct Engine {
+    client: DxClient,
+    journal: Journal,
+    cfg: EngineConfig,
+    connections: Arc<Semaphore>,
+    hash_pool: Arc<rayon::ThreadPool>,
+    progress: Arc<Progress>,
+}
+
+impl Engine {
+    /// Builds an engine.
+    pub fn new(client: DxClient, journal: Journal, cfg: EngineConfig) -> Result<Engine, std::io::Error> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hash_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("dxmirror-hash-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Engine {
+            client,
+            journal,
+            connections: Arc::new(Semaphore::new(cfg.max_connections)),
+            cfg,
+            hash_pool: Arc::new(hash_pool),
+            progress: Arc::new(Progress::default()),
+        })
+    }
+
+    /// Live counters for progress display.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs CPU-heavy work on the hashing pool and awaits its result.
+    async fn on_pool<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.hash_pool.spawn(move || {
+            let _ = tx.send(work());
+        });
+        match rx.await {
+            Ok(v) => v,
+            // The pool never drops a job without running it unless the closure panicked.
+            Err(_) => std::panic::resume_unwind(Box::new("hashing task panicked")),
+        }
+    }
+
+    /// Mirrors one file to completion or to a recorded failure. Only run-wide failures (bad
+    /// token, journal, disk full) are errors; everything else is an outcome.
+    pub async fn run_file(&self, job: FileJob) -> Result<FileOutcome, TransferError> {
+        let file_id = job.remote.id.clone();
+        let started = Instant::now();
+        let outcome = self.run_file_inner(&job).await?;
+        let (state, reason) = match &outcome {
+            FileOutcome::Verified { .. } | FileOutcome::Unverified { .. } => (None, None),
+            FileOutcome::Skipped { reason } => (Some(FileState::Skipped), Some(reason.clone())),
+            FileOutcome::Gone { reason } => (Some(FileState::Gone), Some(reason.clone())),
+            FileOutcome::Corrupt { reason } => (Some(FileState::Corrupt), Some(reason.clone())),
+            FileOutcome::Failed { reason } => (Some(FileState::Failed), Some(reason.clone())),
+        };
+        if let Some(state) = state {
+            self.journal.set_file_state(&file_id, state, reason.clone()).await?;
+            warn!(file_id = %file_id, state = state.as_str(), reason = reason.as_deref().unwrap_or(""), "file not mirrored");
+        } else {
+            info!(file_id = %file_id, path = %job.rel_path, elapsed_ms = started.elapsed().as_millis() as u64, "file mirrored");
+        }
+        self.progress.file_finished(outcome.is_done());
+        Ok(outcome)
+    }
+
+    async fn run_file_inner(&self, job: &FileJob) -> Result<FileOutcome, TransferError> {
+        let remote = &job.remote;
+        if let Some(reason) = remote.skip_reason() {
+            return Ok(FileOutcome::Skipped { reason });
+        }
+        self.journal.add_attempt(&remote.id).await?;
+        self.journal
+            .set_file_state(&remote.id, FileState::Fetching, None)
+            .await?;
+
+        // The journal's plan is authoritative for a file in progress (the chunk size may
+        // have changed in the config since); a new file is planned now.
+        let stored = self.journal.load_plan(&remote.id)?;
+        let (plan, mut chunk_done, mut chunk_crc, mut seg_verified) = match stored {
+            Some(s) if s.plan.size == remote.size => {
+                let (done, crc): (Vec<u64>, Vec<u32>) = s.chunk_done.into_iter().unzip();
+                (s.plan, done, crc, s.segment_verified)
+            }
+            _ => {
+                let plan = match plan_file(remote, self.cfg.chunk_size) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Ok(FileOutcome::Failed {
+                            reason: format!("cannot plan the file: {e}"),
+                        })
+                    }
+                };
+                self.journal.put_plan(&remote.id, &plan).await?;
+                let n = plan.chunks.len();
+                let s = plan.segments.len();
+                (plan, vec![0; n], vec![0; n], vec![false; s])
+            }
+        };
+
+        // A previous run may have published the file and died before the journal said so:
+        // re-verify what is at the final path instead of fetching again.
+        let final_path = job.store.final_path(&job.rel_path);
+        let staging_path = job.store.staging_path(&remote.id);
+        if !staging_path.exists() && final_path.exists() {
+            if let Some(outcome) = self.adopt_existing(job, &plan).await? {
+                return Ok(outcome);
+            }
+        }
+
+        let (file, created) = match job.store.open_staging(&remote.id, remote.size) {
+            Ok(v) => v,
+            Err(StoreError::StagingSize { .. }) => {
+                job.store.remove_staging(&remote.id).map_err(store_fatal)?;
+                job.store.open_staging(&remote.id, remote.size).map_err(store_fatal)?
+            }
+            Err(e) => return Err(store_fatal(e)),
+        };
+        let file = Arc::new(file);
+        if created && chunk_done.iter().any(|d| *d > 0) {
+            // The staging file vanished: nothing the journal claims is there any more.
+            warn!(file_id = %remote.id, "staging file missing; its journaled progress is discarded");
+            let all: Vec<u32> = (0..plan.chunks.len() as u32).collect();
+            self.journal.reset_chunks(&remote.id, all).await?;
+            chunk_done.iter_mut().for_each(|d| *d = 0);
+            chunk_crc.iter_mut().for_each(|c| *c = 0);
+            seg_verified.iter_mut().for_each(|v| *v = false);
+        } else if !created {
+            self.reconcile(&remote.id, &plan, &file, &mut chunk_done, &mut chunk_crc, &seg_verified)
+                .await?;
+        }
+        let already: u64 = chunk_done.iter().sum();
+        self.progress.add_total(remote.size);
+        self.progress.add_bytes(already);
+
+        let mut state = FileRunState {
+            done: chunk_done,
+            crc: chunk_crc,
+            seg_verified,
+            seg_retries: vec![0; plan.segments.len()],
+            readback_retries: 0,
+            last_error: None,
+        };
+        let ctx = Arc::new(ChunkCtx::new(
+            self.client.clone(),
+            self.journal.clone(),
+            job.project.clone(),
+            remote.id.clone(),
+            remote.size,
+            file.clone(),
+            self.connections.clone(),
+            self.progress.clone(),
+            self.cfg.clone(),
+        ));
+
+        loop {
+            if let Some(outcome) = self.fetch_all(&ctx, &plan, &file, &mut state).await? {
+                return Ok(outcome);
+            }
+            // Every segment is in and checked: one sequential read-back of the staged file.
+            let path = staging_path.clone();
+            let plan2 = plan.clone();
+            let report = match self.on_pool(move || verify::read_back(&path, &plan2)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(FileOutcome::Failed {
+                        reason: format!("cannot read back the staging file: {e}"),
+                    })
+                }
+            };
+            let bad: Vec<u32> = report.bad_segments().into_iter().collect();
+            if report.all_ok() {
+                return self.publish(job, &plan, report.sha256).await;
+            }
+            state.readback_retries += 1;
+            let evidence = describe_bad(&plan, &report);
+            warn!(file_id = %remote.id, evidence = %evidence, "read-back found damage");
+            self.journal
+                .event(crate::journal::EventLevel::Warn, Some(&job.project), Some(&remote.id), format!("read-back: {evidence}"))
+                .await?;
+            if state.readback_retries > self.cfg.max_verify_retries || bad.is_empty() {
+                return Ok(FileOutcome::Corrupt { reason: evidence });
+            }
+            // Re-fetch only what is damaged: for segments with several chunks, the chunks
+            // whose bytes no longer match their journaled digests; if none of them differs
+            // (the damage arrived before hashing), every chunk of the segment.
+            let mut reset = Vec::new();
+            for seg in bad {
+                let chunks: Vec<u32> = plan.chunks_of(seg).map(|c| c.idx).collect();
+                let changed: Vec<u32> = chunks
+                    .iter()
+                    .copied()
+                    .filter(|&c| report.chunk_crcs.get(c as usize) != Some(&state.crc[c as usize]))
+                    .collect();
+                reset.extend(if changed.is_empty() { chunks } else { changed });
+                state.seg_verified[seg as usize] = false;
+            }
+            self.reset(&remote.id, &reset, &mut state).await?;
+        }
+    }
+
+    /// Runs chunk fetches and segment checks until every segment is verified, or returns the
+    /// outcome that ended the file.
+    async fn fetch_all(
+        &self,
+        ctx: &Arc<ChunkCtx>,
+        plan: &FilePlan,
+        file: &Arc<std::fs::File>,
+        state: &mut FileRunState,
+    ) -> Result<Option<FileOutcome>, TransferError> {
+        enum Done {
+            Chunk(u32, ChunkResult),
+            Segment(u32, Result<verify::SegmentCheck, verify::VerifyError>),
+        }
+        let file_id = ctx.file_id().clone();
+        let single_segment = plan.segments.len() == 1;
+        let mut queue: VecDeque<u32> = plan
+            .chunks
+            .iter()
+            .filter(|c| state.done[c.idx as usize] < c.range.len)
+            .map(|c| c.idx)
+            .collect();
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut in_flight = 0usize;
+        let mut last_activity = Instant::now();
+
+        // Segments already complete but not yet checked (a kill between the last chunk and
+        // the check) are checked first.
+        for seg in &plan.segments {
+            let complete = plan
+                .chunks_of(seg.idx)
+                .all(|c| state.done[c.idx as usize] == c.range.len);
+            if complete && !state.seg_verified[seg.idx as usize] {
+                self.spawn_segment_check(&mut tasks, plan, seg.idx, file, single_segment, |s, r| {
+                    Done::Segment(s, r)
+                });
+            }
+        }
+
+        loop {
+            while in_flight < self.cfg.max_connections_per_file {
+                let Some(idx) = queue.pop_front() else { break };
+                let c = plan.chunks[idx as usize];
+                let ctx = ctx.clone();
+                let (done, crc) = (state.done[idx as usize], state.crc[idx as usize]);
+                tasks.spawn(async move { Done::Chunk(idx, ctx.fetch(c, done, crc).await) });
+                in_flight += 1;
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            let patience_left = self
+                .cfg
+                .file_patience
+                .saturating_sub(last_activity.elapsed().min(ctx.since_last_progress()));
+            let next = tokio::time::timeout(patience_left, tasks.join_next()).await;
+            let joined = match next {
+                Err(_) => {
+                    tasks.abort_all();
+                    let reason = format!(
+                        "no progress for {}; last error: {}",
+                        humantime::format_duration(self.cfg.file_patience),
+                        state.last_error.as_deref().or(ctx.last_error().as_deref()).unwrap_or("none")
+                    );
+                    return Ok(Some(FileOutcome::Failed { reason }));
+                }
+                Ok(None) => break,
+                Ok(Some(j)) => j,
+            };
+            last_activity = Instant::now();
+            let done = match joined {
+                Ok(d) => d,
+                Err(e) => {
+                    // A panicking chunk task fails this file, not the run.
+                    tasks.abort_all();
+                    return Ok(Some(FileOutcome::Failed {
+                        reason: format!("internal error in a transfer task: {e}"),
+                    }));
+                }
+            };
+            match done {
+                Done::Chunk(idx, Ok((bytes, crc))) => {
+                    in_flight -= 1;
+                    state.done[idx as usize] = bytes;
+                    state.crc[idx as usize] = crc;
+                    let seg = plan.chunks[idx as usize].segment;
+                    let complete = plan
+                        .chunks_of(seg)
+                        .all(|c| state.done[c.idx as usize] == c.range.len);
+                    if complete {
+                        self.spawn_segment_check(&mut tasks, plan, seg, file, single_segment, |s, r| {
+                            Done::Segment(s, r)
+                        });
+                    }
+                }
+                Done::Chunk(idx, Err(failure)) => {
+                    in_flight -= 1;
+                    tasks.abort_all();
+                    debug!(file_id = %file_id, chunk_idx = idx, "chunk failed");
+                    return match failure {
+                        ChunkFailure::Run(e) => Err(e),
+                        ChunkFailure::File(outcome) => Ok(Some(outcome)),
+                    };
+                }
+                Done::Segment(seg, Ok(check)) => {
+                    if check.ok {
+                        state.seg_verified[seg as usize] = true;
+                        self.journal.set_segment_verified(&file_id, seg, true).await?;
+                        continue;
+                    }
+                    state.seg_retries[seg as usize] += 1;
+                    let evidence = format!(
+                        "segment {seg} (part {:?}) {}: expected {:?}, got {:?}",
+                        plan.segments[seg as usize].part_index,
+                        plan.segments[seg as usize].range.len,
+                        check.expected,
+                        check.actual
+                    );
+                    warn!(file_id = %file_id, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
+                    self.journal
+                        .event(crate::journal::EventLevel::Warn, Some(ctx.project()), Some(&file_id), evidence.clone())
+                        .await?;
+                    state.last_error = Some(evidence.clone());
+                    if state.seg_retries[seg as usize] > self.cfg.max_verify_retries {
+                        tasks.abort_all();
+                        return Ok(Some(FileOutcome::Corrupt {
+                            reason: format!(
+                                "{evidence}; still wrong after {} re-fetches",
+                                self.cfg.max_verify_retries
+                            ),
+                        }));
+                    }
+                    let chunks: Vec<u32> = plan.chunks_of(seg).map(|c| c.idx).collect();
+                    self.reset(&file_id, &chunks, state).await?;
+                    queue.extend(chunks);
+                }
+                Done::Segment(_, Err(e)) => {
+                    tasks.abort_all();
+                    return Ok(Some(FileOutcome::Failed {
+                        reason: format!("cannot read back the staging file: {e}"),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn spawn_segment_check<D: Send + 'static>(
+        &self,
+        tasks: &mut JoinSet<D>,
+        plan: &FilePlan,
+        seg: u32,
+        file: &Arc<std::fs::File>,
+        single_segment: bool,
+        wrap: fn(u32, Result<verify::SegmentCheck, verify::VerifyError>) -> D,
+    ) {
+        let segment = plan.segments[seg as usize].clone();
+        if single_segment || segment.expect.is_none() {
+            // The read-back checks a whole-file segment anyway; reading it twice would
+            // double the disk traffic of the largest files. Nothing to check without a digest.
+            let check = verify::SegmentCheck {
+                idx: seg,
+                expected: segment.expect.clone(),
+                actual: None,
+                ok: true,
+            };
+            tasks.spawn(async move { wrap(seg, Ok(check)) });
+            return;
+        }
+        let file = file.clone();
+        let pool = self.hash_pool.clone();
+        tasks.spawn(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            pool.spawn(move || {
+                let _ = tx.send(verify::check_segment(&file, &segment));
+            });
+            let res = rx.await.unwrap_or_else(|_| {
+                Err(verify::VerifyError::Io {
+                    op: "check segment",
+                    path: std::path::PathBuf::new(),
+                    source: std::io::Error::other("hashing task panicked"),
+                })
+            });
+            wrap(seg, res)
+        });
+    }
+
+    async fn reset(&self, file_id: &FileId, chunks: &[u32], state: &mut FileRunState) -> Result<(), TransferError> {
+        for &c in chunks {
+            let lost = state.done[c as usize];
+            state.done[c as usize] = 0;
+            state.crc[c as usize] = 0;
+            self.progress.sub_bytes(lost);
+        }
+        self.journal.reset_chunks(file_id, chunks.to_vec()).await?;
+        Ok(())
+    }
+
+    /// Start-up reconcile of a staged file with the journal: every chunk outside a verified
+    /// segment must still hash to its journaled CRC32C over the bytes the journal claims.
+    async fn reconcile(
+        &self,
+        file_id: &FileId,
+        plan: &FilePlan,
+        file: &Arc<std::fs::File>,
+        done: &mut [u64],
+        crc: &mut [u32],
+        seg_verified: &[bool],
+    ) -> Result<(), TransferError> {
+        let to_check: Vec<(u32, crate::model::ByteRange, u32)> = plan
+            .chunks
+            .iter()
+            .filter(|c| done[c.idx as usize] > 0 && !seg_verified[c.segment as usize])
+            .map(|c| {
+                (
+                    c.idx,
+                    crate::model::ByteRange::new(c.range.offset, done[c.idx as usize]),
+                    crc[c.idx as usize],
+                )
+            })
+            .collect();
+        if to_check.is_empty() {
+            return Ok(());
+        }
+        let file2 = file.clone();
+        let results = self
+            .on_pool(move || {
+                use rayon::prelude::*;
+                to_check
+                    .par_iter()
+                    .map(|(idx, range, want)| (*idx, verify::chunk_crc(&file2, *range).map(|got| got == *want)))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let mut bad = Vec::new();
+        for (idx, res) in results {
+            if !matches!(res, Ok(true)) {
+                bad.push(idx);
+            }
+        }
+        if !bad.is_empty() {
+            warn!(file_id = %file_id, n_chunks = bad.len(), "staged bytes no longer match their journaled digests; fetching them again");
+            for &c in &bad {
+                done[c as usize] = 0;
+                crc[c as usize] = 0;
+            }
+            self.journal.reset_chunks(file_id, bad).await?;
+        }
+        Ok(())
+    }
+
+    /// A file already at its final path: adopt it if it verifies, otherwise leave it alone.
+    async fn adopt_existing(&self, job: &FileJob, plan: &FilePlan) -> Result<Option<FileOutcome>, TransferError> {
+        let path = job.store.final_path(&job.rel_path);
+        let plan2 = plan.clone();
+        let report = self.on_pool(move || verify::read_back(&path, &plan2)).await;
+        match report {
+            Ok(r) if r.all_ok() => {
+                info!(file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
+                Ok(Some(self.finish(job, plan, r.sha256).await?))
+            }
+            _ => Ok(Some(FileOutcome::Failed {
+                reason: format!(
+                    "a different file already exists at {}; move it away and run again",
+                    job.store.final_path(&job.rel_path).display()
+                ),
+            })),
+        }
+    }
+
+    async fn publish(&self, job: &FileJob, plan: &FilePlan, sha256: [u8; 32]) -> Result<FileOutcome, TransferError> {
+        match job.store.publish(&job.remote.id, &job.rel_path) {
+            Ok(_) => {}
+            Err(StoreError::Exists { .. }) => {
+                job.store.remove_staging(&job.remote.id).ok();
+                return self
+                    .adopt_existing(job, plan)
+                    .await
+                    .map(|o| o.unwrap_or(FileOutcome::Failed { reason: "cannot publish".into() }));
+            }
+            Err(e) if e.is_disk_full() => return Err(TransferError::DiskFull(e.to_string())),
+            Err(e) => return Ok(FileOutcome::Failed { reason: e.to_string() }),
+        }
+        self.finish(job, plan, sha256).await
+    }
+
+    async fn finish(&self, job: &FileJob, plan: &FilePlan, sha256: [u8; 32]) -> Result<FileOutcome, TransferError> {
+        let (state, outcome) = if plan.kind == FileKind::Unverified {
+            (FileState::Unverified, FileOutcome::Unverified { sha256 })
+        } else {
+            (FileState::Verified, FileOutcome::Verified { sha256 })
+        };
+        self.journal.mark_done(&job.remote.id, state, hex::encode(sha256)).await?;
+        Ok(outcome)
+    }
+}
+
+struct FileRunState {
+    done: Vec<u64>,
+    crc: Vec<u32>,
+    seg_verified: Vec<bool>,
+    seg_retries: Vec<u32>,
+    readback_retries: u32,
+    last_error: Option<String>,
+}
+
+fn store_fatal(e: StoreError) -> TransferError {
+    if e.is_disk_full() {
+        TransferError::DiskFull(e.to_string())
+    } else {
+        TransferError::Store(e)
+    }
+}
+
+fn describe_bad(plan: &FilePlan, report: &verify::ReadBack) -> String {
+    if !report.size_ok {
+        return format!("size is {} bytes, expected {}", report.actual_size, plan.size);
+    }
+    let parts: Vec<String> = report
+        .segments
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("segment {}: expected {:?}, got {:?}", s.idx, s.expected, s.actual))
+        .collect();
+    parts.join("; ")
+}

@@ -1,0 +1,319 @@
+//! One chunk's fetch loop: take a connection permit, get (or refresh) the download URL, GET the
+//! missing byte range, write it at its offset, sync and journal it step by step, and act on
+//! every failure by `platform`'s retry table until the chunk is complete.
+
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::{EngineConfig, FileOutcome, Progress, TransferError};
+use crate::hashing::crc32c_append;
+use crate::journal::Journal;
+use crate::model::{ByteRange, FileId, ProjectId};
+use crate::planner::Chunk;
+use crate::platform::{ApiDisposition, DownloadDisposition, DownloadUrl, DxClient, PlatformError};
+
+/// A chunk's end: its final (done bytes, CRC32C), or why it stopped.
+pub(super) type ChunkResult = Result<(u64, u32), ChunkFailure>;
+
+/// Why a chunk stopped without completing.
+#[derive(Debug)]
+pub(super) enum ChunkFailure {
+    /// The file ends with this outcome.
+    File(FileOutcome),
+    /// The whole run must stop.
+    Run(TransferError),
+}
+
+/// Why one GET stopped: the remote side (handled by the retry table) or this machine.
+enum StreamError {
+    Remote(PlatformError),
+    Local(TransferError),
+}
+
+impl From<PlatformError> for StreamError {
+    fn from(e: PlatformError) -> Self {
+        StreamError::Remote(e)
+    }
+}
+
+/// A cached download URL and a generation counter, so that only the first task to see a
+/// URL fail replaces it.
+struct UrlSlot {
+    url: Option<Arc<DownloadUrl>>,
+    generation: u64,
+    not_found_refreshes: u32,
+}
+
+/// What every chunk task of one file shares.
+pub(super) struct ChunkCtx {
+    client: DxClient,
+    journal: Journal,
+    project: ProjectId,
+    file_id: FileId,
+    file_size: u64,
+    file: Arc<std::fs::File>,
+    connections: Arc<Semaphore>,
+    progress: Arc<Progress>,
+    cfg: EngineConfig,
+    url: tokio::sync::Mutex<UrlSlot>,
+    last_progress: Mutex<Instant>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ChunkCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        client: DxClient,
+        journal: Journal,
+        project: ProjectId,
+        file_id: FileId,
+        file_size: u64,
+        file: Arc<std::fs::File>,
+        connections: Arc<Semaphore>,
+        progress: Arc<Progress>,
+        cfg: EngineConfig,
+    ) -> ChunkCtx {
+        ChunkCtx {
+            client,
+            journal,
+            project,
+            file_id,
+            file_size,
+            file,
+            connections,
+            progress,
+            cfg,
+            url: tokio::sync::Mutex::new(UrlSlot {
+                url: None,
+                generation: 0,
+                not_found_refreshes: 0,
+            }),
+            last_progress: Mutex::new(Instant::now()),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn file_id(&self) -> &FileId {
+        &self.file_id
+    }
+
+    pub(super) fn project(&self) -> &ProjectId {
+        &self.project
+    }
+
+    /// Time since any chunk of this file last moved bytes.
+    pub(super) fn since_last_progress(&self) -> std::time::Duration {
+        self.last_progress.lock().map_or(std::time::Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// The most recent error any chunk of this file met.
+    pub(super) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn note_error(&self, e: &PlatformError) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(e.to_string());
+        }
+    }
+
+    fn note_progress(&self) {
+        if let Ok(mut t) = self.last_progress.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// The current download URL, asking the platform for one if there is none or it expired.
+    async fn current_url(&self) -> Result<(Arc<DownloadUrl>, u64), ChunkFailure> {
+        let mut slot = self.url.lock().await;
+        if let Some(url) = &slot.url {
+            if !url.is_expired(SystemTime::now(), std::time::Duration::from_secs(60)) {
+                return Ok((url.clone(), slot.generation));
+            }
+        }
+        match self.client.download_url(&self.file_id, &self.project).await {
+            Ok(url) => {
+                let url = Arc::new(url);
+                slot.url = Some(url.clone());
+                slot.generation += 1;
+                Ok((url, slot.generation))
+            }
+            Err(e) => Err(self.api_failure(e)),
+        }
+    }
+
+    /// Drops the URL of `generation` (if nobody replaced it yet).
+    async fn invalidate(&self, generation: u64) {
+        let mut slot = self.url.lock().await;
+        if slot.generation == generation {
+            slot.url = None;
+        }
+    }
+
+    /// Maps an API failure while getting a URL to the file's or the run's end.
+    fn api_failure(&self, e: PlatformError) -> ChunkFailure {
+        let reason = e.to_string();
+        match e.api_disposition() {
+            ApiDisposition::BadToken => ChunkFailure::Run(TransferError::BadToken(reason)),
+            ApiDisposition::PermissionDenied => ChunkFailure::Run(TransferError::PermissionDenied {
+                project: self.project.clone(),
+                message: reason,
+            }),
+            ApiDisposition::NotFound => ChunkFailure::File(FileOutcome::Gone { reason }),
+            ApiDisposition::InvalidState => ChunkFailure::File(FileOutcome::Skipped { reason }),
+            // The client already retried transient failures as long as the table allows.
+            ApiDisposition::Retry | ApiDisposition::RetryAfter(_) | ApiDisposition::Fatal => {
+                ChunkFailure::File(FileOutcome::Failed { reason })
+            }
+        }
+    }
+
+    /// Fetches the rest of `chunk`, starting from `done` bytes whose CRC32C is `crc`.
+    pub(super) async fn fetch(&self, chunk: Chunk, mut done: u64, mut crc: u32) -> ChunkResult {
+        let mut attempt: u32 = 0;
+        while done < chunk.range.len {
+            let permit = self
+                .connections
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ChunkFailure::File(FileOutcome::Failed { reason: "shutting down".into() }))?;
+            let (url, generation) = self.current_url().await?;
+            let range = ByteRange::new(chunk.range.offset + done, chunk.range.len - done);
+            let res = self.stream_range(&url, range, chunk, &mut done, &mut crc, &mut attempt).await;
+            drop(permit);
+            let err = match res {
+                Ok(()) => continue,
+                Err(StreamError::Local(e)) => return Err(ChunkFailure::Run(e)),
+                Err(StreamError::Remote(e)) => e,
+            };
+            self.note_error(&err);
+            match err.download_disposition() {
+                DownloadDisposition::RetryRange => {
+                    attempt += 1;
+                    let delay = self.cfg.backoff.next_delay(attempt);
+                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, attempt, error = %err, "range retry");
+                    tokio::time::sleep(delay).await;
+                }
+                DownloadDisposition::RetryAfter(delay) => {
+                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, delay_ms = delay.as_millis() as u64, "download host asked to wait");
+                    tokio::time::sleep(delay).await;
+                }
+                DownloadDisposition::RefreshUrl => {
+                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, "download URL refused; getting a fresh one");
+                    self.invalidate(generation).await;
+                }
+                DownloadDisposition::RefreshUrlOnce => {
+                    let mut slot = self.url.lock().await;
+                    if slot.not_found_refreshes >= 1 {
+                        return Err(ChunkFailure::File(FileOutcome::Failed {
+                            reason: format!("download URL answers not found even after a refresh: {err}"),
+                        }));
+                    }
+                    slot.not_found_refreshes += 1;
+                    if slot.generation == generation {
+                        slot.url = None;
+                    }
+                }
+                DownloadDisposition::Fail => {
+                    warn!(file_id = %self.file_id, chunk_idx = chunk.idx, error = %err, "range failed permanently");
+                    return Err(ChunkFailure::File(FileOutcome::Failed { reason: err.to_string() }));
+                }
+            }
+        }
+        Ok((done, crc))
+    }
+
+    /// One GET of `range` (the missing tail of `chunk`): writes what arrives, syncing and
+    /// journaling every `progress_step` bytes and at the end. `done`/`crc` advance with every
+    /// byte written, so a retry continues where this attempt stopped.
+    async fn stream_range(
+        &self,
+        url: &DownloadUrl,
+        range: ByteRange,
+        chunk: Chunk,
+        done: &mut u64,
+        crc: &mut u32,
+        attempt: &mut u32,
+    ) -> Result<(), StreamError> {
+        let mut body = self.client.get_range(url, range, self.file_size).await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(self.cfg.write_buffer);
+        let mut unsynced: u64 = 0;
+        let step = self.cfg.progress_step;
+        loop {
+            let next = body.next_chunk().await;
+            let bytes = match next {
+                Ok(Some(b)) => Some(b),
+                Ok(None) => None,
+                Err(e) => {
+                    // Keep what arrived: write it so the retry resumes after it.
+                    self.flush(&mut buf, chunk, done, crc).await?;
+                    return Err(StreamError::Remote(e));
+                }
+            };
+            let finished = bytes.is_none();
+            if let Some(b) = bytes {
+                buf.extend_from_slice(&b);
+                if *attempt > 0 {
+                    *attempt = 0;
+                }
+            }
+            if buf.len() >= self.cfg.write_buffer || (finished && !buf.is_empty()) {
+                unsynced += buf.len() as u64;
+                self.flush(&mut buf, chunk, done, crc).await?;
+            }
+            if unsynced >= step || (finished && unsynced > 0) {
+                self.sync_and_journal(chunk, *done, *crc).await?;
+                unsynced = 0;
+            }
+            if finished {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the buffer at its offset and advances `done` and `crc`.
+    async fn flush(&self, buf: &mut Vec<u8>, chunk: Chunk, done: &mut u64, crc: &mut u32) -> Result<(), StreamError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(buf);
+        let offset = chunk.range.offset + *done;
+        let file = self.file.clone();
+        let (data, res) = tokio::task::spawn_blocking(move || {
+            let res = file.write_all_at(&data, offset);
+            (data, res)
+        })
+        .await
+        .map_err(|e| StreamError::Local(TransferError::Io(format!("write task failed: {e}"))))?;
+        res.map_err(|e| StreamError::Local(TransferError::from_write(&self.file_id, e)))?;
+        *crc = crc32c_append(*crc, &data);
+        *done += data.len() as u64;
+        self.progress.add_bytes(data.len() as u64);
+        self.note_progress();
+        // Reuse the allocation for the next fill.
+        let mut data = data;
+        data.clear();
+        *buf = data;
+        Ok(())
+    }
+
+    /// Makes the written bytes durable, then records them in the journal (and waits for the
+    /// commit). Never the other way round.
+    async fn sync_and_journal(&self, chunk: Chunk, done: u64, crc: u32) -> Result<(), StreamError> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| StreamError::Local(TransferError::Io(format!("sync task failed: {e}"))))?
+            .map_err(|e| StreamError::Local(TransferError::from_write(&self.file_id, e)))?;
+        self.journal
+            .chunk_progress(&self.file_id, chunk.idx, done, crc)
+            .await
+            .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
+        Ok(())
+    }
+}
