@@ -74,7 +74,9 @@ impl SegmentHasher {
             State::Crc32(h) => {
                 Digest::Checksum(ChecksumType::Crc32, h.finalize().to_be_bytes().to_vec())
             }
-            State::Crc32c(crc) => Digest::Checksum(ChecksumType::Crc32c, crc.to_be_bytes().to_vec()),
+            State::Crc32c(crc) => {
+                Digest::Checksum(ChecksumType::Crc32c, crc.to_be_bytes().to_vec())
+            }
             State::Crc64Nvme(h) => {
                 Digest::Checksum(ChecksumType::Crc64Nvme, h.sum64().to_be_bytes().to_vec())
             }
@@ -130,8 +132,11 @@ mod tests {
             Digest::checksum(ChecksumType::Crc32, "QU+jOQ==").unwrap(),
             Digest::checksum(ChecksumType::Crc32c, "ImIEBA==").unwrap(),
             Digest::checksum(ChecksumType::Crc64Nvme, "12xUBUlUwUM=").unwrap(),
-            Digest::checksum(ChecksumType::Sha1, "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12")
-                .unwrap(),
+            Digest::checksum(
+                ChecksumType::Sha1,
+                "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+            )
+            .unwrap(),
             Digest::checksum(
                 ChecksumType::Sha256,
                 "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592",
@@ -143,21 +148,32 @@ mod tests {
     #[test]
     fn published_vectors_of_the_fox() {
         for expected in all_expectations() {
-            assert_eq!(one_shot(&expected, FOX), expected, "{}", expected.algorithm());
+            assert_eq!(
+                one_shot(&expected, FOX),
+                expected,
+                "{}",
+                expected.algorithm()
+            );
         }
     }
 
     #[test]
     fn a_different_input_does_not_match() {
         for expected in all_expectations() {
-            assert_ne!(one_shot(&expected, b"The quick brown fox jumps over the lazy cog"), expected);
+            assert_ne!(
+                one_shot(&expected, b"The quick brown fox jumps over the lazy cog"),
+                expected
+            );
         }
     }
 
     #[test]
     fn hex_and_base64_expectations_are_equal() {
         let b64 = |t, s| Digest::checksum(t, s).unwrap();
-        assert_eq!(b64(ChecksumType::Crc32, "QU+jOQ=="), b64(ChecksumType::Crc32, "414fa339"));
+        assert_eq!(
+            b64(ChecksumType::Crc32, "QU+jOQ=="),
+            b64(ChecksumType::Crc32, "414fa339")
+        );
         assert_eq!(
             b64(ChecksumType::Crc64Nvme, "12xUBUlUwUM="),
             b64(ChecksumType::Crc64Nvme, "d76c54054954c143")
@@ -165,7 +181,10 @@ mod tests {
         // SHA-1 given as base64 equals its hex spelling.
         assert_eq!(
             b64(ChecksumType::Sha1, "L9ThxnotKPzthJ7hu3bnORuT6xI="),
-            b64(ChecksumType::Sha1, "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12")
+            b64(
+                ChecksumType::Sha1,
+                "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12"
+            )
         );
     }
 

@@ -122,10 +122,17 @@ fn read_range(
     range: ByteRange,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<u64, VerifyError> {
-    let mut buf = vec![0u8; BUF_SIZE.min(range.len.try_into().unwrap_or(BUF_SIZE)).max(1)];
+    let mut buf = vec![
+        0u8;
+        BUF_SIZE
+            .min(range.len.try_into().unwrap_or(BUF_SIZE))
+            .max(1)
+    ];
     let mut done = 0u64;
     while done < range.len {
-        let want = buf.len().min(usize::try_from(range.len - done).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(range.len - done).unwrap_or(usize::MAX));
         let offset = range.offset + done;
         match file.read_at(&mut buf[..want], offset) {
             Ok(0) => break,
@@ -255,8 +262,11 @@ impl<'a> PlanHashing<'a> {
             .iter()
             .zip(self.hashers)
             .map(|(seg, h)| {
-                let mut check =
-                    SegmentCheck::from_hash(seg.idx, seg.expect.clone(), h.map(SegmentHasher::finish));
+                let mut check = SegmentCheck::from_hash(
+                    seg.idx,
+                    seg.expect.clone(),
+                    h.map(SegmentHasher::finish),
+                );
                 // A segment only partly present never passes, even by coincidence.
                 if seg.expect.is_some() && seg.range.end() > actual_size {
                     check.ok = false;
@@ -444,7 +454,12 @@ mod tests {
     fn read_back_agrees_with_positioned_checks() {
         let dir = tempfile::tempdir().unwrap();
         let bytes = data(3 * BUF_SIZE + 12345, 1);
-        let sizes = [BUF_SIZE as u64 + 7, 1000, 0, (2 * BUF_SIZE + 12345 - 1007) as u64];
+        let sizes = [
+            BUF_SIZE as u64 + 7,
+            1000,
+            0,
+            (2 * BUF_SIZE + 12345 - 1007) as u64,
+        ];
         let plan = md5_plan(&bytes, &sizes, 300_000);
         let path = write(dir.path(), &bytes);
         let rb = read_back(&path, &plan).unwrap();
@@ -453,7 +468,10 @@ mod tests {
         assert_eq!(rb.sha256, <[u8; 32]>::from(sha2::Sha256::digest(&bytes)));
         let file = File::open(&path).unwrap();
         for seg in &plan.segments {
-            assert_eq!(check_segment(&file, seg).unwrap(), rb.segments[seg.idx as usize]);
+            assert_eq!(
+                check_segment(&file, seg).unwrap(),
+                rb.segments[seg.idx as usize]
+            );
         }
         for c in &plan.chunks {
             let want = crc32c::crc32c(&bytes[c.range.offset as usize..c.range.end() as usize]);
@@ -477,7 +495,10 @@ mod tests {
         let file = File::open(&path).unwrap();
         assert!(!check_segment(&file, &plan.segments[1]).unwrap().ok);
         assert!(check_segment(&file, &plan.segments[0]).unwrap().ok);
-        let chunk = plan.chunks.iter().find(|c| c.range.offset <= 50_000 && 50_000 < c.range.end());
+        let chunk = plan
+            .chunks
+            .iter()
+            .find(|c| c.range.offset <= 50_000 && 50_000 < c.range.end());
         let chunk = chunk.unwrap();
         let original = data(100_000, 2);
         let good =
