@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -290,7 +290,12 @@ pub fn read_back(path: &Path, plan: &FilePlan) -> Result<ReadBack, VerifyError> 
             source,
         }
     };
-    let mut file = File::open(path).map_err(io_err("open"))?;
+    // The last component must not be a symlink: only the store's own files are verified.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(io_err("open"))?;
     // Purely a hint for read-ahead; failure changes nothing.
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
 
@@ -604,6 +609,11 @@ mod tests {
         let err = read_back(&dir.path().join("nope"), &plan).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         assert!(matches!(err, VerifyError::Io { op: "open", .. }));
+
+        let target = write(dir.path(), b"");
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        assert!(read_back(&dir.path().join("link"), &plan).is_err());
+        assert!(read_back(&target, &plan).unwrap().all_ok());
     }
 
     /// Prints throughput; asserts only correctness (tests never time things).

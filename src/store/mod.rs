@@ -17,6 +17,7 @@ mod paths;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
@@ -228,7 +229,12 @@ impl ProjectStore {
                 reason: "not a plain directory name",
             });
         }
-        std::fs::create_dir_all(mirror_root).map_err(std_err("create dir", mirror_root))?;
+        // The umask can only narrow 0750, never widen it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(mirror_root)
+            .map_err(std_err("create dir", mirror_root))?;
         let root_fd = rustix::fs::open(
             mirror_root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -485,6 +491,12 @@ impl ProjectStore {
                 reason: "manifest name must be one component",
             });
         }
+        if entries.iter().any(|(rel, _)| rel.as_str() == name) {
+            return Err(StoreError::UnsafePath {
+                path: name.to_owned(),
+                reason: "a project file has the manifest's name",
+            });
+        }
         let mut sorted: Vec<&(RelPath, [u8; 32])> = entries.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut text = String::with_capacity(sorted.len() * 100);
@@ -528,12 +540,16 @@ fn part_name(id: &FileId) -> String {
     format!("{id}{PART_SUFFIX}")
 }
 
-/// One manifest line in coreutils format: a name containing `\` or a newline makes the line
-/// start with `\`, with `\\` and `\n` escaped in the name.
+/// One manifest line in coreutils format: a name containing `\`, a newline or a carriage
+/// return makes the line start with `\`, with those written `\\`, `\n` and `\r` in the name
+/// (what coreutils 9 itself prints; a raw trailing `\r` would be eaten as a CRLF line end).
 fn manifest_line(path: &str, sha: &[u8; 32]) -> String {
     let hex = hex::encode(sha);
-    if path.contains('\\') || path.contains('\n') {
-        let escaped = path.replace('\\', "\\\\").replace('\n', "\\n");
+    if path.contains(['\\', '\n', '\r']) {
+        let escaped = path
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
         format!("\\{hex}  {escaped}\n")
     } else {
         format!("{hex}  {path}\n")
@@ -619,6 +635,20 @@ mod tests {
             manifest_line("a\\b\nc", &sha),
             format!("\\{hex}  a\\\\b\\nc\n")
         );
+        assert_eq!(manifest_line("x\r", &sha), format!("\\{hex}  x\\r\n"));
+    }
+
+    #[test]
+    fn manifest_never_replaces_a_project_file() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ProjectStore::open(root.path(), "P").unwrap();
+        let rel: RelPath = "SHA256SUMS".parse().unwrap();
+        let err = store
+            .write_manifest(&[(rel, [0; 32])], "SHA256SUMS")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UnsafePath { .. }), "{err}");
+        assert!(store.write_manifest(&[], "../x").is_err());
+        assert!(!store.dir().join("SHA256SUMS").exists());
     }
 
     #[test]

@@ -262,6 +262,8 @@ fn manifest_is_accepted_by_sha256sum() {
         "back\\slash",
         "new\nline",
         "both\\and\nmore",
+        "cr\rinside",
+        "ends in cr\r",
     ];
     let mut entries = Vec::new();
     for (i, name) in names.iter().enumerate() {
