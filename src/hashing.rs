@@ -1,1 +1,231 @@
-//! TODO: hashing
+//! Streaming digests: the platform's per-part algorithms (MD5, CRC32, CRC32C, CRC64NVME,
+//! SHA-1, SHA-256), the CRC32C used for journaled chunk digests, and the whole-file SHA-256
+//! of the local manifest.
+//!
+//! This module is pure computation: it does no IO, never logs and cannot fail. Reading files
+//! belongs to `verify`; deciding what a digest should be belongs to `planner` and `model`.
+
+use md5::Digest as _;
+
+use crate::model::{ChecksumType, Digest};
+
+/// The running state of one algorithm.
+#[derive(Clone)]
+enum State {
+    Md5(md5::Md5),
+    Crc32(crc32fast::Hasher),
+    Crc32c(u32),
+    Crc64Nvme(crc64fast_nvme::Digest),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+/// Computes, over streamed bytes, the same algorithm as an expected [`Digest`], so that the
+/// result of [`SegmentHasher::finish`] compares with `==` to the expectation.
+#[derive(Clone)]
+pub struct SegmentHasher {
+    state: State,
+}
+
+impl SegmentHasher {
+    /// A hasher for the algorithm of `expected` (its value is not kept).
+    pub fn for_digest(expected: &Digest) -> SegmentHasher {
+        match expected {
+            Digest::Md5(_) => SegmentHasher::md5(),
+            Digest::Checksum(kind, _) => SegmentHasher::for_checksum(*kind),
+        }
+    }
+
+    /// A hasher for MD5.
+    pub fn md5() -> SegmentHasher {
+        SegmentHasher {
+            state: State::Md5(md5::Md5::new()),
+        }
+    }
+
+    /// A hasher for a part `checksum` of the given type.
+    pub fn for_checksum(kind: ChecksumType) -> SegmentHasher {
+        let state = match kind {
+            ChecksumType::Crc32 => State::Crc32(crc32fast::Hasher::new()),
+            ChecksumType::Crc32c => State::Crc32c(0),
+            ChecksumType::Crc64Nvme => State::Crc64Nvme(crc64fast_nvme::Digest::new()),
+            ChecksumType::Sha1 => State::Sha1(sha1::Sha1::new()),
+            ChecksumType::Sha256 => State::Sha256(sha2::Sha256::new()),
+        };
+        SegmentHasher { state }
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        match &mut self.state {
+            State::Md5(h) => h.update(data),
+            State::Crc32(h) => h.update(data),
+            State::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, data),
+            State::Crc64Nvme(h) => h.write(data),
+            State::Sha1(h) => h.update(data),
+            State::Sha256(h) => h.update(data),
+        }
+    }
+
+    /// The digest of everything fed, as raw big-endian bytes tagged with its algorithm.
+    pub fn finish(self) -> Digest {
+        match self.state {
+            State::Md5(h) => Digest::Md5(h.finalize().into()),
+            State::Crc32(h) => {
+                Digest::Checksum(ChecksumType::Crc32, h.finalize().to_be_bytes().to_vec())
+            }
+            State::Crc32c(crc) => {
+                Digest::Checksum(ChecksumType::Crc32c, crc.to_be_bytes().to_vec())
+            }
+            State::Crc64Nvme(h) => {
+                Digest::Checksum(ChecksumType::Crc64Nvme, h.sum64().to_be_bytes().to_vec())
+            }
+            State::Sha1(h) => Digest::Checksum(ChecksumType::Sha1, h.finalize().to_vec()),
+            State::Sha256(h) => Digest::Checksum(ChecksumType::Sha256, h.finalize().to_vec()),
+        }
+    }
+}
+
+/// Extends a CRC32C (Castagnoli) over more bytes: `crc32c_append(crc32c_append(0, a), b)` is the
+/// CRC32C of `a ++ b`. Start from 0. Chunk digests are journaled as bytes arrive and resumed
+/// from the stored value with this.
+pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, data)
+}
+
+/// A whole-file SHA-256 (the local manifest's digest).
+#[derive(Clone, Default)]
+pub struct Sha256Hasher(sha2::Sha256);
+
+impl Sha256Hasher {
+    /// A fresh hasher.
+    pub fn new() -> Sha256Hasher {
+        Sha256Hasher(sha2::Sha256::new())
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The 32-byte digest of everything fed.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FOX: &[u8] = b"The quick brown fox jumps over the lazy dog";
+
+    fn one_shot(expected: &Digest, data: &[u8]) -> Digest {
+        let mut h = SegmentHasher::for_digest(expected);
+        h.update(data);
+        h.finish()
+    }
+
+    fn all_expectations() -> Vec<Digest> {
+        vec![
+            Digest::md5_hex("9e107d9d372bb6826bd81d3542a419d6").unwrap(),
+            Digest::checksum(ChecksumType::Crc32, "QU+jOQ==").unwrap(),
+            Digest::checksum(ChecksumType::Crc32c, "ImIEBA==").unwrap(),
+            Digest::checksum(ChecksumType::Crc64Nvme, "12xUBUlUwUM=").unwrap(),
+            Digest::checksum(
+                ChecksumType::Sha1,
+                "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+            )
+            .unwrap(),
+            Digest::checksum(
+                ChecksumType::Sha256,
+                "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592",
+            )
+            .unwrap(),
+        ]
+    }
+
+    #[test]
+    fn published_vectors_of_the_fox() {
+        for expected in all_expectations() {
+            assert_eq!(
+                one_shot(&expected, FOX),
+                expected,
+                "{}",
+                expected.algorithm()
+            );
+        }
+    }
+
+    #[test]
+    fn a_different_input_does_not_match() {
+        for expected in all_expectations() {
+            assert_ne!(
+                one_shot(&expected, b"The quick brown fox jumps over the lazy cog"),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn hex_and_base64_expectations_are_equal() {
+        let b64 = |t, s| Digest::checksum(t, s).unwrap();
+        assert_eq!(
+            b64(ChecksumType::Crc32, "QU+jOQ=="),
+            b64(ChecksumType::Crc32, "414fa339")
+        );
+        assert_eq!(
+            b64(ChecksumType::Crc64Nvme, "12xUBUlUwUM="),
+            b64(ChecksumType::Crc64Nvme, "d76c54054954c143")
+        );
+        // SHA-1 given as base64 equals its hex spelling.
+        assert_eq!(
+            b64(ChecksumType::Sha1, "L9ThxnotKPzthJ7hu3bnORuT6xI="),
+            b64(
+                ChecksumType::Sha1,
+                "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12"
+            )
+        );
+    }
+
+    #[test]
+    fn streaming_in_random_splits_equals_one_shot() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let data: Vec<u8> = (0..100_000).map(|_| rng.u8(..)).collect();
+        for expected in all_expectations() {
+            let whole = one_shot(&expected, &data);
+            for _ in 0..20 {
+                let mut h = SegmentHasher::for_digest(&expected);
+                let mut at = 0;
+                while at < data.len() {
+                    let n = rng.usize(0..=(data.len() - at).min(5000));
+                    h.update(&data[at..at + n]);
+                    at += n;
+                }
+                assert_eq!(h.finish(), whole, "{}", expected.algorithm());
+            }
+        }
+    }
+
+    #[test]
+    fn crc32c_append_resumes() {
+        let (a, b) = FOX.split_at(17);
+        assert_eq!(crc32c_append(crc32c_append(0, a), b), 0x2262_0404);
+        assert_eq!(crc32c_append(0, b""), 0);
+    }
+
+    #[test]
+    fn sha256_wrapper() {
+        let mut h = Sha256Hasher::new();
+        h.update(&FOX[..5]);
+        h.update(&FOX[5..]);
+        assert_eq!(
+            hex::encode(h.finish()),
+            "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592"
+        );
+        assert_eq!(
+            hex::encode(Sha256Hasher::new().finish()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

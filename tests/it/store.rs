@@ -1,1 +1,443 @@
-//! Integration tests: store.
+//! Integration tests: store, verify and hashing on a real filesystem. Hostile names stay
+//! inside the project directory, planted symlinks are refused, modes are explicit, publishing
+//! never overwrites, the manifest passes the real `sha256sum -c`, and read-back finds flipped
+//! bytes in the right segment and chunk.
+
+// Test helpers outside #[test] functions may unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dxmirror::model::{FileId, RemoteFile, RemotePart, RemoteState};
+use dxmirror::planner::plan_file;
+use dxmirror::store::{assign_paths, manifest_name, ProjectStore, RelPath, StoreError};
+use dxmirror::verify::read_back;
+use md5::Digest as _;
+
+fn fid(n: u32) -> FileId {
+    format!("file-{n:024}").parse().unwrap()
+}
+
+fn remote(n: u32, folder: &str, name: &str, created_ms: i64) -> RemoteFile {
+    RemoteFile {
+        id: fid(n),
+        project: "project-000000000000000000000001".parse().unwrap(),
+        name: name.into(),
+        folder: folder.into(),
+        size: 0,
+        state: RemoteState::Closed,
+        archival_state: "live".into(),
+        created_ms,
+        modified_ms: 0,
+        parts: None,
+        drive: None,
+        md5: None,
+        checksum_type: None,
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Stages `bytes` for `id` and publishes them at `rel`.
+fn stage_and_publish(store: &ProjectStore, id: &FileId, rel: &RelPath, bytes: &[u8]) -> PathBuf {
+    let (f, created) = store.open_staging(id, bytes.len() as u64).unwrap();
+    assert!(created);
+    f.write_all_at(bytes, 0).unwrap();
+    drop(f);
+    store.publish(id, rel).unwrap()
+}
+
+/// Every regular file and directory under `dir`, without following symlinks.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let ft = entry.file_type().unwrap();
+        out.push(entry.path());
+        if ft.is_dir() {
+            walk(&entry.path(), out);
+        }
+    }
+}
+
+#[test]
+fn hostile_names_stay_inside_the_project_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let mirror = root.path().join("mirror");
+    let long = "n".repeat(300);
+    let files = vec![
+        remote(1, "/", "..", 0),
+        remote(2, "/../../etc", "passwd", 0),
+        remote(3, "/", "/abs", 0),
+        remote(4, "/", "nul\0byte", 0),
+        remote(5, "/", "new\nline", 0),
+        remote(6, "/ctl\u{1}", "bell\u{7}", 0),
+        remote(7, "/", &long, 0),
+        remote(8, "/", ".dxmirror", 0),
+        remote(9, "/.dxmirror/staging", "x.part", 0),
+        remote(10, "/..", "..", 0),
+        remote(11, "/a/../../..", "b", 0),
+        remote(12, &format!("/{long}"), "c", 0),
+    ];
+    let paths = assign_paths(&files);
+    assert_eq!(paths.len(), files.len());
+    let store = ProjectStore::open(&mirror, "P").unwrap();
+    let project = store.dir().canonicalize().unwrap();
+    for (i, (id, rel)) in paths.iter().enumerate() {
+        let published = stage_and_publish(&store, id, rel, format!("content {i}").as_bytes());
+        let canon = published.canonicalize().unwrap();
+        assert!(canon.starts_with(&project), "{canon:?} escaped {project:?}");
+        assert!(
+            !canon.starts_with(project.join(".dxmirror")),
+            "{canon:?} is in the hidden dir"
+        );
+        assert!(rel
+            .components()
+            .all(|c| c.len() <= 255 && !c.chars().any(char::is_control)));
+    }
+    // Nothing was written anywhere but the project dir.
+    let mut outside = Vec::new();
+    walk(root.path(), &mut outside);
+    for p in &outside {
+        assert!(p.starts_with(&mirror), "{p:?}");
+    }
+    // Every file is where assign_paths said, and staging is empty again.
+    let mut found = Vec::new();
+    walk(store.dir(), &mut found);
+    let regular = found.iter().filter(|p| p.is_file()).count();
+    assert_eq!(regular, files.len());
+    assert!(store.list_staging().unwrap().is_empty());
+}
+
+#[test]
+fn duplicates_keep_the_first_created_name() {
+    let root = tempfile::tempdir().unwrap();
+    let files = vec![
+        remote(7, "/d", "x.bam", 300),
+        remote(5, "/d", "x.bam", 100),
+        remote(9, "/d/", "x.bam", 100),
+        remote(1, "/d", "x.bam", 200),
+    ];
+    let paths = assign_paths(&files);
+    assert_eq!(paths[&fid(5)].as_str(), "d/x.bam");
+    assert_eq!(paths[&fid(9)].to_string(), format!("d/{}__x.bam", fid(9)));
+    assert_eq!(paths[&fid(1)].to_string(), format!("d/{}__x.bam", fid(1)));
+    assert_eq!(paths[&fid(7)].to_string(), format!("d/{}__x.bam", fid(7)));
+    let store = ProjectStore::open(root.path(), "P").unwrap();
+    for (id, rel) in &paths {
+        let p = stage_and_publish(&store, id, rel, id.as_str().as_bytes());
+        assert_eq!(fs::read(p).unwrap(), id.as_str().as_bytes());
+    }
+}
+
+#[test]
+fn planted_symlinks_are_refused_and_never_written_through() {
+    let root = tempfile::tempdir().unwrap();
+    let mirror = root.path().join("mirror");
+    let elsewhere = root.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let store = ProjectStore::open(&mirror, "P").unwrap();
+
+    // A folder component that is a symlink.
+    std::os::unix::fs::symlink(&elsewhere, store.dir().join("restricted")).unwrap();
+    let rel: RelPath = "restricted/sub/a.bam".parse().unwrap();
+    let (f, _) = store.open_staging(&fid(1), 3).unwrap();
+    f.write_all_at(b"abc", 0).unwrap();
+    let err = store.publish(&fid(1), &rel).unwrap_err();
+    assert!(matches!(err, StoreError::NotPlain { .. }), "{err}");
+    assert!(err.to_string().contains("restricted"), "{err}");
+    // The bytes are still staged, nothing went through the link.
+    assert_eq!(store.list_staging().unwrap(), vec![fid(1)]);
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    // A final name that is a symlink is an existing entry: never replaced or followed.
+    let target = elsewhere.join("target");
+    fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, store.dir().join("link.bam")).unwrap();
+    let err = store
+        .publish(&fid(1), &"link.bam".parse().unwrap())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+
+    // A planted staging file symlink.
+    let staging_link = store.staging_path(&fid(2));
+    std::os::unix::fs::symlink(&target, &staging_link).unwrap();
+    let err = store.open_staging(&fid(2), 100).unwrap_err();
+    assert!(matches!(err, StoreError::NotPlain { .. }), "{err}");
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+
+    // A project dir or hidden dir that is a symlink.
+    std::os::unix::fs::symlink(&elsewhere, mirror.join("Q")).unwrap();
+    assert!(matches!(
+        ProjectStore::open(&mirror, "Q"),
+        Err(StoreError::NotPlain { .. })
+    ));
+    fs::create_dir(mirror.join("R")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, mirror.join("R/.dxmirror")).unwrap();
+    assert!(matches!(
+        ProjectStore::open(&mirror, "R"),
+        Err(StoreError::NotPlain { .. })
+    ));
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
+}
+
+#[test]
+fn modes_are_explicit() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ProjectStore::open(root.path(), "P").unwrap();
+    let rel: RelPath = "x/y/z.vcf".parse().unwrap();
+    let p = stage_and_publish(&store, &fid(1), &rel, b"data");
+    assert_eq!(mode(&p), 0o640);
+    for d in ["P", "P/x", "P/x/y", "P/.dxmirror", "P/.dxmirror/staging"] {
+        assert_eq!(mode(&root.path().join(d)), 0o750, "{d}");
+    }
+    store
+        .write_manifest(&[(rel, [0; 32])], "SHA256SUMS")
+        .unwrap();
+    assert_eq!(mode(&store.dir().join("SHA256SUMS")), 0o640);
+}
+
+#[test]
+fn publish_never_overwrites_and_replacing_keeps_the_old_file() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ProjectStore::open(root.path(), "P").unwrap();
+    let rel: RelPath = "d/f.txt".parse().unwrap();
+    let p = stage_and_publish(&store, &fid(1), &rel, b"old");
+
+    let (f, _) = store.open_staging(&fid(2), 3).unwrap();
+    f.write_all_at(b"new", 0).unwrap();
+    let err = store.publish(&fid(2), &rel).unwrap_err();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    assert_eq!(err.path(), p.as_path());
+    assert_eq!(fs::read(&p).unwrap(), b"old");
+    assert_eq!(store.list_staging().unwrap(), vec![fid(2)]);
+
+    let keep: RelPath = "d/f.txt.old".parse().unwrap();
+    store.publish_replacing(&fid(2), &rel, &keep).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"new");
+    assert_eq!(fs::read(store.final_path(&keep)).unwrap(), b"old");
+    assert!(store.list_staging().unwrap().is_empty());
+
+    // Replacing onto an existing keep path refuses and changes nothing.
+    let (f, _) = store.open_staging(&fid(3), 5).unwrap();
+    f.write_all_at(b"newer", 0).unwrap();
+    let err = store.publish_replacing(&fid(3), &rel, &keep).unwrap_err();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    assert_eq!(fs::read(&p).unwrap(), b"new");
+    assert_eq!(fs::read(store.final_path(&keep)).unwrap(), b"old");
+}
+
+#[test]
+fn unstage_moves_a_file_back_for_repair() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ProjectStore::open(root.path(), "P").unwrap();
+    let rel: RelPath = "a/b.bin".parse().unwrap();
+    let p = stage_and_publish(&store, &fid(1), &rel, b"0123456789");
+    let staged = store.unstage(&rel, &fid(1)).unwrap();
+    assert!(!p.exists());
+    assert_eq!(staged, store.staging_path(&fid(1)));
+    let (f, created) = store.open_staging(&fid(1), 10).unwrap();
+    assert!(!created);
+    let mut buf = [0u8; 10];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"0123456789");
+    // Unstaging again: nothing is there.
+    assert!(store.unstage(&rel, &fid(1)).is_err());
+}
+
+#[test]
+fn manifest_is_accepted_by_sha256sum() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ProjectStore::open(root.path(), "P").unwrap();
+    let names = [
+        "plain.bam",
+        "with space.txt",
+        "dir with space/ünïcødé 名前.vcf",
+        "back\\slash",
+        "new\nline",
+        "both\\and\nmore",
+        "cr\rinside",
+        "ends in cr\r",
+    ];
+    let mut entries = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let rel: RelPath = name.parse().unwrap();
+        let bytes = format!("file number {i}\n").repeat(i + 1);
+        stage_and_publish(&store, &fid(i as u32 + 1), &rel, bytes.as_bytes());
+        entries.push((
+            rel,
+            <[u8; 32]>::from(sha2::Sha256::digest(bytes.as_bytes())),
+        ));
+    }
+    let name = manifest_name(entries.iter().map(|(r, _)| r));
+    assert_eq!(name, "SHA256SUMS");
+    store.write_manifest(&entries, name).unwrap();
+
+    let check = |dir: &Path| {
+        Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let out = check(store.dir());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches(": OK").count(), names.len(), "{stdout}");
+
+    // Lines are sorted by path and the temp file is gone.
+    let text = fs::read_to_string(store.dir().join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        names.len(),
+        "newlines in names are escaped"
+    );
+    let listed: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once("  ").unwrap().1)
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
+    assert!(text.contains("  new\\nline\n"), "{text}");
+    assert!(text.contains("  back\\\\slash\n"), "{text}");
+    assert!(!store.dir().join(".dxmirror/SHA256SUMS.tmp").exists());
+
+    // A changed file makes the real tool fail: the manifest really checks content.
+    fs::write(store.dir().join("with space.txt"), b"tampered").unwrap();
+    assert!(!check(store.dir()).status.success());
+
+    // Rewriting replaces the manifest atomically.
+    store.write_manifest(&entries[..1], name).unwrap();
+    assert_eq!(
+        fs::read_to_string(store.dir().join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
+
+/// A file described with md5 parts of `part_sizes` over `bytes`.
+fn md5_file(bytes: &[u8], part_sizes: &[u64]) -> RemoteFile {
+    let mut at = 0usize;
+    let parts = part_sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let s = s as usize;
+            let part = RemotePart {
+                index: i as u32 + 1,
+                size: s as u64,
+                md5: Some(hex::encode(md5::Md5::digest(&bytes[at..at + s]))),
+                checksum: None,
+            };
+            at += s;
+            part
+        })
+        .collect();
+    let mut f = remote(1, "/", "f", 0);
+    f.size = bytes.len() as u64;
+    f.parts = Some(parts);
+    f
+}
+
+#[test]
+fn read_back_finds_flipped_bytes_in_the_right_segment_and_chunk() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ProjectStore::open(root.path(), "P").unwrap();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mib = 1u64 << 20;
+    // (part sizes, chunk size): zero-byte, one byte, exact buffer multiples, odd tails.
+    let shapes: Vec<(Vec<u64>, u64)> = vec![
+        (vec![0], 64),
+        (vec![1], 64),
+        (vec![mib, mib], mib / 2),
+        (vec![mib + 1, 0, 3 * mib - 1, 17], 700_001),
+        (vec![5, 7, 11], 4),
+    ];
+    for (n, (sizes, chunk)) in shapes.into_iter().enumerate() {
+        let size: u64 = sizes.iter().sum();
+        let bytes: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+        let plan = plan_file(&md5_file(&bytes, &sizes), chunk).unwrap();
+        let id = fid(n as u32 + 1);
+        let (f, _) = store.open_staging(&id, size).unwrap();
+        f.write_all_at(&bytes, 0).unwrap();
+        let path = store.staging_path(&id);
+
+        let good = read_back(&path, &plan).unwrap();
+        assert!(good.all_ok(), "shape {n}: {good:?}");
+        assert_eq!(
+            good.sha256,
+            <[u8; 32]>::from(sha2::Sha256::digest(&bytes)),
+            "shape {n}"
+        );
+        for c in &plan.chunks {
+            let want = crc32c::crc32c(&bytes[c.range.offset as usize..c.range.end() as usize]);
+            assert_eq!(good.chunk_crcs[c.idx as usize], want);
+        }
+
+        if size == 0 {
+            continue;
+        }
+        for _ in 0..3 {
+            let at = rng.u64(0..size);
+            let mut byte = [0u8];
+            f.read_exact_at(&mut byte, at).unwrap();
+            f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+            let bad = read_back(&path, &plan).unwrap();
+            f.write_all_at(&byte, at).unwrap();
+
+            let seg = plan
+                .segments
+                .iter()
+                .find(|s| s.range.offset <= at && at < s.range.end())
+                .unwrap();
+            let chunk = plan
+                .chunks
+                .iter()
+                .find(|c| c.range.offset <= at && at < c.range.end())
+                .unwrap();
+            let bad_segs: Vec<u32> = bad.bad_segments().map(|s| s.idx).collect();
+            assert_eq!(bad_segs, vec![seg.idx], "shape {n} offset {at}");
+            let differing: Vec<usize> = (0..plan.chunks.len())
+                .filter(|&i| bad.chunk_crcs[i] != good.chunk_crcs[i])
+                .collect();
+            assert_eq!(differing, vec![chunk.idx as usize], "shape {n} offset {at}");
+            assert_ne!(bad.sha256, good.sha256);
+            assert!(bad.size_ok && !bad.all_ok());
+        }
+        assert!(read_back(&path, &plan).unwrap().all_ok());
+    }
+}
+
+#[test]
+fn assigned_paths_round_trip_through_text() {
+    let files: Vec<RemoteFile> = (1..=20)
+        .map(|n| {
+            remote(
+                n,
+                &format!("/f{}/../x\t", n % 3),
+                &format!("n\n{}", n % 4),
+                n as i64,
+            )
+        })
+        .collect();
+    let paths: BTreeMap<FileId, RelPath> = assign_paths(&files);
+    for rel in paths.values() {
+        assert_eq!(&rel.to_string().parse::<RelPath>().unwrap(), rel);
+    }
+    let unique: std::collections::HashSet<&RelPath> = paths.values().collect();
+    assert_eq!(unique.len(), files.len());
+}
