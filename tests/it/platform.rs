@@ -292,6 +292,11 @@ async fn read_all(
 ) -> Result<Vec<u8>, PlatformError> {
     let mut body = c.get_range(url, range, size).await?;
     assert_eq!(body.expected_len(), range.len);
+    let shown = format!("{body:?}");
+    assert!(
+        !shown.contains("SECRET") && !shown.contains("sig="),
+        "{shown}"
+    );
     let mut out = Vec::new();
     while let Some(chunk) = body.next_chunk().await? {
         out.extend_from_slice(&chunk);
@@ -618,6 +623,7 @@ async fn download_url_and_ranged_gets() {
         .await
         .unwrap_err();
     assert_eq!(e.download_disposition(), DownloadDisposition::Fail);
+    assert!(!format!("{e} {e:?}").contains("SECRET"));
     assert!(c.get_range(&url, ByteRange::new(0, 0), 1000).await.is_err());
     assert_eq!(dl.requests().len(), 2);
 }
