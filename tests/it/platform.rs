@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use dxmirror::model::{ApiToken, ByteRange, FileId, ProjectId};
 use dxmirror::platform::{
-    ApiDisposition, Backoff, DownloadDisposition, DownloadUrl, DxClient, PlatformConfig,
+    ApiDisposition, Backoff, DownloadDisposition, DownloadUrl, DxClient, IoKind, PlatformConfig,
     PlatformError, ProjectQuery,
 };
 use serde_json::{json, Value};
@@ -59,6 +59,8 @@ enum Reply {
         declared: usize,
         body: Vec<u8>,
     },
+    /// Reads the request and never answers.
+    Silent,
     /// Sends headers and `body`, then holds the connection open forever.
     Stall {
         headers: Vec<(String, String)>,
@@ -219,6 +221,7 @@ async fn handle(
             sock.flush().await?;
             sock.shutdown().await?;
         }
+        Reply::Silent => std::future::pending::<()>().await,
         Reply::Stall {
             headers,
             declared,
@@ -900,6 +903,26 @@ async fn stalled_bodies_time_out() {
 }
 
 #[tokio::test]
+async fn headers_that_never_come_time_out() {
+    let server = serve(|_, _| Reply::Silent).await;
+    let c = DxClient::new(PlatformConfig {
+        stall_timeout: Duration::from_millis(200),
+        ..config("http://127.0.0.1:9")
+    })
+    .unwrap();
+    let url = DownloadUrl::from_parts(&format!("{}/x", server.url()), [], None).unwrap();
+    let e = c
+        .get_range(&url, ByteRange::new(0, 10), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, PlatformError::Stalled { received: 0, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.download_disposition(), DownloadDisposition::RetryRange);
+}
+
+#[tokio::test]
 async fn connection_refused_is_retried_then_reported() {
     // Bind then drop, so the port is (almost certainly) closed.
     let port = {
@@ -910,7 +933,7 @@ async fn connection_refused_is_retried_then_reported() {
     let e = c.whoami().await.unwrap_err();
     assert!(
         matches!(&e, PlatformError::RetriesExhausted { attempts: 4, last, .. }
-            if matches!(**last, PlatformError::Io { .. })),
+            if last.is_io(IoKind::Connect)),
         "{e:?}"
     );
     assert!(!e.to_string().contains(TOKEN));
