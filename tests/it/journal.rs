@@ -1,5 +1,8 @@
 //! Integration tests: journal. Real SQLite files in temporary directories.
 
+// Test helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::Instant;
 
