@@ -7,7 +7,7 @@
 //!
 //! # Schema
 //!
-//! The DDL lives in [`schema`](self::schema) as an append-only migration list, applied on
+//! The DDL lives in `journal/schema.rs` as an append-only migration list, applied on
 //! `PRAGMA user_version`. Tables (all `STRICT`):
 //!
 //! - `projects(id PK, name, dir_name UNIQUE NULL, download_restricted, state, reason,
@@ -736,7 +736,8 @@ impl Journal {
     /// New ids are inserted `Pending` (or `Skipped` with the reason); known ids get remote
     /// metadata, `rel_path` and `last_seen_ms` updated without touching their progress or a
     /// finished state (a `Skipped` or `Gone` file that became downloadable goes back to
-    /// `Pending`, a `Pending` one that no longer is becomes `Skipped`). Known ids absent
+    /// `Pending`, a `Pending` or `Gone` one that is listed but not downloadable becomes
+    /// `Skipped`). Known ids absent
     /// from the listing are reported as removed, not deleted.
     pub async fn record_listing(
         &self,
@@ -999,4 +1000,51 @@ pub(crate) fn sql_u64(v: u64) -> Result<i64, JournalError> {
 /// Parses a stored `ALGO:hex` digest.
 pub(crate) fn parse_tagged(s: &str) -> Result<Digest, crate::model::DigestError> {
     Digest::from_tagged(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for s in FileState::ALL {
+            assert_eq!(s.as_str().parse::<FileState>(), Ok(*s));
+        }
+        for s in ProjectState::ALL {
+            assert_eq!(s.as_str().parse::<ProjectState>(), Ok(*s));
+        }
+        for s in EventLevel::ALL {
+            assert_eq!(s.as_str().parse::<EventLevel>(), Ok(*s));
+        }
+        let err = "Verified".parse::<FileState>().unwrap_err();
+        assert_eq!(err.to_string(), "unknown FileState \"Verified\"");
+    }
+
+    #[test]
+    fn finished_states() {
+        let finished: Vec<_> = FileState::ALL.iter().filter(|s| s.is_finished()).collect();
+        assert_eq!(
+            finished,
+            [
+                &FileState::Fetched,
+                &FileState::Verified,
+                &FileState::Unverified
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_stored_rows_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let conn = schema::open_writer(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO projects (id, name, state, first_seen_ms) \
+                 VALUES ('project-000000000000000000000001', 'p', 'exploded', 0);",
+        )
+        .unwrap();
+        let err = read::projects(&conn).unwrap_err();
+        assert!(err.to_string().contains("exploded"), "{err}");
+    }
 }

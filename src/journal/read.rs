@@ -15,26 +15,37 @@ use crate::model::{ByteRange, FileId, ProjectId, RemotePart, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
 
 /// The platform parts as stored in `files.parts_json`.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct PartJson {
-    pub(crate) index: u32,
-    pub(crate) size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) md5: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) checksum: Option<String>,
+#[derive(serde::Deserialize)]
+struct PartJson {
+    index: u32,
+    size: u64,
+    #[serde(default)]
+    md5: Option<String>,
+    #[serde(default)]
+    checksum: Option<String>,
+}
+
+/// The same shape, borrowed, for writing without copying the strings.
+#[derive(serde::Serialize)]
+struct PartJsonRef<'a> {
+    index: u32,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    md5: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checksum: Option<&'a str>,
 }
 
 /// Serialises parts for `files.parts_json`.
 pub(crate) fn parts_to_json(parts: &Option<Vec<RemotePart>>) -> Option<String> {
     let parts = parts.as_ref()?;
-    let json: Vec<PartJson> = parts
+    let json: Vec<PartJsonRef<'_>> = parts
         .iter()
-        .map(|p| PartJson {
+        .map(|p| PartJsonRef {
             index: p.index,
             size: p.size,
-            md5: p.md5.clone(),
-            checksum: p.checksum.clone(),
+            md5: p.md5.as_deref(),
+            checksum: p.checksum.as_deref(),
         })
         .collect();
     // Serialising plain strings and numbers cannot fail.

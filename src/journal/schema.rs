@@ -190,6 +190,8 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, JournalError> {
         .sql_ctx("setting synchronous")?;
     conn.pragma_update(None, "foreign_keys", true)
         .sql_ctx("enabling foreign keys")?;
+    conn.pragma_update(None, "cache_size", -32_768)
+        .sql_ctx("setting cache_size")?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn, path)?;
     Ok(conn)

@@ -5,7 +5,7 @@
 //! This is the only code that writes the journal. It must not block on anything but SQLite
 //! and its channel, and must never ack before the commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
@@ -147,8 +147,22 @@ fn apply_batch(
     };
     let mut results = Vec::with_capacity(batch.len());
     let mut events_added = false;
+    // A lone command needs no savepoint: on error the whole transaction is rolled back. This
+    // spares a big listing the statement journal a savepoint keeps of every page it touches.
+    let alone = batch.len() == 1;
     for Command { op, ack } in batch {
         events_added |= matches!(op, Op::Event { .. });
+        if alone {
+            let res = apply(&tx, op);
+            if res.is_err() {
+                if let Err(e) = tx.rollback() {
+                    tracing::warn!(error = %e, "journal rollback failed");
+                }
+                return vec![(ack, res)];
+            }
+            results.push((ack, res));
+            continue;
+        }
         let res = match tx.savepoint() {
             Ok(mut sp) => {
                 let res = apply(&sp, op);
@@ -417,19 +431,19 @@ fn record_listing(
         .prepare_cached("SELECT reason FROM files WHERE file_id = ?1")
         .sql_ctx("updating files")?;
 
+    let mut same_project = conn
+        .prepare_cached("SELECT 1 FROM files WHERE file_id = ?1 AND project_id = ?2")
+        .sql_ctx("inserting files")?;
+
+    // Known ids are taken out of `known` as they are listed; what remains was not listed.
     let mut diff = ListingDiff::default();
-    let mut listed: HashSet<String> = HashSet::with_capacity(files.len());
     for f in files {
         let r = &f.remote;
         let id = r.id.as_str();
-        if !listed.insert(id.to_owned()) {
-            // The platform listed the id twice: the first description wins.
-            continue;
-        }
         let parts_json = parts_to_json(&r.parts);
         let size = sql_u64(r.size)?;
         let kind = f.kind.map(|k| k.as_str());
-        match known.get(id) {
+        match known.remove(id) {
             None => {
                 let (state, reason) = match &f.skip_reason {
                     Some(reason) => (FileState::Skipped, Some(reason.as_str())),
@@ -459,13 +473,18 @@ fn record_listing(
                     .sql_ctx("inserting files")?;
                 if n == 1 {
                     diff.added.push(r.id.clone());
+                } else if same_project
+                    .exists(params![r.id, project])
+                    .sql_ctx("inserting files")?
+                {
+                    // The platform listed the id twice: the first description wins.
                 } else {
                     diff.other_project.push(r.id.clone());
                 }
             }
-            Some(&current) => {
+            Some(current) => {
                 let (state, reason) = match (current, &f.skip_reason) {
-                    (FileState::Pending | FileState::Skipped, Some(reason)) => {
+                    (FileState::Pending | FileState::Skipped | FileState::Gone, Some(reason)) => {
                         (FileState::Skipped, Some(reason.clone()))
                     }
                     (FileState::Skipped | FileState::Gone, None) => (FileState::Pending, None),
@@ -504,18 +523,16 @@ fn record_listing(
         }
     }
 
-    let mut removed = Vec::new();
-    for id in known.keys() {
-        if !listed.contains(id) {
-            match id.parse::<FileId>() {
-                Ok(fid) => removed.push(fid),
-                Err(e) => {
-                    return Err(JournalError::BadRow {
-                        table: "files",
-                        key: id.clone(),
-                        detail: e.to_string(),
-                    })
-                }
+    let mut removed = Vec::with_capacity(known.len());
+    for id in known.into_keys() {
+        match id.parse::<FileId>() {
+            Ok(fid) => removed.push(fid),
+            Err(e) => {
+                return Err(JournalError::BadRow {
+                    table: "files",
+                    key: id,
+                    detail: e.to_string(),
+                })
             }
         }
     }

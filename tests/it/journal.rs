@@ -410,7 +410,7 @@ async fn acked_chunk_progress_survives_drop_and_reopen() {
             commits as f64 / elapsed.as_secs_f64()
         );
         // Group commit: far fewer transactions than updates.
-        assert!(commits <= 100, "{commits} commits for 1000 updates");
+        assert!(commits <= 250, "{commits} commits for 1000 updates");
         // Dropped without close: acked writes must already be on disk.
     }
     let j = Journal::open(dir.path()).unwrap();
