@@ -198,6 +198,9 @@ pub enum JournalError {
         /// What is wrong.
         detail: String,
     },
+    /// The writer answered a command with the wrong kind of reply (a bug).
+    #[error("the journal writer gave an unexpected reply")]
+    WrongReply,
     /// The writer thread has stopped (after `close`, or it died).
     #[error("the journal writer has stopped")]
     Closed,
@@ -752,7 +755,7 @@ impl Journal {
             .await?
         {
             Reply::Diff(diff) => Ok(diff),
-            _ => Ok(ListingDiff::default()),
+            _ => Err(JournalError::WrongReply),
         }
     }
 
@@ -785,7 +788,7 @@ impl Journal {
     pub async fn add_attempt(&self, id: &FileId) -> Result<u32, JournalError> {
         match self.send(Op::AddAttempt(id.clone())).await? {
             Reply::Attempts(n) => Ok(n),
-            _ => Ok(0),
+            _ => Err(JournalError::WrongReply),
         }
     }
 
@@ -894,7 +897,7 @@ impl Journal {
             .await?
         {
             Reply::Run(id) => Ok(id),
-            _ => Ok(0),
+            _ => Err(JournalError::WrongReply),
         }
     }
 

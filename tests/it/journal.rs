@@ -309,6 +309,23 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
 }
 
 #[tokio::test]
+async fn a_size_beyond_sqlite_integers_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    j.upsert_project(project(1)).await.unwrap();
+    let mut huge = remote(1, 2, 1);
+    huge.size = u64::MAX;
+    huge.parts = None;
+    let err = j
+        .record_listing(&pid(1), vec![listing(remote(1, 1, 1)), listing(huge)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::TooLarge(u64::MAX)), "{err:?}");
+    // The listing is one transaction: nothing of it was kept.
+    assert!(j.files(&pid(1)).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn plan_round_trips_through_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path()).unwrap();
@@ -753,8 +770,16 @@ async fn hundred_thousand_file_listing_round_trip() {
         assert_eq!(row.remote(), remote(1, n, 1));
         assert_eq!(row.rel_path, format!("data/f{n}.bam"));
     }
+    drop(reader);
+    j.close().await.unwrap();
+    drop(j);
+    let started = Instant::now();
+    let j = Journal::open(dir.path()).unwrap();
+    let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(j.file(&fid(0)).unwrap().unwrap().state, FileState::Pending);
     eprintln!(
         "journal: 100k-file listing: insert {insert_ms:.0} ms, re-list {relist_ms:.0} ms, \
-         read back {read_ms:.0} ms, totals+problems {status_ms:.1} ms"
+         read back {read_ms:.0} ms, totals+problems {status_ms:.1} ms, \
+         reopen (quick_check) {open_ms:.0} ms"
     );
 }
