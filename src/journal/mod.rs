@@ -38,6 +38,10 @@
 //! each caller. Reads use a second, read-only connection behind a mutex. [`JournalReader`]
 //! opens the file read-only and works while a writer process runs (WAL). Every connection
 //! has a `busy_timeout`. The journal must live on a local file system: WAL needs shared memory.
+//! A batch of one command runs without a savepoint (its failure rolls back the transaction),
+//! which spares a large listing the statement journal.
+//! A read-only open needs the `-shm` file to exist (a writer is running) or the directory
+//! to be writable by the reader, as SQLite requires for read-only WAL databases.
 //!
 //! # Compatibility
 //!
