@@ -98,6 +98,9 @@ pub enum JournalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The writer thread could not be started.
+    #[error("cannot start the journal writer thread: {0}")]
+    SpawnWriter(std::io::Error),
     /// A reader was pointed at a state directory without a journal.
     #[error("no journal at {0}")]
     Missing(PathBuf),
@@ -646,10 +649,7 @@ impl Journal {
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer::run(conn, rx, &thread_stats))
-            .map_err(|source| JournalError::CreateDir {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(JournalError::SpawnWriter)?;
         tracing::debug!(path = %path.display(), "journal opened");
         Ok(Journal {
             inner: Arc::new(Inner {
