@@ -1,0 +1,295 @@
+//! The journal's schema: the ordered, append-only list of migrations, the `migrate()` that
+//! applies them on `PRAGMA user_version`, and the one place connections are set up.
+//!
+//! Rules (cargo's `util/sqlite.rs`): never edit or reorder an entry of [`migrations`]; a
+//! change is a new entry appended at the end. New columns must be NULL-able or have a default.
+//! This module must not know about rows or states beyond the DDL that stores them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::{JournalError, SqlContext as _};
+
+/// How long a connection waits for a lock held by another connection before giving up.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The migrations, in order. Entry `n` takes the journal from `user_version` `n` to `n + 1`.
+pub(crate) fn migrations() -> &'static [&'static str] {
+    &[
+        // 1: the initial schema.
+        r#"
+        CREATE TABLE projects (
+            id                  TEXT PRIMARY KEY NOT NULL,
+            name                TEXT NOT NULL,
+            dir_name            TEXT UNIQUE,
+            download_restricted INTEGER NOT NULL DEFAULT 0,
+            state               TEXT NOT NULL,
+            reason              TEXT,
+            first_seen_ms       INTEGER NOT NULL,
+            last_listed_ms      INTEGER
+        ) STRICT;
+
+        CREATE TABLE files (
+            file_id        TEXT PRIMARY KEY NOT NULL,
+            project_id     TEXT NOT NULL REFERENCES projects(id),
+            folder         TEXT NOT NULL,
+            name           TEXT NOT NULL,
+            size           INTEGER NOT NULL,
+            remote_state   TEXT NOT NULL,
+            archival_state TEXT NOT NULL,
+            created_ms     INTEGER NOT NULL,
+            modified_ms    INTEGER NOT NULL,
+            parts_json     TEXT,
+            drive          TEXT,
+            md5            TEXT,
+            checksum_type  TEXT,
+            kind           TEXT,
+            rel_path       TEXT NOT NULL,
+            state          TEXT NOT NULL,
+            reason         TEXT,
+            attempts       INTEGER NOT NULL DEFAULT 0,
+            sha256         TEXT,
+            done_ms        INTEGER,
+            updated_ms     INTEGER NOT NULL,
+            last_seen_ms   INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX files_by_project_state ON files(project_id, state);
+        CREATE INDEX files_by_state ON files(state, updated_ms);
+
+        CREATE TABLE segments (
+            file_id    TEXT NOT NULL REFERENCES files(file_id) ON DELETE CASCADE,
+            seg_idx    INTEGER NOT NULL,
+            "offset"   INTEGER NOT NULL,
+            len        INTEGER NOT NULL,
+            part_index INTEGER,
+            expect     TEXT,
+            verified   INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (file_id, seg_idx)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE chunks (
+            file_id    TEXT NOT NULL,
+            chunk_idx  INTEGER NOT NULL,
+            seg_idx    INTEGER NOT NULL,
+            "offset"   INTEGER NOT NULL,
+            len        INTEGER NOT NULL,
+            done_bytes INTEGER NOT NULL DEFAULT 0,
+            crc32c     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (file_id, chunk_idx),
+            FOREIGN KEY (file_id, seg_idx) REFERENCES segments(file_id, seg_idx) ON DELETE CASCADE
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX chunks_by_segment ON chunks(file_id, seg_idx);
+
+        CREATE TABLE events (
+            id         INTEGER PRIMARY KEY,
+            ts_ms      INTEGER NOT NULL,
+            level      TEXT NOT NULL,
+            project_id TEXT,
+            file_id    TEXT,
+            message    TEXT NOT NULL
+        ) STRICT;
+
+        CREATE TABLE runs (
+            id         INTEGER PRIMARY KEY,
+            started_ms INTEGER NOT NULL,
+            ended_ms   INTEGER,
+            version    TEXT NOT NULL,
+            command    TEXT NOT NULL,
+            pid        INTEGER NOT NULL,
+            outcome    TEXT
+        ) STRICT;
+        "#,
+    ]
+}
+
+/// The schema version this build writes and reads (the number of migrations).
+pub(crate) fn current_version() -> i64 {
+    migrations().len() as i64
+}
+
+/// Brings the journal up to [`current_version`] inside one EXCLUSIVE transaction, so two
+/// processes racing to migrate cannot both apply an entry. Refuses a newer journal.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(|e| not_a_database(path, e))?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| not_a_database(path, e))?;
+    let supported = current_version();
+    if found > supported {
+        return Err(JournalError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    if found < 0 {
+        return Err(JournalError::NotADatabase {
+            path: path.to_owned(),
+            detail: format!("negative schema version {found}"),
+        });
+    }
+    for (n, sql) in migrations().iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql).sql_ctx("applying a migration")?;
+        tracing::info!(version = n + 1, "journal migrated");
+    }
+    if found != supported {
+        tx.pragma_update(None, "user_version", supported)
+            .sql_ctx("setting user_version")?;
+    }
+    tx.commit().sql_ctx("committing migrations")
+}
+
+/// Maps an error from the first statements run on a file: `SQLITE_NOTADB` and friends mean
+/// the file is not a journal; anything else is passed through.
+pub(crate) fn not_a_database(path: &Path, e: rusqlite::Error) -> JournalError {
+    use rusqlite::ffi::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            JournalError::NotADatabase {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            }
+        }
+        _ => JournalError::Sqlite {
+            op: "opening the journal",
+            source: e,
+        },
+    }
+}
+
+/// Opens the read-write connection the writer thread owns: creates the file, checks it is a
+/// healthy SQLite database, switches to WAL and migrates.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, JournalError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| not_a_database(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .sql_ctx("setting busy_timeout")?;
+    // The first read of the file: a non-database fails here with SQLITE_NOTADB.
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| not_a_database(path, e))?;
+    if check != "ok" {
+        return Err(JournalError::NotADatabase {
+            path: path.to_owned(),
+            detail: format!("quick_check: {check}"),
+        });
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| not_a_database(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode = %mode, "journal could not switch to WAL");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .sql_ctx("setting synchronous")?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .sql_ctx("enabling foreign keys")?;
+    conn.pragma_update(None, "cache_size", -32_768)
+        .sql_ctx("setting cache_size")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection (`SQLITE_OPEN_READ_ONLY`) and checks the schema version is
+/// exactly the one this build knows: a newer one is refused, an older one must first be
+/// migrated by a writing command (a reader never writes).
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, JournalError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| not_a_database(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .sql_ctx("setting busy_timeout")?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .sql_ctx("enabling foreign keys")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| not_a_database(path, e))?;
+    let supported = current_version();
+    if found > supported {
+        return Err(JournalError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    if found < supported {
+        return Err(JournalError::TooOld {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        let mut conn = open_writer(&path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, current_version());
+        let n_tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n_tables, 6);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_version_is_refused_by_writer_and_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        {
+            let conn = open_writer(&path).unwrap();
+            conn.pragma_update(None, "user_version", current_version() + 7)
+                .unwrap();
+        }
+        let err = open_writer(&path).unwrap_err();
+        assert!(
+            matches!(err, JournalError::TooNew { found, .. } if found == current_version() + 7)
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&(current_version() + 7).to_string()), "{msg}");
+        assert!(msg.contains(&current_version().to_string()), "{msg}");
+        assert!(matches!(
+            open_reader(&path).unwrap_err(),
+            JournalError::TooNew { .. }
+        ));
+    }
+
+    #[test]
+    fn reader_refuses_an_unmigrated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+        assert!(matches!(
+            open_reader(&path).unwrap_err(),
+            JournalError::TooOld { found: 0, .. }
+        ));
+    }
+}

@@ -1,0 +1,671 @@
+//! The writer thread: owns the read-write connection, takes [`Command`]s over a channel,
+//! applies whatever is queued in one transaction (each command in its own savepoint, so one
+//! bad command does not undo its neighbours), commits, and only then acks each command.
+//!
+//! This is the only code that writes the journal. It must not block on anything but SQLite
+//! and its channel, and must never ack before the commit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::read::parts_to_json;
+use super::{
+    now_ms, sql_u64, EventLevel, FileListing, FileState, JournalError, ListingDiff, ProjectRow,
+    SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
+};
+use crate::model::{FileId, ProjectId};
+use crate::planner::FilePlan;
+
+/// How long the writer keeps draining the queue into one batch.
+const MAX_LINGER: Duration = Duration::from_millis(20);
+
+/// One write.
+pub(crate) enum Op {
+    UpsertProject(ProjectRow),
+    RecordListing {
+        project: ProjectId,
+        files: Vec<FileListing>,
+    },
+    SetFileState {
+        id: FileId,
+        state: FileState,
+        reason: Option<String>,
+    },
+    AddAttempt(FileId),
+    MarkDone {
+        id: FileId,
+        state: FileState,
+        sha256: String,
+    },
+    PutPlan {
+        id: FileId,
+        plan: FilePlan,
+    },
+    ChunkProgress {
+        id: FileId,
+        chunk_idx: u32,
+        done_bytes: u64,
+        crc32c: u32,
+    },
+    ResetChunks {
+        id: FileId,
+        chunk_idxs: Vec<u32>,
+    },
+    SetSegmentVerified {
+        id: FileId,
+        seg_idx: u32,
+        verified: bool,
+    },
+    Event {
+        level: EventLevel,
+        project: Option<ProjectId>,
+        file: Option<FileId>,
+        message: String,
+    },
+    StartRun {
+        command: String,
+    },
+    EndRun {
+        run: i64,
+        outcome: String,
+    },
+    /// Commit what came before, ack, and stop.
+    Close,
+}
+
+/// What a write returns.
+pub(crate) enum Reply {
+    Done,
+    Attempts(u32),
+    Diff(ListingDiff),
+    Run(i64),
+}
+
+/// A write and the channel its result goes to, after the commit.
+pub(crate) struct Command {
+    pub(crate) op: Op,
+    pub(crate) ack: oneshot::Sender<Result<Reply, JournalError>>,
+}
+
+/// The writer loop; returns when the channel closes or after a `Close` command.
+pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, stats: &StatCounters) {
+    use std::sync::atomic::Ordering;
+    while let Some(first) = rx.blocking_recv() {
+        let started = Instant::now();
+        let mut closing = matches!(first.op, Op::Close);
+        let mut batch = vec![first];
+        while !closing && batch.len() < MAX_BATCH && started.elapsed() < MAX_LINGER {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    closing = matches!(cmd.op, Op::Close);
+                    batch.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        let n_commands = batch.len();
+        let acks = apply_batch(&mut conn, batch);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .commands
+            .fetch_add(n_commands as u64, Ordering::Relaxed);
+        for (ack, res) in acks {
+            // A caller that stopped waiting is not an error for the others.
+            let _ = ack.send(res);
+        }
+        tracing::trace!(
+            n_commands,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "journal batch committed"
+        );
+        if closing {
+            break;
+        }
+    }
+    tracing::debug!("journal writer stopped");
+}
+
+type Ack = oneshot::Sender<Result<Reply, JournalError>>;
+
+fn apply_batch(
+    conn: &mut Connection,
+    batch: Vec<Command>,
+) -> Vec<(Ack, Result<Reply, JournalError>)> {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(error = %e, "journal transaction could not start");
+            let msg = e.to_string();
+            return batch
+                .into_iter()
+                .map(|c| (c.ack, Err(JournalError::CommitFailed(msg.clone()))))
+                .collect();
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    let mut events_added = false;
+    // A lone command needs no savepoint: on error the whole transaction is rolled back. This
+    // spares a big listing the statement journal a savepoint keeps of every page it touches.
+    let alone = batch.len() == 1;
+    for Command { op, ack } in batch {
+        events_added |= matches!(op, Op::Event { .. });
+        if alone {
+            let res = apply(&tx, op);
+            if res.is_err() {
+                if let Err(e) = tx.rollback() {
+                    tracing::warn!(error = %e, "journal rollback failed");
+                }
+                return vec![(ack, res)];
+            }
+            results.push((ack, res));
+            continue;
+        }
+        let res = match tx.savepoint() {
+            Ok(mut sp) => {
+                let res = apply(&sp, op);
+                let ended = if res.is_ok() {
+                    sp.commit()
+                } else {
+                    sp.rollback()
+                };
+                match ended {
+                    Ok(()) => res,
+                    Err(e) => Err(JournalError::Sqlite {
+                        op: "ending a savepoint",
+                        source: e,
+                    }),
+                }
+            }
+            Err(e) => Err(JournalError::Sqlite {
+                op: "starting a savepoint",
+                source: e,
+            }),
+        };
+        results.push((ack, res));
+    }
+    if events_added {
+        if let Err(e) = tx.execute(
+            "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",
+            params![MAX_EVENTS],
+        ) {
+            tracing::warn!(error = %e, "journal could not prune events");
+        }
+    }
+    if let Err(e) = tx.commit() {
+        tracing::warn!(error = %e, "journal commit failed");
+        let msg = e.to_string();
+        return results
+            .into_iter()
+            .map(|(ack, _)| (ack, Err(JournalError::CommitFailed(msg.clone()))))
+            .collect();
+    }
+    results
+}
+
+fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
+    match op {
+        Op::UpsertProject(row) => upsert_project(conn, &row).map(|_| Reply::Done),
+        Op::RecordListing { project, files } => {
+            record_listing(conn, &project, files).map(Reply::Diff)
+        }
+        Op::SetFileState { id, state, reason } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE files SET state = ?2, reason = ?3, updated_ms = ?4 WHERE file_id = ?1",
+                )
+                .sql_ctx("setting a file state")?
+                .execute(params![id, state, reason, now_ms()])
+                .sql_ctx("setting a file state")?;
+            known_file(n, id)
+        }
+        Op::AddAttempt(id) => {
+            let n: Option<i64> = conn
+                .prepare_cached(
+                    "UPDATE files SET attempts = attempts + 1, updated_ms = ?2 \
+                     WHERE file_id = ?1 RETURNING attempts",
+                )
+                .sql_ctx("counting an attempt")?
+                .query_row(params![id, now_ms()], |r| r.get(0))
+                .optional()
+                .sql_ctx("counting an attempt")?;
+            match n {
+                Some(n) => Ok(Reply::Attempts(u32::try_from(n).unwrap_or(u32::MAX))),
+                None => Err(JournalError::UnknownFile(id)),
+            }
+        }
+        Op::MarkDone { id, state, sha256 } => {
+            let now = now_ms();
+            let n = conn
+                .prepare_cached(
+                    "UPDATE files SET state = ?2, sha256 = ?3, done_ms = ?4, updated_ms = ?4, \
+                     reason = NULL WHERE file_id = ?1",
+                )
+                .sql_ctx("marking a file done")?
+                .execute(params![id, state, sha256, now])
+                .sql_ctx("marking a file done")?;
+            known_file(n, id)
+        }
+        Op::PutPlan { id, plan } => put_plan(conn, &id, &plan).map(|_| Reply::Done),
+        Op::ChunkProgress {
+            id,
+            chunk_idx,
+            done_bytes,
+            crc32c,
+        } => chunk_progress(conn, id, chunk_idx, done_bytes, crc32c).map(|_| Reply::Done),
+        Op::ResetChunks { id, chunk_idxs } => {
+            reset_chunks(conn, &id, &chunk_idxs).map(|_| Reply::Done)
+        }
+        Op::SetSegmentVerified {
+            id,
+            seg_idx,
+            verified,
+        } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE segments SET verified = ?3 WHERE file_id = ?1 AND seg_idx = ?2",
+                )
+                .sql_ctx("marking a segment")?
+                .execute(params![id, seg_idx, verified])
+                .sql_ctx("marking a segment")?;
+            if n == 0 {
+                return Err(JournalError::UnknownSegment {
+                    file_id: id,
+                    seg_idx,
+                });
+            }
+            Ok(Reply::Done)
+        }
+        Op::Event {
+            level,
+            project,
+            file,
+            message,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO events (ts_ms, level, project_id, file_id, message) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .sql_ctx("recording an event")?
+            .execute(params![now_ms(), level, project, file, message])
+            .sql_ctx("recording an event")?;
+            Ok(Reply::Done)
+        }
+        Op::StartRun { command } => {
+            let id: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO runs (started_ms, version, command, pid) VALUES (?1, ?2, ?3, ?4) \
+                     RETURNING id",
+                )
+                .sql_ctx("starting a run")?
+                .query_row(
+                    params![
+                        now_ms(),
+                        env!("CARGO_PKG_VERSION"),
+                        command,
+                        std::process::id()
+                    ],
+                    |r| r.get(0),
+                )
+                .sql_ctx("starting a run")?;
+            Ok(Reply::Run(id))
+        }
+        Op::EndRun { run, outcome } => {
+            conn.prepare_cached("UPDATE runs SET ended_ms = ?2, outcome = ?3 WHERE id = ?1")
+                .sql_ctx("ending a run")?
+                .execute(params![run, now_ms(), outcome])
+                .sql_ctx("ending a run")?;
+            Ok(Reply::Done)
+        }
+        Op::Close => Ok(Reply::Done),
+    }
+}
+
+fn known_file(n_changed: usize, id: FileId) -> Result<Reply, JournalError> {
+    if n_changed == 0 {
+        Err(JournalError::UnknownFile(id))
+    } else {
+        Ok(Reply::Done)
+    }
+}
+
+fn upsert_project(conn: &Connection, row: &ProjectRow) -> Result<(), JournalError> {
+    if let Some(dir_name) = &row.dir_name {
+        let owner: Option<ProjectId> = conn
+            .prepare_cached("SELECT id FROM projects WHERE dir_name = ?1 AND id != ?2")
+            .sql_ctx("checking a directory name")?
+            .query_row(params![dir_name, row.id], |r| r.get(0))
+            .optional()
+            .sql_ctx("checking a directory name")?;
+        if let Some(owner) = owner {
+            return Err(JournalError::DirNameTaken {
+                dir_name: dir_name.clone(),
+                owner,
+            });
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO projects (id, name, dir_name, download_restricted, state, reason, \
+             first_seen_ms, last_listed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+             dir_name = coalesce(projects.dir_name, excluded.dir_name), \
+             download_restricted = excluded.download_restricted, state = excluded.state, \
+             reason = excluded.reason, \
+             last_listed_ms = coalesce(excluded.last_listed_ms, projects.last_listed_ms)",
+    )
+    .sql_ctx("upserting a project")?
+    .execute(params![
+        row.id,
+        row.name,
+        row.dir_name,
+        row.download_restricted,
+        row.state,
+        row.reason,
+        row.first_seen_ms,
+        row.last_listed_ms
+    ])
+    .sql_ctx("upserting a project")?;
+    Ok(())
+}
+
+fn record_listing(
+    conn: &Connection,
+    project: &ProjectId,
+    files: Vec<FileListing>,
+) -> Result<ListingDiff, JournalError> {
+    let now = now_ms();
+    let n = conn
+        .prepare_cached("UPDATE projects SET last_listed_ms = ?2 WHERE id = ?1")
+        .sql_ctx("recording a listing")?
+        .execute(params![project, now])
+        .sql_ctx("recording a listing")?;
+    if n == 0 {
+        return Err(JournalError::UnknownProject(project.clone()));
+    }
+
+    let mut known: HashMap<String, FileState> = HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT file_id, state FROM files WHERE project_id = ?1")
+            .sql_ctx("reading known files")?;
+        let rows = stmt
+            .query_map(params![project], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, FileState>(1)?))
+            })
+            .sql_ctx("reading known files")?;
+        for row in rows {
+            let (id, state) = row.sql_ctx("reading known files")?;
+            known.insert(id, state);
+        }
+    }
+
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO files (file_id, project_id, folder, name, size, remote_state, \
+                 archival_state, created_ms, modified_ms, parts_json, drive, md5, checksum_type, \
+                 kind, rel_path, state, reason, attempts, updated_ms, last_seen_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+                 0, ?18, ?18) \
+             ON CONFLICT (file_id) DO NOTHING",
+        )
+        .sql_ctx("inserting files")?;
+    // Updates only when something differs, so `updated` lists real changes. The state
+    // moves only between Pending/Skipped/Gone (decided below); progress is never touched.
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE files SET folder = ?2, name = ?3, size = ?4, remote_state = ?5, \
+                 archival_state = ?6, created_ms = ?7, modified_ms = ?8, parts_json = ?9, \
+                 drive = ?10, md5 = ?11, checksum_type = ?12, kind = coalesce(?13, kind), \
+                 rel_path = ?14, state = ?15, reason = ?16, updated_ms = ?17 \
+             WHERE file_id = ?1 AND (folder IS NOT ?2 OR name IS NOT ?3 OR size IS NOT ?4 \
+                 OR remote_state IS NOT ?5 OR archival_state IS NOT ?6 OR created_ms IS NOT ?7 \
+                 OR modified_ms IS NOT ?8 OR parts_json IS NOT ?9 OR drive IS NOT ?10 \
+                 OR md5 IS NOT ?11 OR checksum_type IS NOT ?12 \
+                 OR (?13 IS NOT NULL AND kind IS NOT ?13) OR rel_path IS NOT ?14 \
+                 OR state IS NOT ?15 OR reason IS NOT ?16)",
+        )
+        .sql_ctx("updating files")?;
+    let mut keep_reason = conn
+        .prepare_cached("SELECT reason FROM files WHERE file_id = ?1")
+        .sql_ctx("updating files")?;
+
+    let mut same_project = conn
+        .prepare_cached("SELECT 1 FROM files WHERE file_id = ?1 AND project_id = ?2")
+        .sql_ctx("inserting files")?;
+
+    // Known ids are taken out of `known` as they are listed; what remains was not listed.
+    let mut diff = ListingDiff::default();
+    for f in files {
+        let r = &f.remote;
+        let id = r.id.as_str();
+        let parts_json = parts_to_json(&r.parts);
+        let size = sql_u64(r.size)?;
+        let kind = f.kind.map(|k| k.as_str());
+        match known.remove(id) {
+            None => {
+                let (state, reason) = match &f.skip_reason {
+                    Some(reason) => (FileState::Skipped, Some(reason.as_str())),
+                    None => (FileState::Pending, None),
+                };
+                let n = insert
+                    .execute(params![
+                        r.id,
+                        project,
+                        r.folder,
+                        r.name,
+                        size,
+                        r.state.as_str(),
+                        r.archival_state,
+                        r.created_ms,
+                        r.modified_ms,
+                        parts_json,
+                        r.drive,
+                        r.md5,
+                        r.checksum_type,
+                        kind,
+                        f.rel_path,
+                        state,
+                        reason,
+                        now
+                    ])
+                    .sql_ctx("inserting files")?;
+                if n == 1 {
+                    diff.added.push(r.id.clone());
+                } else if same_project
+                    .exists(params![r.id, project])
+                    .sql_ctx("inserting files")?
+                {
+                    // The platform listed the id twice: the first description wins.
+                } else {
+                    diff.other_project.push(r.id.clone());
+                }
+            }
+            Some(current) => {
+                let (state, reason) = match (current, &f.skip_reason) {
+                    (FileState::Pending | FileState::Skipped | FileState::Gone, Some(reason)) => {
+                        (FileState::Skipped, Some(reason.clone()))
+                    }
+                    (FileState::Skipped | FileState::Gone, None) => (FileState::Pending, None),
+                    (state, _) => {
+                        let reason: Option<String> = keep_reason
+                            .query_row(params![r.id], |row| row.get(0))
+                            .sql_ctx("updating files")?;
+                        (state, reason)
+                    }
+                };
+                let n = update
+                    .execute(params![
+                        r.id,
+                        r.folder,
+                        r.name,
+                        size,
+                        r.state.as_str(),
+                        r.archival_state,
+                        r.created_ms,
+                        r.modified_ms,
+                        parts_json,
+                        r.drive,
+                        r.md5,
+                        r.checksum_type,
+                        kind,
+                        f.rel_path,
+                        state,
+                        reason,
+                        now
+                    ])
+                    .sql_ctx("updating files")?;
+                if n > 0 {
+                    diff.updated.push(r.id.clone());
+                }
+            }
+        }
+    }
+
+    let mut removed = Vec::with_capacity(known.len());
+    for id in known.into_keys() {
+        match id.parse::<FileId>() {
+            Ok(fid) => removed.push(fid),
+            Err(e) => {
+                return Err(JournalError::BadRow {
+                    table: "files",
+                    key: id,
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    removed.sort();
+    let removed_json = serde_json::to_string(&removed).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(
+        "UPDATE files SET last_seen_ms = ?2 WHERE project_id = ?1 \
+         AND file_id NOT IN (SELECT value FROM json_each(?3))",
+    )
+    .sql_ctx("updating last_seen")?
+    .execute(params![project, now, removed_json])
+    .sql_ctx("updating last_seen")?;
+    diff.removed = removed;
+    Ok(diff)
+}
+
+fn put_plan(conn: &Connection, id: &FileId, plan: &FilePlan) -> Result<(), JournalError> {
+    let n = conn
+        .prepare_cached("UPDATE files SET kind = ?2, updated_ms = ?3 WHERE file_id = ?1")
+        .sql_ctx("storing a plan")?
+        .execute(params![id, plan.kind.as_str(), now_ms()])
+        .sql_ctx("storing a plan")?;
+    if n == 0 {
+        return Err(JournalError::UnknownFile(id.clone()));
+    }
+    conn.prepare_cached("DELETE FROM chunks WHERE file_id = ?1")
+        .sql_ctx("storing a plan")?
+        .execute(params![id])
+        .sql_ctx("storing a plan")?;
+    conn.prepare_cached("DELETE FROM segments WHERE file_id = ?1")
+        .sql_ctx("storing a plan")?
+        .execute(params![id])
+        .sql_ctx("storing a plan")?;
+    let mut seg = conn
+        .prepare_cached(
+            "INSERT INTO segments (file_id, seg_idx, \"offset\", len, part_index, expect, verified) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+        )
+        .sql_ctx("storing segments")?;
+    for s in &plan.segments {
+        seg.execute(params![
+            id,
+            s.idx,
+            sql_u64(s.range.offset)?,
+            sql_u64(s.range.len)?,
+            s.part_index,
+            s.expect.as_ref().map(|d| d.to_tagged())
+        ])
+        .sql_ctx("storing segments")?;
+    }
+    let mut chunk = conn
+        .prepare_cached(
+            "INSERT INTO chunks (file_id, chunk_idx, seg_idx, \"offset\", len, done_bytes, crc32c) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
+        )
+        .sql_ctx("storing chunks")?;
+    for c in &plan.chunks {
+        chunk
+            .execute(params![
+                id,
+                c.idx,
+                c.segment,
+                sql_u64(c.range.offset)?,
+                sql_u64(c.range.len)?
+            ])
+            .sql_ctx("storing chunks")?;
+    }
+    Ok(())
+}
+
+fn chunk_progress(
+    conn: &Connection,
+    id: FileId,
+    chunk_idx: u32,
+    done_bytes: u64,
+    crc32c: u32,
+) -> Result<(), JournalError> {
+    let done = sql_u64(done_bytes)?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE chunks SET done_bytes = ?3, crc32c = ?4 \
+             WHERE file_id = ?1 AND chunk_idx = ?2 AND ?3 <= len",
+        )
+        .sql_ctx("recording chunk progress")?
+        .execute(params![id, chunk_idx, done, crc32c])
+        .sql_ctx("recording chunk progress")?;
+    if n > 0 {
+        return Ok(());
+    }
+    let len: Option<i64> = conn
+        .prepare_cached("SELECT len FROM chunks WHERE file_id = ?1 AND chunk_idx = ?2")
+        .sql_ctx("recording chunk progress")?
+        .query_row(params![id, chunk_idx], |r| r.get(0))
+        .optional()
+        .sql_ctx("recording chunk progress")?;
+    match len {
+        Some(len) => Err(JournalError::ProgressBeyondChunk {
+            file_id: id,
+            chunk_idx,
+            done_bytes,
+            len: u64::try_from(len).unwrap_or(0),
+        }),
+        None => Err(JournalError::UnknownChunk {
+            file_id: id,
+            chunk_idx,
+        }),
+    }
+}
+
+fn reset_chunks(conn: &Connection, id: &FileId, chunk_idxs: &[u32]) -> Result<(), JournalError> {
+    let mut reset = conn
+        .prepare_cached(
+            "UPDATE chunks SET done_bytes = 0, crc32c = 0 WHERE file_id = ?1 AND chunk_idx = ?2 \
+             RETURNING seg_idx",
+        )
+        .sql_ctx("resetting chunks")?;
+    let mut unverify = conn
+        .prepare_cached("UPDATE segments SET verified = 0 WHERE file_id = ?1 AND seg_idx = ?2")
+        .sql_ctx("resetting chunks")?;
+    for &chunk_idx in chunk_idxs {
+        let seg_idx: Option<i64> = reset
+            .query_row(params![id, chunk_idx], |r| r.get(0))
+            .optional()
+            .sql_ctx("resetting chunks")?;
+        let Some(seg_idx) = seg_idx else {
+            return Err(JournalError::UnknownChunk {
+                file_id: id.clone(),
+                chunk_idx,
+            });
+        };
+        unverify
+            .execute(params![id, seg_idx])
+            .sql_ctx("resetting chunks")?;
+    }
+    Ok(())
+}
