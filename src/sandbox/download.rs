@@ -308,14 +308,15 @@ async fn write_body(
                 }
             }
         }
-        shared
-            .counters
-            .served(file.id.as_str(), offset + sent, done as u64, plan.spoiled);
         sent += done as u64;
         if result.is_err() {
             break;
         }
     }
+    // One interval per response: what reached the socket, however the response ended.
+    shared
+        .counters
+        .served(file.id.as_str(), offset, sent, plan.spoiled);
     result
 }
 

@@ -634,7 +634,7 @@ pub struct SandboxArgs {
     /// Bearer token to accept.
     #[arg(long, default_value = DEFAULT_TOKEN)]
     pub token: String,
-    /// Dataset: demo, large[:SIZE], small[:N], many[:N].
+    /// Dataset: `demo`, `large[:SIZE]`, `small[:N]`, `many[:N]`.
     #[arg(long, default_value = "demo")]
     pub dataset: String,
     /// Faults, e.g. "reset=0.05,flip=0.01,seed=7".
@@ -720,4 +720,58 @@ pub async fn serve(args: SandboxArgs) -> Result<(), SandboxError> {
     }
     sandbox.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dataset: &str, faults: &str) -> SandboxArgs {
+        SandboxArgs {
+            port: 0,
+            storage_port: 0,
+            token: "t".into(),
+            dataset: dataset.into(),
+            faults: faults.into(),
+            bandwidth: Some("10M".into()),
+            url_ttl: Some("90s".into()),
+            storage_url_ttl: Some("5".into()),
+            retry_after: 2,
+        }
+    }
+
+    #[test]
+    fn args_become_options() {
+        let o = args("small:3", "reset=0.5,seed=4").to_options().unwrap();
+        assert_eq!(o.dataset.files.len(), 3);
+        assert_eq!((o.faults.reset, o.faults.seed), (0.5, 4));
+        assert_eq!(o.bandwidth, Some(10 << 20));
+        assert_eq!(o.url_ttl, Duration::from_secs(90));
+        assert_eq!(o.storage_url_ttl, Duration::from_secs(5));
+        assert!(args("bogus", "").to_options().is_err());
+        assert!(args("demo", "reset=x").to_options().is_err());
+    }
+
+    #[tokio::test]
+    async fn replaced_and_revoked_files_stop_downloading() {
+        let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+        let pid = sb.projects()[0].clone();
+        let before = sb.files(&pid).len();
+        let old = sb
+            .files(&pid)
+            .into_iter()
+            .find(|f| f.name == "SAMPLE_INFO.txt")
+            .unwrap();
+        let new = sb
+            .replace_file(&pid, FileSpec::new("/", "SAMPLE_INFO.txt", 10))
+            .unwrap();
+        let files = sb.files(&pid);
+        assert_eq!(files.len(), before);
+        assert_eq!(files[0].id, new, "newest first");
+        assert!(files.iter().all(|f| f.id != old.id));
+        assert_eq!(sb.content(&new, ByteRange::new(0, 100)).len(), 10);
+        assert!(sb
+            .add_files(&"project-B0vY9x9Q0b1QKq2F3Y4Z5a6b".parse().unwrap(), vec![])
+            .is_err());
+    }
 }
