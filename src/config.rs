@@ -137,7 +137,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration ({e}; examples: 30s, 15m, 1h)")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}; examples: 30s, 15m, 1h)"
+                ))
+            })
     }
 }
 
@@ -234,7 +238,9 @@ impl fmt::Display for TokenOrigin {
             TokenOrigin::File(p) => write!(f, "token file {}", p.display()),
             TokenOrigin::Credential(p) => write!(f, "systemd credential {}", p.display()),
             TokenOrigin::EnvToken => f.write_str("environment variable DX_API_TOKEN"),
-            TokenOrigin::EnvSecurityContext => f.write_str("environment variable DX_SECURITY_CONTEXT"),
+            TokenOrigin::EnvSecurityContext => {
+                f.write_str("environment variable DX_SECURITY_CONTEXT")
+            }
         }
     }
 }
@@ -281,15 +287,17 @@ impl Config {
                 "api-url {api_url:?} must start with https:// (or http:// for a local sandbox)"
             )));
         }
-        let mirror_root = raw
-            .mirror_root
-            .ok_or_else(|| invalid("mirror-root is required (where mirrored projects go)".into()))?;
+        let mirror_root = raw.mirror_root.ok_or_else(|| {
+            invalid("mirror-root is required (where mirrored projects go)".into())
+        })?;
         let state_dir = raw.state_dir.ok_or_else(|| {
             invalid("state-dir is required (a local directory for the journal)".into())
         })?;
         let max_connections = raw.max_connections.unwrap_or(16);
         if !(1..=256).contains(&max_connections) {
-            return Err(invalid(format!("max-connections = {max_connections} must be between 1 and 256")));
+            return Err(invalid(format!(
+                "max-connections = {max_connections} must be between 1 and 256"
+            )));
         }
         let max_connections_per_file = raw.max_connections_per_file.unwrap_or(8);
         if !(1..=64).contains(&max_connections_per_file) {
@@ -312,13 +320,14 @@ impl Config {
         if stall_timeout < Duration::from_millis(100) {
             return Err(invalid("stall-timeout must be at least 100ms".into()));
         }
-        let file_patience = raw.file_patience.map_or(Duration::from_secs(30 * 60), |d| d.0);
+        let file_patience = raw
+            .file_patience
+            .map_or(Duration::from_secs(30 * 60), |d| d.0);
         let mut projects = Vec::new();
         for p in raw.project {
-            let id: ProjectId = p
-                .id
-                .parse()
-                .map_err(|e| invalid(format!("[[project]]: {e}")))?;
+            let id: ProjectId =
+                p.id.parse()
+                    .map_err(|e| invalid(format!("[[project]]: {e}")))?;
             if !projects.contains(&id) {
                 projects.push(id);
             }
@@ -381,9 +390,13 @@ pub fn resolve_token(
         struct SecurityContext {
             auth_token: String,
         }
-        let parsed: SecurityContext = serde_json::from_str(&ctx).map_err(|_| ConfigError::NoToken)?;
+        let parsed: SecurityContext =
+            serde_json::from_str(&ctx).map_err(|_| ConfigError::NoToken)?;
         if !parsed.auth_token.trim().is_empty() {
-            return Ok((ApiToken::new(&parsed.auth_token), TokenOrigin::EnvSecurityContext));
+            return Ok((
+                ApiToken::new(&parsed.auth_token),
+                TokenOrigin::EnvSecurityContext,
+            ));
         }
     }
     Err(ConfigError::NoToken)
@@ -447,18 +460,26 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse(&format!("{MINIMAL}max-conections = 4\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}max-conections = 4\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max-conections"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn bad_values_are_explained() {
-        let err = parse(&format!("{MINIMAL}chunk-size = \"16 parsecs\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}chunk-size = \"16 parsecs\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("parsecs"), "{err}");
-        let err = parse(&format!("{MINIMAL}max-connections = 0\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}max-connections = 0\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max-connections"), "{err}");
-        let err = parse(&format!("{MINIMAL}[[project]]\nid = \"project-x\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}[[project]]\nid = \"project-x\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("project-x"), "{err}");
         let err = parse("state-dir = \"/x\"\n").unwrap_err().to_string();
         assert!(err.contains("mirror-root"), "{err}");
@@ -493,7 +514,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(resolve_token(None, &env2).unwrap().0.expose(), "def");
-        assert!(matches!(resolve_token(None, &no_env), Err(ConfigError::NoToken)));
+        assert!(matches!(
+            resolve_token(None, &no_env),
+            Err(ConfigError::NoToken)
+        ));
     }
 
     #[test]
@@ -507,6 +531,9 @@ mod tests {
         assert!(err.contains("readable by other users"), "{err}");
         assert!(!err.contains("secret-token"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(resolve_token(Some(&path), &no_env).unwrap().0.expose(), "secret-token");
+        assert_eq!(
+            resolve_token(Some(&path), &no_env).unwrap().0.expose(),
+            "secret-token"
+        );
     }
 }

@@ -70,10 +70,19 @@ impl fmt::Display for DemoReport {
                 "checked {}: {} files match their SHA-256{}",
                 manifest.display(),
                 n_ok,
-                if bad.is_empty() { String::new() } else { format!(", MISMATCH: {}", bad.join(", ")) }
+                if bad.is_empty() {
+                    String::new()
+                } else {
+                    format!(", MISMATCH: {}", bad.join(", "))
+                }
             )?;
             if let Some(dir) = manifest.parent() {
-                writeln!(f, "  re-check it yourself: (cd {:?} && sha256sum -c {:?})", dir, manifest.file_name().unwrap_or_default())?;
+                writeln!(
+                    f,
+                    "  re-check it yourself: (cd {:?} && sha256sum -c {:?})",
+                    dir,
+                    manifest.file_name().unwrap_or_default()
+                )?;
             }
         }
         write!(
@@ -96,7 +105,8 @@ pub async fn run(dir: &Path, progress: ProgressMode) -> Result<DemoReport, DemoE
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
     let token_path = dir.join("token");
     std::fs::write(&token_path, sandbox.token()).map_err(io(&token_path))?;
-    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600)).map_err(io(&token_path))?;
+    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(&token_path))?;
     let mirror_root = dir.join("mirror");
     let config_path = dir.join("config.toml");
     let mut text = format!(
@@ -114,7 +124,14 @@ pub async fn run(dir: &Path, progress: ProgressMode) -> Result<DemoReport, DemoE
     let cfg = Config::load(&config_path)?;
     let summary = {
         let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
-        crate::sync::run(&cfg, SyncOptions { projects: Vec::new(), progress }).await?
+        crate::sync::run(
+            &cfg,
+            SyncOptions {
+                projects: Vec::new(),
+                progress,
+            },
+        )
+        .await?
     };
     let mut manifests = Vec::new();
     for p in &summary.projects {
@@ -150,7 +167,9 @@ pub fn check_manifest(manifest: &Path) -> std::io::Result<(usize, Vec<String>)> 
         } else {
             name.to_owned()
         };
-        let ok = sha256_file(&dir.join(&name)).map(|h| h == hex).unwrap_or(false);
+        let ok = sha256_file(&dir.join(&name))
+            .map(|h| h == hex)
+            .unwrap_or(false);
         if ok {
             n_ok += 1;
         } else {

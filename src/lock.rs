@@ -105,7 +105,10 @@ mod tests {
         let first = WriterLock::acquire(&state, &root).unwrap();
         let err = WriterLock::acquire(&state, &root).unwrap_err().to_string();
         assert!(err.contains("already holds"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         WriterLock::acquire(&state, &root).unwrap();
     }

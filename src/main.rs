@@ -82,7 +82,10 @@ fn progress_mode(quiet: bool) -> ProgressMode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dxmirror::telemetry::init(cli.verbose, cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -138,11 +141,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  ca-file                  {}", ca.display());
             }
             println!("  max-connections          {}", cfg.max_connections);
-            println!("  max-connections-per-file {}", cfg.max_connections_per_file);
+            println!(
+                "  max-connections-per-file {}",
+                cfg.max_connections_per_file
+            );
             println!("  chunk-size               {}", human_bytes(cfg.chunk_size));
-            println!("  progress-step            {}", human_bytes(cfg.progress_step));
-            println!("  stall-timeout            {}", humantime::format_duration(cfg.stall_timeout));
-            println!("  file-patience            {}", humantime::format_duration(cfg.file_patience));
+            println!(
+                "  progress-step            {}",
+                human_bytes(cfg.progress_step)
+            );
+            println!(
+                "  stall-timeout            {}",
+                humantime::format_duration(cfg.stall_timeout)
+            );
+            println!(
+                "  file-patience            {}",
+                humantime::format_duration(cfg.file_patience)
+            );
             for p in &cfg.projects {
                 println!("  project                  {p}");
             }
@@ -156,7 +171,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox(args) => {
-            dxmirror::sandbox::serve(args).await.context("sandbox failed")?;
+            dxmirror::sandbox::serve(args)
+                .await
+                .context("sandbox failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir } => {
@@ -185,10 +202,16 @@ fn print_summary(summary: &SyncSummary) {
             println!("  ERROR: {err}");
         }
         for prob in &p.problems {
-            println!("  {:<8} {} ({}): {}", prob.state, prob.path, prob.file_id, prob.reason);
+            println!(
+                "  {:<8} {} ({}): {}",
+                prob.state, prob.path, prob.file_id, prob.reason
+            );
         }
         if p.removed_upstream > 0 {
-            println!("  {} files no longer listed upstream (kept locally)", p.removed_upstream);
+            println!(
+                "  {} files no longer listed upstream (kept locally)",
+                p.removed_upstream
+            );
         }
         if let Some(m) = &p.manifest {
             println!("  manifest: {}", m.display());

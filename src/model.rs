@@ -151,7 +151,9 @@ pub enum DigestError {
     #[error("malformed md5 {0:?}: expected 32 hex digits")]
     BadMd5(String),
     /// A `checksum` that is neither base64 nor hex of the right length.
-    #[error("malformed {kind} checksum {value:?}: expected base64 (or hex) of a {len}-byte digest")]
+    #[error(
+        "malformed {kind} checksum {value:?}: expected base64 (or hex) of a {len}-byte digest"
+    )]
     BadChecksum {
         /// The algorithm.
         kind: ChecksumType,
@@ -191,7 +193,9 @@ impl Digest {
             len,
         };
         if s.len() == len * 2 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return hex::decode(s).map(|raw| Digest::Checksum(kind, raw)).map_err(|_| bad());
+            return hex::decode(s)
+                .map(|raw| Digest::Checksum(kind, raw))
+                .map_err(|_| bad());
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(s)
@@ -225,7 +229,9 @@ impl Digest {
 
     /// Parses the journal form `ALGO:hex`.
     pub fn from_tagged(s: &str) -> Result<Digest, DigestError> {
-        let (algo, value) = s.split_once(':').ok_or_else(|| DigestError::BadMd5(s.to_owned()))?;
+        let (algo, value) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::BadMd5(s.to_owned()))?;
         if algo == "MD5" {
             Digest::md5_hex(value)
         } else {
@@ -410,11 +416,17 @@ mod tests {
 
     #[test]
     fn ids_validate() {
-        assert!("project-B0vY9x9Q0b1QKq2F3Y4Z5a6b".parse::<ProjectId>().is_ok());
+        assert!("project-B0vY9x9Q0b1QKq2F3Y4Z5a6b"
+            .parse::<ProjectId>()
+            .is_ok());
         assert!("file-B0vY9x9Q0b1QKq2F3Y4Z5a6b".parse::<FileId>().is_ok());
         assert!("file-B0vY9x9Q0b1QKq2F3Y4Z5a6".parse::<FileId>().is_err());
-        assert!("project-../../etc/passwd0000000".parse::<ProjectId>().is_err());
-        assert!("file-B0vY9x9Q0b1QKq2F3Y4Z5a6b".parse::<ProjectId>().is_err());
+        assert!("project-../../etc/passwd0000000"
+            .parse::<ProjectId>()
+            .is_err());
+        assert!("file-B0vY9x9Q0b1QKq2F3Y4Z5a6b"
+            .parse::<ProjectId>()
+            .is_err());
     }
 
     #[test]
@@ -443,7 +455,10 @@ mod tests {
 
     #[test]
     fn range_header() {
-        assert_eq!(ByteRange::new(0, 10).http_header().as_deref(), Some("bytes=0-9"));
+        assert_eq!(
+            ByteRange::new(0, 10).http_header().as_deref(),
+            Some("bytes=0-9")
+        );
         assert_eq!(ByteRange::new(5, 0).http_header(), None);
     }
 }

@@ -147,10 +147,12 @@ pub fn plan_file(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanErr
                     })?)
                 } else if let (Some(sum), Some(ty)) = (&part.checksum, checksum_type) {
                     n_checksum += 1;
-                    Some(Digest::checksum(ty, sum).map_err(|source| PlanError::Digest {
-                        part: Some(part.index),
-                        source,
-                    })?)
+                    Some(
+                        Digest::checksum(ty, sum).map_err(|source| PlanError::Digest {
+                            part: Some(part.index),
+                            source,
+                        })?,
+                    )
                 } else {
                     None
                 };
@@ -179,7 +181,8 @@ pub fn plan_file(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanErr
         _ => {
             let expect = match &file.md5 {
                 Some(md5) => Some(
-                    Digest::md5_hex(md5).map_err(|source| PlanError::Digest { part: None, source })?,
+                    Digest::md5_hex(md5)
+                        .map_err(|source| PlanError::Digest { part: None, source })?,
                 ),
                 None => None,
             };
@@ -331,7 +334,10 @@ mod tests {
         parts[0].checksum = Some("ImIEBA==".into());
         let plan = plan_file(&f, 100).unwrap();
         assert_eq!(plan.kind, FileKind::PartsChecksum);
-        assert_eq!(plan.segments[0].expect.as_ref().unwrap().algorithm(), "CRC32C");
+        assert_eq!(
+            plan.segments[0].expect.as_ref().unwrap().algorithm(),
+            "CRC32C"
+        );
     }
 
     #[test]
@@ -339,7 +345,10 @@ mod tests {
         for size in [1u64, 2, 7, 64, 1000] {
             for chunk in [1u64, 3, 64, 1 << 20] {
                 let parts = vec![(1, size / 3), (2, size / 3), (3, size - 2 * (size / 3))];
-                check_tiling(&plan_file(&file(size, Some(parts), None), chunk).unwrap(), chunk);
+                check_tiling(
+                    &plan_file(&file(size, Some(parts), None), chunk).unwrap(),
+                    chunk,
+                );
                 check_tiling(&plan_file(&file(size, None, None), chunk).unwrap(), chunk);
             }
         }

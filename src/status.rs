@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::config::human_bytes;
-use crate::journal::{JournalError, JournalReader};
+use crate::journal::{FileState, JournalError, JournalReader};
 
 /// Everything `status` shows.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -98,25 +98,20 @@ pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
         ended_ms: r.ended_ms,
         outcome: r.outcome,
     });
-    let names: std::collections::HashMap<_, _> = reader
-        .projects()?
-        .into_iter()
-        .map(|p| (p.id.clone(), p))
-        .collect();
     let mut projects = Vec::new();
     for t in reader.project_totals()? {
-        let row = names.get(&t.project);
+        let count = |s: FileState| t.files_by_state.get(&s).copied().unwrap_or(0);
         projects.push(ProjectLine {
-            id: t.project.to_string(),
-            name: row.map(|r| r.name.clone()).unwrap_or_default(),
-            dir: row.and_then(|r| r.dir_name.clone()),
-            state: row.map_or("active", |r| r.state.as_str()).to_owned(),
-            reason: row.and_then(|r| r.reason.clone()),
-            files_total: t.files_total,
-            files_verified: t.files_verified,
-            files_unverified: t.files_unverified,
-            files_skipped: t.files_skipped,
-            files_failed: t.files_failed,
+            id: t.project.id.to_string(),
+            name: t.project.name.clone(),
+            dir: t.project.dir_name.clone(),
+            state: t.project.state.as_str().to_owned(),
+            reason: t.project.reason.clone(),
+            files_total: t.n_files,
+            files_verified: count(FileState::Verified),
+            files_unverified: count(FileState::Unverified),
+            files_skipped: count(FileState::Skipped),
+            files_failed: t.n_failed + t.n_corrupt,
             bytes_total: t.bytes_total,
             bytes_done: t.bytes_done,
         });
@@ -127,7 +122,7 @@ pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
         .map(|f| ProblemLine {
             project: f.project_id.to_string(),
             file_id: f.file_id.to_string(),
-            path: f.rel_path.clone().unwrap_or_default(),
+            path: f.rel_path.clone(),
             state: f.state.as_str().to_owned(),
             reason: f.reason.clone().unwrap_or_default(),
         })
@@ -186,7 +181,11 @@ pub fn render(state_dir: &Path, json: bool) -> Result<String, StatusError> {
     if !r.problems.is_empty() {
         out.push_str("files needing attention:\n");
         for f in &r.problems {
-            let _ = writeln!(out, "  {:<8} {} {} ({}): {}", f.state, f.project, f.path, f.file_id, f.reason);
+            let _ = writeln!(
+                out,
+                "  {:<8} {} {} ({}): {}",
+                f.state, f.project, f.path, f.file_id, f.reason
+            );
         }
     }
     Ok(out)

@@ -184,9 +184,16 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
             Ok(s) => summaries.push(s),
             Err(SyncError::Transfer(TransferError::PermissionDenied { project, message })) => {
                 journal
-                    .upsert_project(ProjectRow::new(project.clone(), ProjectState::Inaccessible, Some(message.clone())))
+                    .upsert_project(ProjectRow::new(
+                        project.clone(),
+                        ProjectState::Inaccessible,
+                        Some(message.clone()),
+                    ))
                     .await?;
-                summaries.push(ProjectSummary::failed(&project, format!("permission denied: {message}")));
+                summaries.push(ProjectSummary::failed(
+                    &project,
+                    format!("permission denied: {message}"),
+                ));
             }
             Err(e) => {
                 fatal = Some(e);
@@ -318,14 +325,18 @@ async fn sync_project(
         if diff.removed.contains(&row.file_id) {
             continue;
         }
-        let Some(rel) = paths.get(&row.file_id) else { continue };
+        let Some(rel) = paths.get(&row.file_id) else {
+            continue;
+        };
         match row.state {
             FileState::Verified | FileState::Unverified => {
                 if pstore.final_path(rel).exists() {
                     continue;
                 }
                 warn!(file_id = %row.file_id, path = %rel, "published file is missing locally; fetching it again");
-                journal.set_file_state(&row.file_id, FileState::Pending, None).await?;
+                journal
+                    .set_file_state(&row.file_id, FileState::Pending, None)
+                    .await?;
             }
             FileState::Skipped if row.remote().skip_reason().is_some() => continue,
             _ => {}
@@ -352,7 +363,9 @@ async fn sync_project(
             let engine = engine.clone();
             set.spawn(async move { engine.run_file(job).await });
         }
-        let Some(joined) = set.join_next().await else { break };
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
         match joined {
             Ok(Ok(outcome)) => {
                 if outcome.is_done() {
@@ -441,9 +454,15 @@ async fn project_api_error(
 ) -> Result<ProjectSummary, SyncError> {
     let (state, msg) = match e.api_disposition() {
         ApiDisposition::BadToken => return Err(SyncError::BadToken(e.to_string())),
-        ApiDisposition::PermissionDenied => (ProjectState::Inaccessible, format!("permission denied: {e}")),
+        ApiDisposition::PermissionDenied => (
+            ProjectState::Inaccessible,
+            format!("permission denied: {e}"),
+        ),
         ApiDisposition::NotFound => (ProjectState::Gone, format!("project not found: {e}")),
-        _ => (ProjectState::Active, format!("cannot list the project: {e}")),
+        _ => (
+            ProjectState::Active,
+            format!("cannot list the project: {e}"),
+        ),
     };
     error!(project_id = %project, error = %e, "project cannot be mirrored");
     journal

@@ -393,6 +393,24 @@ pub struct ProjectRow {
     pub last_listed_ms: Option<i64>,
 }
 
+impl ProjectRow {
+    /// A row for a project seen now, in `state`, with no name or directory decided yet.
+    pub fn new(id: ProjectId, state: ProjectState, reason: Option<String>) -> ProjectRow {
+        ProjectRow {
+            id,
+            name: String::new(),
+            dir_name: None,
+            download_restricted: false,
+            state,
+            reason,
+            first_seen_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            last_listed_ms: None,
+        }
+    }
+}
+
 /// One file of a project listing, with the local decisions made for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileListing {
@@ -469,7 +487,14 @@ pub struct FileRow {
 }
 
 impl FileRow {
-    /// The platform description, as it was last listed.
+    /// The SHA-256 as raw bytes, once done.
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(self.sha256.as_deref()?, &mut out).ok()?;
+        Some(out)
+    }
+
+    /// The platform's description as it was last listed.
     pub fn remote(&self) -> RemoteFile {
         RemoteFile {
             id: self.file_id.clone(),

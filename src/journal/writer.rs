@@ -349,7 +349,8 @@ fn upsert_project(conn: &Connection, row: &ProjectRow) -> Result<(), JournalErro
     conn.prepare_cached(
         "INSERT INTO projects (id, name, dir_name, download_restricted, state, reason, \
              first_seen_ms, last_listed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+         ON CONFLICT (id) DO UPDATE SET \
+             name = CASE WHEN excluded.name = '' THEN projects.name ELSE excluded.name END, \
              dir_name = coalesce(projects.dir_name, excluded.dir_name), \
              download_restricted = excluded.download_restricted, state = excluded.state, \
              reason = excluded.reason, \

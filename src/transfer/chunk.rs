@@ -107,7 +107,9 @@ impl ChunkCtx {
 
     /// Time since any chunk of this file last moved bytes.
     pub(super) fn since_last_progress(&self) -> std::time::Duration {
-        self.last_progress.lock().map_or(std::time::Duration::ZERO, |t| t.elapsed())
+        self.last_progress
+            .lock()
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed())
     }
 
     /// The most recent error any chunk of this file met.
@@ -159,10 +161,12 @@ impl ChunkCtx {
         let reason = e.to_string();
         match e.api_disposition() {
             ApiDisposition::BadToken => ChunkFailure::Run(TransferError::BadToken(reason)),
-            ApiDisposition::PermissionDenied => ChunkFailure::Run(TransferError::PermissionDenied {
-                project: self.project.clone(),
-                message: reason,
-            }),
+            ApiDisposition::PermissionDenied => {
+                ChunkFailure::Run(TransferError::PermissionDenied {
+                    project: self.project.clone(),
+                    message: reason,
+                })
+            }
             ApiDisposition::NotFound => ChunkFailure::File(FileOutcome::Gone { reason }),
             ApiDisposition::InvalidState => ChunkFailure::File(FileOutcome::Skipped { reason }),
             // The client already retried transient failures as long as the table allows.
@@ -181,10 +185,16 @@ impl ChunkCtx {
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|_| ChunkFailure::File(FileOutcome::Failed { reason: "shutting down".into() }))?;
+                .map_err(|_| {
+                    ChunkFailure::File(FileOutcome::Failed {
+                        reason: "shutting down".into(),
+                    })
+                })?;
             let (url, generation) = self.current_url().await?;
             let range = ByteRange::new(chunk.range.offset + done, chunk.range.len - done);
-            let res = self.stream_range(&url, range, chunk, &mut done, &mut crc, &mut attempt).await;
+            let res = self
+                .stream_range(&url, range, chunk, &mut done, &mut crc, &mut attempt)
+                .await;
             drop(permit);
             let err = match res {
                 Ok(()) => continue,
@@ -211,7 +221,9 @@ impl ChunkCtx {
                     let mut slot = self.url.lock().await;
                     if slot.not_found_refreshes >= 1 {
                         return Err(ChunkFailure::File(FileOutcome::Failed {
-                            reason: format!("download URL answers not found even after a refresh: {err}"),
+                            reason: format!(
+                                "download URL answers not found even after a refresh: {err}"
+                            ),
                         }));
                     }
                     slot.not_found_refreshes += 1;
@@ -221,7 +233,9 @@ impl ChunkCtx {
                 }
                 DownloadDisposition::Fail => {
                     warn!(file_id = %self.file_id, chunk_idx = chunk.idx, error = %err, "range failed permanently");
-                    return Err(ChunkFailure::File(FileOutcome::Failed { reason: err.to_string() }));
+                    return Err(ChunkFailure::File(FileOutcome::Failed {
+                        reason: err.to_string(),
+                    }));
                 }
             }
         }
@@ -277,7 +291,13 @@ impl ChunkCtx {
     }
 
     /// Writes the buffer at its offset and advances `done` and `crc`.
-    async fn flush(&self, buf: &mut Vec<u8>, chunk: Chunk, done: &mut u64, crc: &mut u32) -> Result<(), StreamError> {
+    async fn flush(
+        &self,
+        buf: &mut Vec<u8>,
+        chunk: Chunk,
+        done: &mut u64,
+        crc: &mut u32,
+    ) -> Result<(), StreamError> {
         if buf.is_empty() {
             return Ok(());
         }

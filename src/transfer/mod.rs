@@ -123,7 +123,10 @@ pub enum FileOutcome {
 impl FileOutcome {
     /// True for a published file.
     pub fn is_done(&self) -> bool {
-        matches!(self, FileOutcome::Verified { .. } | FileOutcome::Unverified { .. })
+        matches!(
+            self,
+            FileOutcome::Verified { .. } | FileOutcome::Unverified { .. }
+        )
     }
 }
 
@@ -179,7 +182,11 @@ pub struct Engine {
 
 impl Engine {
     /// Builds an engine.
-    pub fn new(client: DxClient, journal: Journal, cfg: EngineConfig) -> Result<Engine, std::io::Error> {
+    pub fn new(
+        client: DxClient,
+        journal: Journal,
+        cfg: EngineConfig,
+    ) -> Result<Engine, std::io::Error> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hash_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -228,7 +235,9 @@ impl Engine {
             FileOutcome::Failed { reason } => (Some(FileState::Failed), Some(reason.clone())),
         };
         if let Some(state) = state {
-            self.journal.set_file_state(&file_id, state, reason.clone()).await?;
+            self.journal
+                .set_file_state(&file_id, state, reason.clone())
+                .await?;
             warn!(file_id = %file_id, state = state.as_str(), reason = reason.as_deref().unwrap_or(""), "file not mirrored");
         } else {
             info!(file_id = %file_id, path = %job.rel_path, elapsed_ms = started.elapsed().as_millis() as u64, "file mirrored");
@@ -285,7 +294,9 @@ impl Engine {
             Ok(v) => v,
             Err(StoreError::StagingSize { .. }) => {
                 job.store.remove_staging(&remote.id).map_err(store_fatal)?;
-                job.store.open_staging(&remote.id, remote.size).map_err(store_fatal)?
+                job.store
+                    .open_staging(&remote.id, remote.size)
+                    .map_err(store_fatal)?
             }
             Err(e) => return Err(store_fatal(e)),
         };
@@ -299,8 +310,15 @@ impl Engine {
             chunk_crc.iter_mut().for_each(|c| *c = 0);
             seg_verified.iter_mut().for_each(|v| *v = false);
         } else if !created {
-            self.reconcile(&remote.id, &plan, &file, &mut chunk_done, &mut chunk_crc, &seg_verified)
-                .await?;
+            self.reconcile(
+                &remote.id,
+                &plan,
+                &file,
+                &mut chunk_done,
+                &mut chunk_crc,
+                &seg_verified,
+            )
+            .await?;
         }
         let already: u64 = chunk_done.iter().sum();
         self.progress.add_total(remote.size);
@@ -341,7 +359,7 @@ impl Engine {
                     })
                 }
             };
-            let bad: Vec<u32> = report.bad_segments().into_iter().collect();
+            let bad: Vec<u32> = report.bad_segments().map(|s| s.idx).collect();
             if report.all_ok() {
                 return self.publish(job, &plan, report.sha256).await;
             }
@@ -349,7 +367,12 @@ impl Engine {
             let evidence = describe_bad(&plan, &report);
             warn!(file_id = %remote.id, evidence = %evidence, "read-back found damage");
             self.journal
-                .event(crate::journal::EventLevel::Warn, Some(&job.project), Some(&remote.id), format!("read-back: {evidence}"))
+                .event(
+                    crate::journal::EventLevel::Warn,
+                    Some(&job.project),
+                    Some(&remote.id),
+                    format!("read-back: {evidence}"),
+                )
                 .await?;
             if state.readback_retries > self.cfg.max_verify_retries || bad.is_empty() {
                 return Ok(FileOutcome::Corrupt { reason: evidence });
@@ -404,9 +427,14 @@ impl Engine {
                 .chunks_of(seg.idx)
                 .all(|c| state.done[c.idx as usize] == c.range.len);
             if complete && !state.seg_verified[seg.idx as usize] {
-                self.spawn_segment_check(&mut tasks, plan, seg.idx, file, single_segment, |s, r| {
-                    Done::Segment(s, r)
-                });
+                self.spawn_segment_check(
+                    &mut tasks,
+                    plan,
+                    seg.idx,
+                    file,
+                    single_segment,
+                    |s, r| Done::Segment(s, r),
+                );
             }
         }
 
@@ -433,7 +461,11 @@ impl Engine {
                     let reason = format!(
                         "no progress for {}; last error: {}",
                         humantime::format_duration(self.cfg.file_patience),
-                        state.last_error.as_deref().or(ctx.last_error().as_deref()).unwrap_or("none")
+                        state
+                            .last_error
+                            .as_deref()
+                            .or(ctx.last_error().as_deref())
+                            .unwrap_or("none")
                     );
                     return Ok(Some(FileOutcome::Failed { reason }));
                 }
@@ -461,9 +493,14 @@ impl Engine {
                         .chunks_of(seg)
                         .all(|c| state.done[c.idx as usize] == c.range.len);
                     if complete {
-                        self.spawn_segment_check(&mut tasks, plan, seg, file, single_segment, |s, r| {
-                            Done::Segment(s, r)
-                        });
+                        self.spawn_segment_check(
+                            &mut tasks,
+                            plan,
+                            seg,
+                            file,
+                            single_segment,
+                            |s, r| Done::Segment(s, r),
+                        );
                     }
                 }
                 Done::Chunk(idx, Err(failure)) => {
@@ -478,7 +515,9 @@ impl Engine {
                 Done::Segment(seg, Ok(check)) => {
                     if check.ok {
                         state.seg_verified[seg as usize] = true;
-                        self.journal.set_segment_verified(&file_id, seg, true).await?;
+                        self.journal
+                            .set_segment_verified(&file_id, seg, true)
+                            .await?;
                         continue;
                     }
                     state.seg_retries[seg as usize] += 1;
@@ -491,7 +530,12 @@ impl Engine {
                     );
                     warn!(file_id = %file_id, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
                     self.journal
-                        .event(crate::journal::EventLevel::Warn, Some(ctx.project()), Some(&file_id), evidence.clone())
+                        .event(
+                            crate::journal::EventLevel::Warn,
+                            Some(ctx.project()),
+                            Some(&file_id),
+                            evidence.clone(),
+                        )
                         .await?;
                     state.last_error = Some(evidence.clone());
                     if state.seg_retries[seg as usize] > self.cfg.max_verify_retries {
@@ -558,7 +602,12 @@ impl Engine {
         });
     }
 
-    async fn reset(&self, file_id: &FileId, chunks: &[u32], state: &mut FileRunState) -> Result<(), TransferError> {
+    async fn reset(
+        &self,
+        file_id: &FileId,
+        chunks: &[u32],
+        state: &mut FileRunState,
+    ) -> Result<(), TransferError> {
         for &c in chunks {
             let lost = state.done[c as usize];
             state.done[c as usize] = 0;
@@ -601,7 +650,12 @@ impl Engine {
                 use rayon::prelude::*;
                 to_check
                     .par_iter()
-                    .map(|(idx, range, want)| (*idx, verify::chunk_crc(&file2, *range).map(|got| got == *want)))
+                    .map(|(idx, range, want)| {
+                        (
+                            *idx,
+                            verify::chunk_crc(&file2, *range).map(|got| got == *want),
+                        )
+                    })
                     .collect::<Vec<_>>()
             })
             .await;
@@ -623,7 +677,11 @@ impl Engine {
     }
 
     /// A file already at its final path: adopt it if it verifies, otherwise leave it alone.
-    async fn adopt_existing(&self, job: &FileJob, plan: &FilePlan) -> Result<Option<FileOutcome>, TransferError> {
+    async fn adopt_existing(
+        &self,
+        job: &FileJob,
+        plan: &FilePlan,
+    ) -> Result<Option<FileOutcome>, TransferError> {
         let path = job.store.final_path(&job.rel_path);
         let plan2 = plan.clone();
         let report = self.on_pool(move || verify::read_back(&path, &plan2)).await;
@@ -641,29 +699,46 @@ impl Engine {
         }
     }
 
-    async fn publish(&self, job: &FileJob, plan: &FilePlan, sha256: [u8; 32]) -> Result<FileOutcome, TransferError> {
+    async fn publish(
+        &self,
+        job: &FileJob,
+        plan: &FilePlan,
+        sha256: [u8; 32],
+    ) -> Result<FileOutcome, TransferError> {
         match job.store.publish(&job.remote.id, &job.rel_path) {
             Ok(_) => {}
             Err(StoreError::Exists { .. }) => {
                 job.store.remove_staging(&job.remote.id).ok();
-                return self
-                    .adopt_existing(job, plan)
-                    .await
-                    .map(|o| o.unwrap_or(FileOutcome::Failed { reason: "cannot publish".into() }));
+                return self.adopt_existing(job, plan).await.map(|o| {
+                    o.unwrap_or(FileOutcome::Failed {
+                        reason: "cannot publish".into(),
+                    })
+                });
             }
             Err(e) if e.is_disk_full() => return Err(TransferError::DiskFull(e.to_string())),
-            Err(e) => return Ok(FileOutcome::Failed { reason: e.to_string() }),
+            Err(e) => {
+                return Ok(FileOutcome::Failed {
+                    reason: e.to_string(),
+                })
+            }
         }
         self.finish(job, plan, sha256).await
     }
 
-    async fn finish(&self, job: &FileJob, plan: &FilePlan, sha256: [u8; 32]) -> Result<FileOutcome, TransferError> {
+    async fn finish(
+        &self,
+        job: &FileJob,
+        plan: &FilePlan,
+        sha256: [u8; 32],
+    ) -> Result<FileOutcome, TransferError> {
         let (state, outcome) = if plan.kind == FileKind::Unverified {
             (FileState::Unverified, FileOutcome::Unverified { sha256 })
         } else {
             (FileState::Verified, FileOutcome::Verified { sha256 })
         };
-        self.journal.mark_done(&job.remote.id, state, hex::encode(sha256)).await?;
+        self.journal
+            .mark_done(&job.remote.id, state, hex::encode(sha256))
+            .await?;
         Ok(outcome)
     }
 }
@@ -687,13 +762,21 @@ fn store_fatal(e: StoreError) -> TransferError {
 
 fn describe_bad(plan: &FilePlan, report: &verify::ReadBack) -> String {
     if !report.size_ok {
-        return format!("size is {} bytes, expected {}", report.actual_size, plan.size);
+        return format!(
+            "size is {} bytes, expected {}",
+            report.actual_size, plan.size
+        );
     }
     let parts: Vec<String> = report
         .segments
         .iter()
         .filter(|s| !s.ok)
-        .map(|s| format!("segment {}: expected {:?}, got {:?}", s.idx, s.expected, s.actual))
+        .map(|s| {
+            format!(
+                "segment {}: expected {:?}, got {:?}",
+                s.idx, s.expected, s.actual
+            )
+        })
         .collect();
     parts.join("; ")
 }

@@ -41,7 +41,9 @@ impl Progress {
         // Saturating: a reset can race with the display reading the counter.
         let _ = self
             .bytes_done
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
     }
 
     /// Counts a file that ended.

@@ -78,7 +78,8 @@ impl Env {
     pub fn bin(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dxmirror"));
         cmd.args(args).arg("--config").arg(&self.config_path);
-        cmd.env_remove("DX_API_TOKEN").env_remove("DX_SECURITY_CONTEXT");
+        cmd.env_remove("DX_API_TOKEN")
+            .env_remove("DX_SECURITY_CONTEXT");
         cmd.output().expect("run dxmirror")
     }
 }
@@ -88,7 +89,9 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             let ft = e.file_type().unwrap();
@@ -107,7 +110,10 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
 pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
