@@ -19,7 +19,7 @@ use crate::model::{ApiToken, ProjectId};
 use crate::planner::plan_file;
 use crate::platform::{ApiDisposition, DxClient, PlatformConfig, PlatformError};
 use crate::store::{self, ProjectStore, StoreError};
-use crate::transfer::{Engine, EngineConfig, FileJob, FileOutcome, Progress, TransferError};
+use crate::transfer::{Engine, EngineConfig, FileJob, Progress, TransferError};
 
 /// How progress is shown while a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,11 +54,18 @@ pub(crate) fn issue_url(
         hex::encode(payload.as_bytes()),
         shared.sign(&payload)
     );
+    // A name of `.` or `..` would be eaten by URL normalisation (WHATWG treats `%2e%2e` as
+    // `..` too), taking the token with it; such names get the file id in the URL instead.
+    let shown = if filename == "." || filename == ".." || filename.is_empty() {
+        claims.file.as_str()
+    } else {
+        filename
+    };
     let url = format!(
         "{}/F/D/{}/{}",
         shared.api_base,
         token,
-        http::encode_segment(filename)
+        http::encode_segment(shown)
     );
     let headers = if claims.preauth {
         Vec::new()

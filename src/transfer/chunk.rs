@@ -28,6 +28,9 @@ pub(super) enum ChunkFailure {
     Run(TransferError),
 }
 
+/// Fresh download URLs refused in a row, with no byte arriving, before a file fails.
+const MAX_FRUITLESS_REFRESHES: u32 = 8;
+
 /// Why one GET stopped: the remote side (handled by the retry table) or this machine.
 enum StreamError {
     Remote(PlatformError),
@@ -179,7 +182,11 @@ impl ChunkCtx {
     /// Fetches the rest of `chunk`, starting from `done` bytes whose CRC32C is `crc`.
     pub(super) async fn fetch(&self, chunk: Chunk, mut done: u64, mut crc: u32) -> ChunkResult {
         let mut attempt: u32 = 0;
+        // Fresh URLs refused again and again without a byte arriving: back off, then give up,
+        // rather than hammer the API with URL requests.
+        let mut refreshes: u32 = 0;
         while done < chunk.range.len {
+            let done_before = done;
             let permit = self
                 .connections
                 .clone()
@@ -196,6 +203,9 @@ impl ChunkCtx {
                 .stream_range(&url, range, chunk, &mut done, &mut crc, &mut attempt)
                 .await;
             drop(permit);
+            if done > done_before {
+                refreshes = 0;
+            }
             let err = match res {
                 Ok(()) => continue,
                 Err(StreamError::Local(e)) => return Err(ChunkFailure::Run(e)),
@@ -214,8 +224,19 @@ impl ChunkCtx {
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RefreshUrl => {
-                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, "download URL refused; getting a fresh one");
+                    refreshes += 1;
+                    if refreshes > MAX_FRUITLESS_REFRESHES {
+                        return Err(ChunkFailure::File(FileOutcome::Failed {
+                            reason: format!(
+                                "the download host refused {refreshes} fresh URLs in a row: {err}"
+                            ),
+                        }));
+                    }
+                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, attempt = refreshes, "download URL refused; getting a fresh one");
                     self.invalidate(generation).await;
+                    if refreshes > 1 {
+                        tokio::time::sleep(self.cfg.backoff.next_delay(refreshes - 1)).await;
+                    }
                 }
                 DownloadDisposition::RefreshUrlOnce => {
                     let mut slot = self.url.lock().await;

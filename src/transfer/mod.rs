@@ -433,7 +433,7 @@ impl Engine {
                     seg.idx,
                     file,
                     single_segment,
-                    |s, r| Done::Segment(s, r),
+                    Done::Segment,
                 );
             }
         }
@@ -499,12 +499,11 @@ impl Engine {
                             seg,
                             file,
                             single_segment,
-                            |s, r| Done::Segment(s, r),
+                            Done::Segment,
                         );
                     }
                 }
                 Done::Chunk(idx, Err(failure)) => {
-                    in_flight -= 1;
                     tasks.abort_all();
                     debug!(file_id = %file_id, chunk_idx = idx, "chunk failed");
                     return match failure {

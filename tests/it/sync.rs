@@ -1,1 +1,334 @@
-//! Integration tests: sync.
+//! End-to-end `sync` against the sandbox: a complete verified mirror, skipped and duplicate
+//! files, hostile names, a bad token, API faults, expiring URLs and the single-writer rule.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use dxmirror::journal::{FileState, JournalReader};
+use dxmirror::lock::WriterLock;
+use dxmirror::model::{ByteRange, ProjectId};
+use dxmirror::sandbox::{
+    Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions,
+};
+
+use crate::support::{files_under, Env, EnvOptions};
+
+fn env_for(sandbox: &Sandbox, projects: Vec<ProjectId>, extra: &str) -> Env {
+    Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: sandbox.token(),
+        projects,
+        extra: extra.to_owned(),
+    })
+}
+
+/// Every downloadable file of `project` is at its journaled path with exactly the sandbox's
+/// bytes; returns how many there were.
+fn assert_mirrored(sandbox: &Sandbox, env: &Env, project: &ProjectId) -> usize {
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let row = reader.project(project).unwrap().unwrap();
+    let dir = env.mirror().join(row.dir_name.unwrap());
+    let mut n = 0;
+    for f in reader.files(project).unwrap() {
+        let sf = sandbox.file(&f.file_id).unwrap();
+        if sf.state != "closed" || sf.archival_state != "live" {
+            assert_eq!(f.state, FileState::Skipped, "{}", f.rel_path);
+            continue;
+        }
+        assert!(
+            matches!(f.state, FileState::Verified | FileState::Unverified),
+            "{} is {:?}: {:?}",
+            f.rel_path,
+            f.state,
+            f.reason
+        );
+        let local = std::fs::read(dir.join(&f.rel_path)).unwrap();
+        assert_eq!(local.len() as u64, sf.size, "{}", f.rel_path);
+        assert!(
+            local == sandbox.content(&f.file_id, ByteRange::new(0, sf.size)),
+            "{} differs from the platform's bytes",
+            f.rel_path
+        );
+        n += 1;
+    }
+    let staging = dir.join(".dxmirror/staging");
+    assert_eq!(
+        files_under(&staging),
+        Vec::<std::path::PathBuf>::new(),
+        "staging files left"
+    );
+    n
+}
+
+#[tokio::test]
+async fn demo_project_is_mirrored_verified_and_manifested() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = env_for(&sandbox, vec![project.clone()], "chunk-size = \"64KiB\"");
+    let summary = env.sync().await.unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    let n = assert_mirrored(&sandbox, &env, &project);
+    assert!(n >= 10, "only {n} files");
+
+    let p = &summary.projects[0];
+    // Archived and open files are skipped with their reasons.
+    let skipped: Vec<_> = p.problems.iter().filter(|x| x.state == "skipped").collect();
+    assert!(
+        skipped.iter().any(|x| x.reason.contains("archived")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|x| x.reason.contains("open")),
+        "{skipped:?}"
+    );
+    // The file without any platform checksum is mirrored but reported unverified.
+    assert!(p.unverified >= 1);
+
+    // Every manifest line matches the file on disk (what `sha256sum -c` checks).
+    let manifest = p.manifest.clone().unwrap();
+    let (n_ok, bad) = dxmirror::demo::check_manifest(&manifest).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(n_ok, p.verified + p.unverified);
+
+    // Controlled-access data is not readable by others.
+    let dir = manifest.parent().unwrap();
+    for rel in files_under(dir) {
+        let mode = std::fs::metadata(dir.join(&rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o640, "{}", rel.display());
+    }
+    let mode = std::fs::metadata(dir.join("restricted"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o750);
+
+    // A second sync fetches nothing again.
+    let served = sandbox.stats().bytes_served;
+    let again = env.sync().await.unwrap();
+    assert!(again.is_ok());
+    assert_eq!(again.projects[0].fetched_now, 0);
+    assert_eq!(
+        sandbox.stats().bytes_served,
+        served,
+        "a complete mirror was fetched again"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_names_follow_the_documented_rule() {
+    let spec = ProjectSpec::new("dups")
+        .file(FileSpec::new("/restricted/CNV", "same.txt", 1000).times(2_000, 2_000))
+        .file(FileSpec::new("/restricted/CNV", "same.txt", 2000).times(1_000, 1_000))
+        .file(FileSpec::new("/restricted/CNV", "same.txt", 3000).times(3_000, 3_000));
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(5, vec![spec]).unwrap(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = env_for(&sandbox, vec![project.clone()], "");
+    assert!(env.sync().await.unwrap().is_ok());
+    assert_mirrored(&sandbox, &env, &project);
+    let files = sandbox.files(&project);
+    let first = files.iter().find(|f| f.size == 2000).unwrap();
+    let dir = env.mirror().join("dups/restricted/CNV");
+    assert_eq!(
+        std::fs::metadata(dir.join("same.txt")).unwrap().len(),
+        2000,
+        "the first created keeps the name"
+    );
+    for f in files.iter().filter(|f| f.id != first.id) {
+        let renamed = dir.join(format!("{}__same.txt", f.id));
+        assert_eq!(std::fs::metadata(&renamed).unwrap().len(), f.size);
+    }
+}
+
+#[tokio::test]
+async fn hostile_names_stay_inside_the_mirror_root() {
+    let names = [
+        ("/", ".."),
+        ("/../../outside", "escape.txt"),
+        ("/restricted/..", "up.txt"),
+        ("/a", "bad\u{0}nul"),
+        ("/a", "line\nbreak"),
+        ("/a", "ctl\u{7}bell"),
+        ("/a", &"L".repeat(300)),
+        ("/", ".dxmirror"),
+        ("/a/./b", "dot.txt"),
+    ];
+    let mut spec = ProjectSpec::new("../../hostile");
+    for (folder, name) in names {
+        spec = spec.file(FileSpec::new(folder, name, 100));
+    }
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(9, vec![spec]).unwrap(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = env_for(&sandbox, vec![project.clone()], "");
+    let summary = env.sync().await.unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    assert_eq!(assert_mirrored(&sandbox, &env, &project), names.len());
+    // Nothing was written beside the mirror root; the unsafe project name became its id.
+    let top: HashSet<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let expected: HashSet<String> = ["config.toml", "token", "mirror", "state"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(top, expected);
+    assert!(env.mirror().join(project.as_str()).is_dir());
+    let root = env.mirror().canonicalize().unwrap();
+    for rel in files_under(&env.mirror()) {
+        let abs = env.mirror().join(&rel).canonicalize().unwrap();
+        assert!(abs.starts_with(&root), "{}", abs.display());
+    }
+}
+
+#[tokio::test]
+async fn a_bad_token_exits_non_zero_with_a_clear_message() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: "not-the-token-Zq7".into(),
+        projects: vec![project],
+        extra: String::new(),
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        let out = env.bin(&["sync"]);
+        drop(env);
+        out
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("rejected the token"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-token-Zq7"),
+        "the token leaked: {stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("not-the-token-Zq7"));
+}
+
+#[tokio::test]
+async fn a_download_restricted_project_is_refused() {
+    let mut spec = ProjectSpec::new("no downloads").file(FileSpec::new("/", "x.txt", 10));
+    spec.download_restricted = true;
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(3, vec![spec]).unwrap(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = env_for(&sandbox, vec![project], "");
+    let summary = env.sync().await.unwrap();
+    assert!(!summary.is_ok());
+    let err = summary.projects[0].error.clone().unwrap();
+    assert!(err.contains("download-restricted"), "{err}");
+    assert_eq!(sandbox.stats().bytes_served, 0);
+    assert!(files_under(&env.mirror())
+        .iter()
+        .all(|p| p.starts_with(".dxmirror.lock")));
+}
+
+#[tokio::test]
+async fn api_503_with_retry_after_and_500s_are_survived() {
+    let faults = FaultConfig::parse("api503=0.3,api500=0.2,api429=0.1,seed=11").unwrap();
+    let sandbox = Sandbox::start(SandboxOptions {
+        faults,
+        retry_after_secs: 1,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = env_for(&sandbox, vec![project.clone()], "");
+    let summary = env.sync().await.unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    assert_mirrored(&sandbox, &env, &project);
+    assert!(
+        sandbox.stats().faults_injected.values().sum::<u64>() > 0,
+        "no fault fired"
+    );
+}
+
+#[tokio::test]
+async fn expired_download_urls_are_refreshed_without_losing_bytes() {
+    let spec = ProjectSpec::new("slow")
+        .file(
+            FileSpec::new("/restricted/bam", "a.bam", 3 << 20)
+                .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(1 << 20))),
+        )
+        .file(
+            FileSpec::new("/restricted/bam", "s.bam", 2 << 20).kind(FileSpecKind::SymlinkWholeMd5),
+        );
+    // URLs live one second and the bandwidth cap makes the transfer last several: every
+    // file's URL expires while it is being fetched. Some URLs are also refused early.
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(4, vec![spec]).unwrap(),
+        url_ttl: Duration::from_secs(1),
+        storage_url_ttl: Duration::from_secs(1),
+        bandwidth: Some(1_500_000),
+        faults: FaultConfig::parse("expire_early=0.2,seed=5").unwrap(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = env_for(
+        &sandbox,
+        vec![project.clone()],
+        "chunk-size = \"256KiB\"\nprogress-step = \"64KiB\"\nmax-connections = 4\nmax-connections-per-file = 2",
+    );
+    let summary = env.sync().await.unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    assert_mirrored(&sandbox, &env, &project);
+    let stats = sandbox.stats();
+    let downloads = stats.requests("/file-xxxx/download");
+    assert!(
+        downloads > 2,
+        "URLs were never refreshed ({downloads} requests)"
+    );
+    for f in sandbox.files(&project) {
+        let again = stats.served_intact_more_than_once(f.id.as_str());
+        assert!(
+            again.is_empty(),
+            "{} bytes fetched twice: {again:?}",
+            f.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let env = env_for(&sandbox, sandbox.projects(), "");
+    let cfg = env.config();
+    let _held = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let out = env.bin(&["sync"]);
+        drop(env);
+        out
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("already holds"), "{stderr}");
+    assert_eq!(sandbox.stats().bytes_served, 0);
+}
