@@ -4,6 +4,7 @@
 mod dxpy;
 mod journal;
 mod platform;
+mod resume;
 mod sandbox;
 mod store;
 mod support;
