@@ -87,6 +87,37 @@ fn intervals_by_run(snapshots: &[ServeStats]) -> BTreeMap<String, Vec<(usize, u6
     out
 }
 
+/// Checks that every byte received in one run and fetched again in a later run lies in the
+/// last `allowance` bytes of its response (in flight at a kill) or in `damaged` (file, range).
+/// Returns the number of bytes fetched again.
+fn assert_refetched_only_in_flight(
+    snapshots: &[ServeStats],
+    allowance: u64,
+    damaged: &[(String, u64, u64)],
+) -> u64 {
+    let by_run = intervals_by_run(snapshots);
+    let mut refetched = 0u64;
+    for (file, intervals) in &by_run {
+        for &(run, start, end) in intervals {
+            let durable_end = end.saturating_sub(allowance).max(start);
+            for &(later, s2, e2) in intervals.iter().filter(|i| i.0 > run) {
+                let (lo, hi) = (start.max(s2), durable_end.min(e2));
+                if lo < hi {
+                    let excused = damaged
+                        .iter()
+                        .any(|(f, ds, de)| f == file && *ds <= lo && hi <= *de);
+                    assert!(
+                        excused,
+                        "{file}: bytes {lo}..{hi} received in run {run} were fetched again in run {later}"
+                    );
+                }
+                refetched += end.min(e2).saturating_sub(start.max(s2));
+            }
+        }
+    }
+    refetched
+}
+
 #[tokio::test]
 async fn sigkill_at_seeded_progress_then_resume_refetches_only_what_was_in_flight() {
     const SIZE: u64 = 96 << 20;
@@ -190,26 +221,134 @@ async fn sigkill_at_seeded_progress_then_resume_refetches_only_what_was_in_fligh
 
     // Bytes served more than once were in flight at a kill: each lies in the unsynced tail of
     // a response of an earlier run (at most one progress step plus one write buffer).
-    let by_run = intervals_by_run(&snapshots);
-    let allowance = STEP + WRITE_BUFFER;
-    let mut refetched = 0u64;
-    for (file, intervals) in &by_run {
-        for &(run, start, end) in intervals {
-            let durable_end = end.saturating_sub(allowance).max(start);
-            for &(later, s2, e2) in intervals.iter().filter(|i| i.0 > run) {
-                let overlap = durable_end.min(e2).saturating_sub(start.max(s2));
-                assert_eq!(
-                    overlap, 0,
-                    "{file}: bytes {start}..{durable_end} received in run {run} were fetched again in run {later} ({s2}..{e2})"
-                );
-                refetched += end.min(e2).saturating_sub(start.max(s2));
-            }
-        }
-    }
+    let refetched = assert_refetched_only_in_flight(&snapshots, STEP + WRITE_BUFFER, &[]);
     let total = snapshots.last().unwrap().bytes_served;
     eprintln!(
         "kills at {fractions:?}: served {total} bytes for {SIZE} ({refetched} re-fetched, {:.2}%)",
         refetched as f64 * 100.0 / SIZE as f64
     );
     assert!(total <= SIZE + refetched);
+}
+
+#[tokio::test]
+async fn damage_to_a_staged_file_is_found_at_resume_and_only_its_chunk_refetched() {
+    const SIZE: u64 = 48 << 20;
+    let sandbox = SandboxProcess::start(&["--dataset", "large:48MiB", "--bandwidth", "16MiB"]);
+    let project = sandbox.projects[0].clone();
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url.clone(),
+        token: sandbox.token.clone(),
+        projects: vec![project.clone()],
+        extra: "chunk-size = \"2MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 4\nmax-connections-per-file = 2\n".into(),
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
+        .args(["-q", "sync", "--config"])
+        .arg(&env.config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sandbox.stats().await.bytes_served < SIZE / 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sync ended before the kill point"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = sandbox.stats().await;
+
+    // Flip one byte inside a chunk the journal says is complete, in every staged file that
+    // has one (the symlink with a whole-file md5 and the single-part file among them).
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let dir_name = reader.project(&project).unwrap().unwrap().dir_name.unwrap();
+    let staging = env.mirror().join(&dir_name).join(".dxmirror/staging");
+    let mut damaged = Vec::new();
+    for row in reader.files(&project).unwrap() {
+        let path = staging.join(format!("{}.part", row.file_id));
+        let Some(plan) = reader.load_plan(&row.file_id).unwrap() else {
+            continue;
+        };
+        if !path.exists() {
+            continue;
+        }
+        let done = plan
+            .plan
+            .chunks
+            .iter()
+            .zip(&plan.chunk_done)
+            .find(|(c, (d, _))| *d == c.range.len);
+        if let Some((chunk, _)) = done {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = (chunk.range.offset + chunk.range.len / 2) as usize;
+            bytes[at] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+            damaged.push((
+                row.file_id.to_string(),
+                chunk.range.offset,
+                chunk.range.end(),
+            ));
+        }
+    }
+    drop(reader);
+    assert!(
+        damaged.len() >= 2,
+        "too few staged files to damage: {damaged:?}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
+        .args(["-q", "sync", "--config"])
+        .arg(&env.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = sandbox.stats().await;
+
+    // The damaged chunks were fetched again, and nothing else but in-flight tails.
+    let by_file: BTreeMap<String, Vec<(u64, u64)>> = last
+        .files
+        .iter()
+        .map(|(f, v)| {
+            (
+                f.clone(),
+                v.iter().map(|s| (s.offset, s.offset + s.len)).collect(),
+            )
+        })
+        .collect();
+    for (file, start, end) in &damaged {
+        let n = first.files[file].len();
+        let again = by_file[file][n..]
+            .iter()
+            .any(|&(s, e)| s <= *start && *end <= e || (s < *end && *start < e));
+        assert!(
+            again,
+            "{file}: damaged chunk {start}..{end} was not fetched again"
+        );
+    }
+    assert_refetched_only_in_flight(&[first, last], (1 << 20) + (1 << 20), &damaged);
+
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let dataset = Dataset::large(SIZE);
+    for row in reader.files(&project).unwrap() {
+        assert_eq!(
+            row.state,
+            FileState::Verified,
+            "{}: {:?}",
+            row.rel_path,
+            row.reason
+        );
+        let built = dataset.files.iter().find(|f| f.id == row.file_id).unwrap();
+        let local = std::fs::read(env.mirror().join(&dir_name).join(&row.rel_path)).unwrap();
+        let mut expected = vec![0u8; local.len()];
+        built.fill(0, &mut expected);
+        assert!(local == expected, "{} differs", row.rel_path);
+    }
 }
