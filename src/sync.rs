@@ -333,9 +333,9 @@ async fn sync_project(
                 if pstore.final_path(rel).exists() {
                     continue;
                 }
-                warn!(file_id = %row.file_id, path = %rel, "published file is missing locally; fetching it again");
+                warn!(project_id = %project, file_id = %row.file_id, path = %rel, "published file is missing locally; fetching it again");
                 journal
-                    .set_file_state(&row.file_id, FileState::Pending, None)
+                    .set_file_state(&row.key(), FileState::Pending, None)
                     .await?;
             }
             FileState::Skipped if row.remote().skip_reason().is_some() => continue,

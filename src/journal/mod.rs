@@ -13,18 +13,20 @@
 //! - `projects(id PK, name, dir_name UNIQUE NULL, download_restricted, state, reason,
 //!   first_seen_ms, last_listed_ms)`: `dir_name` is the local directory, decided once and
 //!   never changed by [`Journal::upsert_project`]. `state` is a [`ProjectState`].
-//! - `files(file_id PK, project_id FK, folder, name, size, remote_state, archival_state,
+//! - `files(project_id FK, file_id, folder, name, size, remote_state, archival_state,
 //!   created_ms, modified_ms, parts_json, drive, md5, checksum_type, kind, rel_path, state,
-//!   reason, attempts, sha256, done_ms, updated_ms, last_seen_ms)`: the platform description
-//!   (enough to rebuild the [`RemoteFile`] and re-plan), the local path relative to the
-//!   project directory, and the [`FileState`]. Indexed by `(project_id, state)` and
-//!   `(state, updated_ms)`. A file id belongs to one project: when a listing of another
-//!   project contains an id the journal already holds (a DNAnexus clone), the row is left
-//!   alone and the id is reported in [`ListingDiff::other_project`].
-//! - `segments(file_id, seg_idx, offset, len, part_index, expect, verified)`: the checksum
-//!   ranges of the current plan; `expect` is `ALGO:hex` ([`Digest::to_tagged`]).
-//! - `chunks(file_id, chunk_idx, seg_idx, offset, len, done_bytes, crc32c)`: the fetch units
-//!   and their progress; `crc32c` is the CRC32C of the first `done_bytes` bytes of the chunk.
+//!   reason, attempts, sha256, done_ms, updated_ms, last_seen_ms)`, keyed by
+//!   `(project_id, file_id)` ([`FileKey`]): the platform description (enough to rebuild the
+//!   [`RemoteFile`] and re-plan), the local path relative to the project directory, and the
+//!   [`FileState`]. Indexed by `(project_id, state)` and `(state, updated_ms)`. The same
+//!   file id listed in several projects (a DNAnexus clone, or one St. Jude file vended into
+//!   several data requests) has one independent row per project: each project's copy is
+//!   mirrored, tracked and verified on its own.
+//! - `segments(project_id, file_id, seg_idx, offset, len, part_index, expect, verified)`: the
+//!   checksum ranges of the current plan; `expect` is `ALGO:hex` ([`Digest::to_tagged`]).
+//! - `chunks(project_id, file_id, chunk_idx, seg_idx, offset, len, done_bytes, crc32c)`: the
+//!   fetch units and their progress; `crc32c` is the CRC32C of the first `done_bytes` bytes of
+//!   the chunk.
 //! - `events(id, ts_ms, level, project_id, file_id, message)`: the newest
 //!   [`MAX_EVENTS`] events; older ones are deleted as new ones are written.
 //! - `runs(id, started_ms, ended_ms, version, command, pid, outcome)`.
@@ -148,32 +150,32 @@ pub enum JournalError {
     /// A file row refers to a project the journal does not know.
     #[error("unknown project {0}")]
     UnknownProject(ProjectId),
-    /// No such file in the journal.
+    /// No such file (in that project) in the journal.
     #[error("unknown file {0}")]
-    UnknownFile(FileId),
+    UnknownFile(FileKey),
     /// The file has no such chunk in its stored plan.
-    #[error("file {file_id} has no chunk {chunk_idx}")]
+    #[error("file {file} has no chunk {chunk_idx}")]
     UnknownChunk {
         /// The file.
-        file_id: FileId,
+        file: FileKey,
         /// The chunk index.
         chunk_idx: u32,
     },
     /// The file has no such segment in its stored plan.
-    #[error("file {file_id} has no segment {seg_idx}")]
+    #[error("file {file} has no segment {seg_idx}")]
     UnknownSegment {
         /// The file.
-        file_id: FileId,
+        file: FileKey,
         /// The segment index.
         seg_idx: u32,
     },
     /// Progress larger than the chunk.
     #[error(
-        "progress of {done_bytes} bytes exceeds chunk {chunk_idx} of file {file_id} ({len} bytes)"
+        "progress of {done_bytes} bytes exceeds chunk {chunk_idx} of file {file} ({len} bytes)"
     )]
     ProgressBeyondChunk {
         /// The file.
-        file_id: FileId,
+        file: FileKey,
         /// The chunk index.
         chunk_idx: u32,
         /// The claimed progress.
@@ -433,8 +435,34 @@ pub struct ListingDiff {
     pub updated: Vec<FileId>,
     /// Known ids of this project absent from the listing (rows kept, state untouched).
     pub removed: Vec<FileId>,
-    /// Listed ids the journal already holds under another project (rows left alone).
-    pub other_project: Vec<FileId>,
+}
+
+/// The key of a file row: a file id as listed in one project. The same id may be listed in
+/// several projects (DNAnexus clones); each (project, file) pair is its own row, with its own
+/// plan, progress and state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// The project the file is listed in.
+    pub project: ProjectId,
+    /// The file id.
+    pub file: FileId,
+}
+
+impl FileKey {
+    /// The key of `file` as listed in `project`.
+    pub fn new(project: &ProjectId, file: &FileId) -> FileKey {
+        FileKey {
+            project: project.clone(),
+            file: file.clone(),
+        }
+    }
+}
+
+impl fmt::Display for FileKey {
+    /// `project-…:file-…`, the platform's own notation for an object in a project.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.project, self.file)
+    }
 }
 
 /// A file as the journal holds it.
@@ -487,6 +515,11 @@ pub struct FileRow {
 }
 
 impl FileRow {
+    /// The row's key.
+    pub fn key(&self) -> FileKey {
+        FileKey::new(&self.project_id, &self.file_id)
+    }
+
     /// The SHA-256 as raw bytes, once done.
     pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
         let mut out = [0u8; 32];
@@ -793,20 +826,20 @@ impl Journal {
         self.read(|c| read::files(c, project))
     }
 
-    /// One file.
-    pub fn file(&self, id: &FileId) -> Result<Option<FileRow>, JournalError> {
-        self.read(|c| read::file(c, id))
+    /// One file of one project.
+    pub fn file(&self, key: &FileKey) -> Result<Option<FileRow>, JournalError> {
+        self.read(|c| read::file(c, key))
     }
 
     /// Sets a file's state and reason.
     pub async fn set_file_state(
         &self,
-        id: &FileId,
+        key: &FileKey,
         state: FileState,
         reason: Option<String>,
     ) -> Result<(), JournalError> {
         self.send_unit(Op::SetFileState {
-            id: id.clone(),
+            key: key.clone(),
             state,
             reason,
         })
@@ -814,8 +847,8 @@ impl Journal {
     }
 
     /// Counts one more attempt; returns the new count.
-    pub async fn add_attempt(&self, id: &FileId) -> Result<u32, JournalError> {
-        match self.send(Op::AddAttempt(id.clone())).await? {
+    pub async fn add_attempt(&self, key: &FileKey) -> Result<u32, JournalError> {
+        match self.send(Op::AddAttempt(key.clone())).await? {
             Reply::Attempts(n) => Ok(n),
             _ => Err(JournalError::WrongReply),
         }
@@ -825,7 +858,7 @@ impl Journal {
     /// SHA-256 and `done_ms`, clears the reason.
     pub async fn mark_done(
         &self,
-        id: &FileId,
+        key: &FileKey,
         state: FileState,
         sha256_hex: String,
     ) -> Result<(), JournalError> {
@@ -833,7 +866,7 @@ impl Journal {
             return Err(JournalError::NotFinished(state));
         }
         self.send_unit(Op::MarkDone {
-            id: id.clone(),
+            key: key.clone(),
             state,
             sha256: sha256_hex,
         })
@@ -841,30 +874,30 @@ impl Journal {
     }
 
     /// Replaces the file's stored plan (segments and chunks, all progress 0) and sets its kind.
-    pub async fn put_plan(&self, id: &FileId, plan: &FilePlan) -> Result<(), JournalError> {
+    pub async fn put_plan(&self, key: &FileKey, plan: &FilePlan) -> Result<(), JournalError> {
         self.send_unit(Op::PutPlan {
-            id: id.clone(),
+            key: key.clone(),
             plan: plan.clone(),
         })
         .await
     }
 
     /// The stored plan and progress; `None` when the file is unknown or has no plan.
-    pub fn load_plan(&self, id: &FileId) -> Result<Option<StoredPlan>, JournalError> {
-        self.read(|c| read::load_plan(c, id))
+    pub fn load_plan(&self, key: &FileKey) -> Result<Option<StoredPlan>, JournalError> {
+        self.read(|c| read::load_plan(c, key))
     }
 
     /// Records that the first `done_bytes` bytes of a chunk are on disk (synced) with the
     /// given CRC32C.
     pub async fn chunk_progress(
         &self,
-        id: &FileId,
+        key: &FileKey,
         chunk_idx: u32,
         done_bytes: u64,
         crc32c: u32,
     ) -> Result<(), JournalError> {
         self.send_unit(Op::ChunkProgress {
-            id: id.clone(),
+            key: key.clone(),
             chunk_idx,
             done_bytes,
             crc32c,
@@ -875,11 +908,11 @@ impl Journal {
     /// Forgets the progress of some chunks (done 0, crc 0) and un-verifies their segments.
     pub async fn reset_chunks(
         &self,
-        id: &FileId,
+        key: &FileKey,
         chunk_idxs: Vec<u32>,
     ) -> Result<(), JournalError> {
         self.send_unit(Op::ResetChunks {
-            id: id.clone(),
+            key: key.clone(),
             chunk_idxs,
         })
         .await
@@ -888,12 +921,12 @@ impl Journal {
     /// Records whether a segment's checksum was verified.
     pub async fn set_segment_verified(
         &self,
-        id: &FileId,
+        key: &FileKey,
         seg_idx: u32,
         verified: bool,
     ) -> Result<(), JournalError> {
         self.send_unit(Op::SetSegmentVerified {
-            id: id.clone(),
+            key: key.clone(),
             seg_idx,
             verified,
         })
@@ -991,14 +1024,14 @@ impl JournalReader {
         read::files(&self.conn, project)
     }
 
-    /// One file.
-    pub fn file(&self, id: &FileId) -> Result<Option<FileRow>, JournalError> {
-        read::file(&self.conn, id)
+    /// One file of one project.
+    pub fn file(&self, key: &FileKey) -> Result<Option<FileRow>, JournalError> {
+        read::file(&self.conn, key)
     }
 
     /// The stored plan and progress of a file.
-    pub fn load_plan(&self, id: &FileId) -> Result<Option<StoredPlan>, JournalError> {
-        read::load_plan(&self.conn, id)
+    pub fn load_plan(&self, key: &FileKey) -> Result<Option<StoredPlan>, JournalError> {
+        read::load_plan(&self.conn, key)
     }
 
     /// Per project (every known project, by id): files by state, bytes to mirror and done,

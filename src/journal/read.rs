@@ -8,10 +8,10 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{
-    EventRow, FileRow, FileState, JournalError, ProjectRow, ProjectTotals, RunRow, SqlContext as _,
-    StoredPlan,
+    EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow, ProjectTotals, RunRow,
+    SqlContext as _, StoredPlan,
 };
-use crate::model::{ByteRange, FileId, ProjectId, RemotePart, RemoteState};
+use crate::model::{ByteRange, ProjectId, RemotePart, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
 
 /// The platform parts as stored in `files.parts_json`.
@@ -196,12 +196,14 @@ pub(crate) fn files(conn: &Connection, project: &ProjectId) -> Result<Vec<FileRo
     Ok(rows)
 }
 
-/// One file.
-pub(crate) fn file(conn: &Connection, id: &FileId) -> Result<Option<FileRow>, JournalError> {
+/// One file of one project.
+pub(crate) fn file(conn: &Connection, key: &FileKey) -> Result<Option<FileRow>, JournalError> {
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT {FILE_COLS} FROM files WHERE file_id = ?1"))
+        .prepare_cached(&format!(
+            "SELECT {FILE_COLS} FROM files WHERE project_id = ?1 AND file_id = ?2"
+        ))
         .sql_ctx("reading a file")?;
-    stmt.query_row(params![id], file_row)
+    stmt.query_row(params![key.project, key.file], file_row)
         .optional()
         .sql_ctx("reading a file")
 }
@@ -209,12 +211,14 @@ pub(crate) fn file(conn: &Connection, id: &FileId) -> Result<Option<FileRow>, Jo
 /// The stored plan of a file with its progress.
 pub(crate) fn load_plan(
     conn: &Connection,
-    id: &FileId,
+    id: &FileKey,
 ) -> Result<Option<StoredPlan>, JournalError> {
     let head: Option<(Option<String>, u64)> = conn
-        .prepare_cached("SELECT kind, size FROM files WHERE file_id = ?1")
+        .prepare_cached("SELECT kind, size FROM files WHERE project_id = ?1 AND file_id = ?2")
         .sql_ctx("reading a plan")?
-        .query_row(params![id], |r| Ok((r.get(0)?, get_u64(r, 1)?)))
+        .query_row(params![id.project, id.file], |r| {
+            Ok((r.get(0)?, get_u64(r, 1)?))
+        })
         .optional()
         .sql_ctx("reading a plan")?;
     let Some((kind, size)) = head else {
@@ -227,10 +231,12 @@ pub(crate) fn load_plan(
         let mut stmt = conn
             .prepare_cached(
                 "SELECT seg_idx, \"offset\", len, part_index, expect, verified \
-                 FROM segments WHERE file_id = ?1 ORDER BY seg_idx",
+                 FROM segments WHERE project_id = ?1 AND file_id = ?2 ORDER BY seg_idx",
             )
             .sql_ctx("reading segments")?;
-        let mut rows = stmt.query(params![id]).sql_ctx("reading segments")?;
+        let mut rows = stmt
+            .query(params![id.project, id.file])
+            .sql_ctx("reading segments")?;
         while let Some(row) = rows.next().sql_ctx("reading segments")? {
             let idx = get_u32(row, 0).sql_ctx("reading segments")?;
             let range = ByteRange::new(
@@ -288,11 +294,11 @@ pub(crate) fn load_plan(
         let mut stmt = conn
             .prepare_cached(
                 "SELECT chunk_idx, seg_idx, \"offset\", len, done_bytes, crc32c \
-                 FROM chunks WHERE file_id = ?1 ORDER BY chunk_idx",
+                 FROM chunks WHERE project_id = ?1 AND file_id = ?2 ORDER BY chunk_idx",
             )
             .sql_ctx("reading chunks")?;
         let rows = stmt
-            .query_map(params![id], |r| {
+            .query_map(params![id.project, id.file], |r| {
                 Ok((
                     Chunk {
                         idx: get_u32(r, 0)?,
@@ -328,7 +334,7 @@ pub(crate) fn load_plan(
     }))
 }
 
-fn bad_segment(id: &FileId, idx: u32, detail: String) -> JournalError {
+fn bad_segment(id: &FileKey, idx: u32, detail: String) -> JournalError {
     JournalError::BadRow {
         table: "segments",
         key: format!("{id}/{idx}"),
@@ -399,7 +405,8 @@ pub(crate) fn project_totals(conn: &Connection) -> Result<Vec<ProjectTotals>, Jo
     let mut stmt = conn
         .prepare_cached(
             "SELECT f.project_id, coalesce(sum(c.done_bytes), 0) \
-             FROM files f JOIN chunks c ON c.file_id = f.file_id \
+             FROM files f \
+             JOIN chunks c ON c.project_id = f.project_id AND c.file_id = f.file_id \
              WHERE f.state IN ('pending', 'fetching', 'corrupt', 'failed') \
              GROUP BY f.project_id",
         )
@@ -423,7 +430,7 @@ pub(crate) fn problems(conn: &Connection, limit: usize) -> Result<Vec<FileRow>, 
         .prepare_cached(&format!(
             "SELECT {FILE_COLS} FROM files WHERE state IN ('failed', 'corrupt', 'skipped') \
              ORDER BY CASE state WHEN 'failed' THEN 0 WHEN 'corrupt' THEN 1 ELSE 2 END, \
-             updated_ms DESC, file_id LIMIT ?1"
+             updated_ms DESC, file_id, project_id LIMIT ?1"
         ))
         .sql_ctx("reading problems")?;
     let rows = stmt

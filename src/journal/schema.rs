@@ -32,8 +32,8 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         ) STRICT;
 
         CREATE TABLE files (
-            file_id        TEXT PRIMARY KEY NOT NULL,
             project_id     TEXT NOT NULL REFERENCES projects(id),
+            file_id        TEXT NOT NULL,
             folder         TEXT NOT NULL,
             name           TEXT NOT NULL,
             size           INTEGER NOT NULL,
@@ -53,23 +53,28 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             sha256         TEXT,
             done_ms        INTEGER,
             updated_ms     INTEGER NOT NULL,
-            last_seen_ms   INTEGER NOT NULL
+            last_seen_ms   INTEGER NOT NULL,
+            PRIMARY KEY (project_id, file_id)
         ) STRICT;
         CREATE INDEX files_by_project_state ON files(project_id, state);
         CREATE INDEX files_by_state ON files(state, updated_ms);
 
         CREATE TABLE segments (
-            file_id    TEXT NOT NULL REFERENCES files(file_id) ON DELETE CASCADE,
+            project_id TEXT NOT NULL,
+            file_id    TEXT NOT NULL,
             seg_idx    INTEGER NOT NULL,
             "offset"   INTEGER NOT NULL,
             len        INTEGER NOT NULL,
             part_index INTEGER,
             expect     TEXT,
             verified   INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (file_id, seg_idx)
+            PRIMARY KEY (project_id, file_id, seg_idx),
+            FOREIGN KEY (project_id, file_id) REFERENCES files(project_id, file_id)
+                ON DELETE CASCADE
         ) STRICT, WITHOUT ROWID;
 
         CREATE TABLE chunks (
+            project_id TEXT NOT NULL,
             file_id    TEXT NOT NULL,
             chunk_idx  INTEGER NOT NULL,
             seg_idx    INTEGER NOT NULL,
@@ -77,10 +82,11 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             len        INTEGER NOT NULL,
             done_bytes INTEGER NOT NULL DEFAULT 0,
             crc32c     INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (file_id, chunk_idx),
-            FOREIGN KEY (file_id, seg_idx) REFERENCES segments(file_id, seg_idx) ON DELETE CASCADE
+            PRIMARY KEY (project_id, file_id, chunk_idx),
+            FOREIGN KEY (project_id, file_id, seg_idx)
+                REFERENCES segments(project_id, file_id, seg_idx) ON DELETE CASCADE
         ) STRICT, WITHOUT ROWID;
-        CREATE INDEX chunks_by_segment ON chunks(file_id, seg_idx);
+        CREATE INDEX chunks_by_segment ON chunks(project_id, file_id, seg_idx);
 
         CREATE TABLE events (
             id         INTEGER PRIMARY KEY,

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::read::parts_to_json;
 use super::{
-    now_ms, sql_u64, EventLevel, FileListing, FileState, JournalError, ListingDiff, ProjectRow,
-    SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
+    now_ms, sql_u64, EventLevel, FileKey, FileListing, FileState, JournalError, ListingDiff,
+    ProjectRow, SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
 };
 use crate::model::{FileId, ProjectId};
 use crate::planner::FilePlan;
@@ -30,32 +30,32 @@ pub(crate) enum Op {
         files: Vec<FileListing>,
     },
     SetFileState {
-        id: FileId,
+        key: FileKey,
         state: FileState,
         reason: Option<String>,
     },
-    AddAttempt(FileId),
+    AddAttempt(FileKey),
     MarkDone {
-        id: FileId,
+        key: FileKey,
         state: FileState,
         sha256: String,
     },
     PutPlan {
-        id: FileId,
+        key: FileKey,
         plan: FilePlan,
     },
     ChunkProgress {
-        id: FileId,
+        key: FileKey,
         chunk_idx: u32,
         done_bytes: u64,
         crc32c: u32,
     },
     ResetChunks {
-        id: FileId,
+        key: FileKey,
         chunk_idxs: Vec<u32>,
     },
     SetSegmentVerified {
-        id: FileId,
+        key: FileKey,
         seg_idx: u32,
         verified: bool,
     },
@@ -211,70 +211,69 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
         Op::RecordListing { project, files } => {
             record_listing(conn, &project, files).map(Reply::Diff)
         }
-        Op::SetFileState { id, state, reason } => {
+        Op::SetFileState { key, state, reason } => {
             let n = conn
                 .prepare_cached(
-                    "UPDATE files SET state = ?2, reason = ?3, updated_ms = ?4 WHERE file_id = ?1",
+                    "UPDATE files SET state = ?3, reason = ?4, updated_ms = ?5 \
+                     WHERE project_id = ?1 AND file_id = ?2",
                 )
                 .sql_ctx("setting a file state")?
-                .execute(params![id, state, reason, now_ms()])
+                .execute(params![key.project, key.file, state, reason, now_ms()])
                 .sql_ctx("setting a file state")?;
-            known_file(n, id)
+            known_file(n, key)
         }
-        Op::AddAttempt(id) => {
+        Op::AddAttempt(key) => {
             let n: Option<i64> = conn
                 .prepare_cached(
-                    "UPDATE files SET attempts = attempts + 1, updated_ms = ?2 \
-                     WHERE file_id = ?1 RETURNING attempts",
+                    "UPDATE files SET attempts = attempts + 1, updated_ms = ?3 \
+                     WHERE project_id = ?1 AND file_id = ?2 RETURNING attempts",
                 )
                 .sql_ctx("counting an attempt")?
-                .query_row(params![id, now_ms()], |r| r.get(0))
+                .query_row(params![key.project, key.file, now_ms()], |r| r.get(0))
                 .optional()
                 .sql_ctx("counting an attempt")?;
             match n {
                 Some(n) => Ok(Reply::Attempts(u32::try_from(n).unwrap_or(u32::MAX))),
-                None => Err(JournalError::UnknownFile(id)),
+                None => Err(JournalError::UnknownFile(key)),
             }
         }
-        Op::MarkDone { id, state, sha256 } => {
+        Op::MarkDone { key, state, sha256 } => {
             let now = now_ms();
             let n = conn
                 .prepare_cached(
-                    "UPDATE files SET state = ?2, sha256 = ?3, done_ms = ?4, updated_ms = ?4, \
-                     reason = NULL WHERE file_id = ?1",
+                    "UPDATE files SET state = ?3, sha256 = ?4, done_ms = ?5, updated_ms = ?5, \
+                     reason = NULL WHERE project_id = ?1 AND file_id = ?2",
                 )
                 .sql_ctx("marking a file done")?
-                .execute(params![id, state, sha256, now])
+                .execute(params![key.project, key.file, state, sha256, now])
                 .sql_ctx("marking a file done")?;
-            known_file(n, id)
+            known_file(n, key)
         }
-        Op::PutPlan { id, plan } => put_plan(conn, &id, &plan).map(|_| Reply::Done),
+        Op::PutPlan { key, plan } => put_plan(conn, &key, &plan).map(|_| Reply::Done),
         Op::ChunkProgress {
-            id,
+            key,
             chunk_idx,
             done_bytes,
             crc32c,
-        } => chunk_progress(conn, id, chunk_idx, done_bytes, crc32c).map(|_| Reply::Done),
-        Op::ResetChunks { id, chunk_idxs } => {
-            reset_chunks(conn, &id, &chunk_idxs).map(|_| Reply::Done)
+        } => chunk_progress(conn, key, chunk_idx, done_bytes, crc32c).map(|_| Reply::Done),
+        Op::ResetChunks { key, chunk_idxs } => {
+            reset_chunks(conn, &key, &chunk_idxs).map(|_| Reply::Done)
         }
         Op::SetSegmentVerified {
-            id,
+            key,
             seg_idx,
             verified,
         } => {
             let n = conn
                 .prepare_cached(
-                    "UPDATE segments SET verified = ?3 WHERE file_id = ?1 AND seg_idx = ?2",
+                    "UPDATE segments SET verified = ?4 \
+                     WHERE project_id = ?1 AND file_id = ?2 AND seg_idx = ?3",
                 )
                 .sql_ctx("marking a segment")?
-                .execute(params![id, seg_idx, verified])
+                .execute(params![key.project, key.file, seg_idx, verified])
                 .sql_ctx("marking a segment")?;
             if n == 0 {
-                return Err(JournalError::UnknownSegment {
-                    file_id: id,
-                    seg_idx,
-                });
+                return Err(JournalError::UnknownSegment { file: key, seg_idx });
             }
             Ok(Reply::Done)
         }
@@ -323,9 +322,9 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
     }
 }
 
-fn known_file(n_changed: usize, id: FileId) -> Result<Reply, JournalError> {
+fn known_file(n_changed: usize, key: FileKey) -> Result<Reply, JournalError> {
     if n_changed == 0 {
-        Err(JournalError::UnknownFile(id))
+        Err(JournalError::UnknownFile(key))
     } else {
         Ok(Reply::Done)
     }
@@ -409,7 +408,7 @@ fn record_listing(
                  kind, rel_path, state, reason, attempts, updated_ms, last_seen_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
                  0, ?18, ?18) \
-             ON CONFLICT (file_id) DO NOTHING",
+             ON CONFLICT (project_id, file_id) DO NOTHING",
         )
         .sql_ctx("inserting files")?;
     // Updates only when something differs, so `updated` lists real changes. The state
@@ -420,7 +419,7 @@ fn record_listing(
                  archival_state = ?6, created_ms = ?7, modified_ms = ?8, parts_json = ?9, \
                  drive = ?10, md5 = ?11, checksum_type = ?12, kind = coalesce(?13, kind), \
                  rel_path = ?14, state = ?15, reason = ?16, updated_ms = ?17 \
-             WHERE file_id = ?1 AND (folder IS NOT ?2 OR name IS NOT ?3 OR size IS NOT ?4 \
+             WHERE file_id = ?1 AND project_id = ?18 AND (folder IS NOT ?2 OR name IS NOT ?3 OR size IS NOT ?4 \
                  OR remote_state IS NOT ?5 OR archival_state IS NOT ?6 OR created_ms IS NOT ?7 \
                  OR modified_ms IS NOT ?8 OR parts_json IS NOT ?9 OR drive IS NOT ?10 \
                  OR md5 IS NOT ?11 OR checksum_type IS NOT ?12 \
@@ -429,12 +428,8 @@ fn record_listing(
         )
         .sql_ctx("updating files")?;
     let mut keep_reason = conn
-        .prepare_cached("SELECT reason FROM files WHERE file_id = ?1")
+        .prepare_cached("SELECT reason FROM files WHERE project_id = ?1 AND file_id = ?2")
         .sql_ctx("updating files")?;
-
-    let mut same_project = conn
-        .prepare_cached("SELECT 1 FROM files WHERE file_id = ?1 AND project_id = ?2")
-        .sql_ctx("inserting files")?;
 
     // Known ids are taken out of `known` as they are listed; what remains was not listed.
     let mut diff = ListingDiff::default();
@@ -472,15 +467,9 @@ fn record_listing(
                         now
                     ])
                     .sql_ctx("inserting files")?;
+                // n == 0: the platform listed the id twice; the first description wins.
                 if n == 1 {
                     diff.added.push(r.id.clone());
-                } else if same_project
-                    .exists(params![r.id, project])
-                    .sql_ctx("inserting files")?
-                {
-                    // The platform listed the id twice: the first description wins.
-                } else {
-                    diff.other_project.push(r.id.clone());
                 }
             }
             Some(current) => {
@@ -491,7 +480,7 @@ fn record_listing(
                     (FileState::Skipped | FileState::Gone, None) => (FileState::Pending, None),
                     (state, _) => {
                         let reason: Option<String> = keep_reason
-                            .query_row(params![r.id], |row| row.get(0))
+                            .query_row(params![project, r.id], |row| row.get(0))
                             .sql_ctx("updating files")?;
                         (state, reason)
                     }
@@ -514,7 +503,8 @@ fn record_listing(
                         f.rel_path,
                         state,
                         reason,
-                        now
+                        now,
+                        project
                     ])
                     .sql_ctx("updating files")?;
                 if n > 0 {
@@ -550,32 +540,36 @@ fn record_listing(
     Ok(diff)
 }
 
-fn put_plan(conn: &Connection, id: &FileId, plan: &FilePlan) -> Result<(), JournalError> {
+fn put_plan(conn: &Connection, key: &FileKey, plan: &FilePlan) -> Result<(), JournalError> {
     let n = conn
-        .prepare_cached("UPDATE files SET kind = ?2, updated_ms = ?3 WHERE file_id = ?1")
+        .prepare_cached(
+            "UPDATE files SET kind = ?3, updated_ms = ?4 WHERE project_id = ?1 AND file_id = ?2",
+        )
         .sql_ctx("storing a plan")?
-        .execute(params![id, plan.kind.as_str(), now_ms()])
+        .execute(params![key.project, key.file, plan.kind.as_str(), now_ms()])
         .sql_ctx("storing a plan")?;
     if n == 0 {
-        return Err(JournalError::UnknownFile(id.clone()));
+        return Err(JournalError::UnknownFile(key.clone()));
     }
-    conn.prepare_cached("DELETE FROM chunks WHERE file_id = ?1")
+    conn.prepare_cached("DELETE FROM chunks WHERE project_id = ?1 AND file_id = ?2")
         .sql_ctx("storing a plan")?
-        .execute(params![id])
+        .execute(params![key.project, key.file])
         .sql_ctx("storing a plan")?;
-    conn.prepare_cached("DELETE FROM segments WHERE file_id = ?1")
+    conn.prepare_cached("DELETE FROM segments WHERE project_id = ?1 AND file_id = ?2")
         .sql_ctx("storing a plan")?
-        .execute(params![id])
+        .execute(params![key.project, key.file])
         .sql_ctx("storing a plan")?;
     let mut seg = conn
         .prepare_cached(
-            "INSERT INTO segments (file_id, seg_idx, \"offset\", len, part_index, expect, verified) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+            "INSERT INTO segments (project_id, file_id, seg_idx, \"offset\", len, part_index, \
+                 expect, verified) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
         )
         .sql_ctx("storing segments")?;
     for s in &plan.segments {
         seg.execute(params![
-            id,
+            key.project,
+            key.file,
             s.idx,
             sql_u64(s.range.offset)?,
             sql_u64(s.range.len)?,
@@ -586,14 +580,16 @@ fn put_plan(conn: &Connection, id: &FileId, plan: &FilePlan) -> Result<(), Journ
     }
     let mut chunk = conn
         .prepare_cached(
-            "INSERT INTO chunks (file_id, chunk_idx, seg_idx, \"offset\", len, done_bytes, crc32c) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
+            "INSERT INTO chunks (project_id, file_id, chunk_idx, seg_idx, \"offset\", len, \
+                 done_bytes, crc32c) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0)",
         )
         .sql_ctx("storing chunks")?;
     for c in &plan.chunks {
         chunk
             .execute(params![
-                id,
+                key.project,
+                key.file,
                 c.idx,
                 c.segment,
                 sql_u64(c.range.offset)?,
@@ -606,7 +602,7 @@ fn put_plan(conn: &Connection, id: &FileId, plan: &FilePlan) -> Result<(), Journ
 
 fn chunk_progress(
     conn: &Connection,
-    id: FileId,
+    key: FileKey,
     chunk_idx: u32,
     done_bytes: u64,
     crc32c: u32,
@@ -614,58 +610,63 @@ fn chunk_progress(
     let done = sql_u64(done_bytes)?;
     let n = conn
         .prepare_cached(
-            "UPDATE chunks SET done_bytes = ?3, crc32c = ?4 \
-             WHERE file_id = ?1 AND chunk_idx = ?2 AND ?3 <= len",
+            "UPDATE chunks SET done_bytes = ?4, crc32c = ?5 \
+             WHERE project_id = ?1 AND file_id = ?2 AND chunk_idx = ?3 AND ?4 <= len",
         )
         .sql_ctx("recording chunk progress")?
-        .execute(params![id, chunk_idx, done, crc32c])
+        .execute(params![key.project, key.file, chunk_idx, done, crc32c])
         .sql_ctx("recording chunk progress")?;
     if n > 0 {
         return Ok(());
     }
     let len: Option<i64> = conn
-        .prepare_cached("SELECT len FROM chunks WHERE file_id = ?1 AND chunk_idx = ?2")
+        .prepare_cached(
+            "SELECT len FROM chunks WHERE project_id = ?1 AND file_id = ?2 AND chunk_idx = ?3",
+        )
         .sql_ctx("recording chunk progress")?
-        .query_row(params![id, chunk_idx], |r| r.get(0))
+        .query_row(params![key.project, key.file, chunk_idx], |r| r.get(0))
         .optional()
         .sql_ctx("recording chunk progress")?;
     match len {
         Some(len) => Err(JournalError::ProgressBeyondChunk {
-            file_id: id,
+            file: key,
             chunk_idx,
             done_bytes,
             len: u64::try_from(len).unwrap_or(0),
         }),
         None => Err(JournalError::UnknownChunk {
-            file_id: id,
+            file: key,
             chunk_idx,
         }),
     }
 }
 
-fn reset_chunks(conn: &Connection, id: &FileId, chunk_idxs: &[u32]) -> Result<(), JournalError> {
+fn reset_chunks(conn: &Connection, key: &FileKey, chunk_idxs: &[u32]) -> Result<(), JournalError> {
     let mut reset = conn
         .prepare_cached(
-            "UPDATE chunks SET done_bytes = 0, crc32c = 0 WHERE file_id = ?1 AND chunk_idx = ?2 \
-             RETURNING seg_idx",
+            "UPDATE chunks SET done_bytes = 0, crc32c = 0 \
+             WHERE project_id = ?1 AND file_id = ?2 AND chunk_idx = ?3 RETURNING seg_idx",
         )
         .sql_ctx("resetting chunks")?;
     let mut unverify = conn
-        .prepare_cached("UPDATE segments SET verified = 0 WHERE file_id = ?1 AND seg_idx = ?2")
+        .prepare_cached(
+            "UPDATE segments SET verified = 0 \
+             WHERE project_id = ?1 AND file_id = ?2 AND seg_idx = ?3",
+        )
         .sql_ctx("resetting chunks")?;
     for &chunk_idx in chunk_idxs {
         let seg_idx: Option<i64> = reset
-            .query_row(params![id, chunk_idx], |r| r.get(0))
+            .query_row(params![key.project, key.file, chunk_idx], |r| r.get(0))
             .optional()
             .sql_ctx("resetting chunks")?;
         let Some(seg_idx) = seg_idx else {
             return Err(JournalError::UnknownChunk {
-                file_id: id.clone(),
+                file: key.clone(),
                 chunk_idx,
             });
         };
         unverify
-            .execute(params![id, seg_idx])
+            .execute(params![key.project, key.file, seg_idx])
             .sql_ctx("resetting chunks")?;
     }
     Ok(())

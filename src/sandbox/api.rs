@@ -487,7 +487,7 @@ fn project_folders(world: &World, id: &ProjectId) -> Vec<String> {
 
 fn file_describe(world: &World, id: &FileId, input: &Value) -> Result<Value, ApiError> {
     let f = world
-        .file(id)
+        .file_in(id, input.get("project").and_then(Value::as_str))
         .ok_or_else(|| not_found(format!("The specified file {id} could not be found")))?;
     check_file_project(world, f, input.get("project"))?;
     let o = desc_opts(input).unwrap_or(DescOpts {
@@ -526,7 +526,7 @@ fn file_download(
     input: &Value,
 ) -> Result<Value, ApiError> {
     let f = world
-        .file(id)
+        .file_in(id, input.get("project").and_then(Value::as_str))
         .ok_or_else(|| not_found(format!("The specified file {id} could not be found")))?;
     check_file_project(world, f, input.get("project"))?;
     let duration = match input.get("duration") {
@@ -940,7 +940,7 @@ fn describe_data_objects(world: &World, input: &Value) -> Result<Value, ApiError
             .parse()
             .map_err(|_| invalid(format!("{id:?} is not a valid file ID")))?;
         let f = world
-            .file(&fid)
+            .file_in(&fid, project.and_then(Value::as_str))
             .ok_or_else(|| not_found(format!("The specified file {fid} could not be found")))?;
         check_file_project(world, f, project)?;
         results.push(json!({"describe": describe_file(f, &opts)}));
@@ -975,7 +975,12 @@ fn resolve_data_objects(world: &World, input: &Value) -> Result<Value, ApiError>
             found.push(Value::Object(r));
         };
         if let Some(id) = m.get("id").and_then(Value::as_str) {
-            if let Some(f) = id.parse::<FileId>().ok().and_then(|fid| world.file(&fid)) {
+            let project = m.get("project").and_then(Value::as_str).or(default_project);
+            if let Some(f) = id
+                .parse::<FileId>()
+                .ok()
+                .and_then(|fid| world.file_in(&fid, project))
+            {
                 if !world.revoked.contains(&f.project) {
                     push(f, &mut found);
                 }

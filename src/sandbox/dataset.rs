@@ -152,7 +152,9 @@ impl FileSpec {
         self
     }
 
-    /// Sets a fixed id.
+    /// Sets a fixed id. The same id may be given to files of several projects, as the
+    /// platform allows (clones): the copies have the same content, which derives from the id,
+    /// so give them the same size and kind; folder and name may differ.
     pub fn id(mut self, id: FileId) -> FileSpec {
         self.id = Some(id);
         self

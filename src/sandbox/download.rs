@@ -132,7 +132,7 @@ pub(crate) async fn handle_download(
             .file
             .parse::<FileId>()
             .ok()
-            .and_then(|fid| world.file(&fid).cloned())
+            .and_then(|fid| world.file_in(&fid, Some(&claims.project)).cloned())
             .filter(|f| !revoked && f.project.as_str() == claims.project)
     };
     let Some(file) = found else {

@@ -138,12 +138,18 @@ pub struct SandboxFile {
 }
 
 /// Mutable world: the dataset plus access state and indexes.
+///
+/// One file id may be listed in several projects (a DNAnexus clone, or one St. Jude file
+/// vended into several data requests): `by_id` holds every copy, and lookups that know the
+/// project pick the copy in it.
 pub(crate) struct World {
     pub token: String,
     pub ds: Dataset,
     pub revoked: HashSet<ProjectId>,
-    pub removed: HashSet<FileId>,
-    pub by_id: HashMap<FileId, usize>,
+    /// Indexes into `ds.files` of replaced copies (a replacement hides one project's copy only).
+    pub removed: HashSet<usize>,
+    /// Every copy of each id, in the order they were added.
+    pub by_id: HashMap<FileId, Vec<usize>>,
     /// Live files per project, newest-modified first (ties: id descending).
     pub order: HashMap<ProjectId, Vec<usize>>,
 }
@@ -166,8 +172,8 @@ impl World {
         self.by_id.clear();
         self.order.clear();
         for (i, f) in self.ds.files.iter().enumerate() {
-            self.by_id.insert(f.id.clone(), i);
-            if !self.removed.contains(&f.id) {
+            self.by_id.entry(f.id.clone()).or_default().push(i);
+            if !self.removed.contains(&i) {
                 self.order.entry(f.project.clone()).or_default().push(i);
             }
         }
@@ -186,12 +192,27 @@ impl World {
         }
     }
 
-    /// A live (not replaced) file.
+    /// A live (not replaced) copy of a file: the first one added.
     pub fn file(&self, id: &FileId) -> Option<&Arc<BuiltFile>> {
-        if self.removed.contains(id) {
-            return None;
-        }
-        self.by_id.get(id).map(|i| &self.ds.files[*i])
+        self.by_id
+            .get(id)?
+            .iter()
+            .find(|i| !self.removed.contains(*i))
+            .map(|i| &self.ds.files[*i])
+    }
+
+    /// The live copy of a file in `project` when there is one, else any live copy (so that
+    /// the caller can tell "not in this project" from "no such file").
+    pub fn file_in(&self, id: &FileId, project: Option<&str>) -> Option<&Arc<BuiltFile>> {
+        let in_project = project.and_then(|p| {
+            self.by_id
+                .get(id)?
+                .iter()
+                .filter(|i| !self.removed.contains(*i))
+                .map(|i| &self.ds.files[*i])
+                .find(|f| f.project.as_str() == p)
+        });
+        in_project.or_else(|| self.file(id))
     }
 
     pub fn project(&self, id: &ProjectId) -> Option<&dataset::BuiltProject> {
@@ -492,17 +513,31 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
-    /// One file by id (also a replaced one).
+    /// One file by id (also a replaced one); for an id in several projects, the first copy.
     pub fn file(&self, id: &FileId) -> Option<SandboxFile> {
         let w = self.shared.read_world();
-        w.by_id.get(id).map(|i| sandbox_file(&w.ds.files[*i]))
+        w.by_id
+            .get(id)
+            .and_then(|v| v.first())
+            .map(|i| sandbox_file(&w.ds.files[*i]))
+    }
+
+    /// The copy of a file listed in `project` (also a replaced one).
+    pub fn file_in(&self, project: &ProjectId, id: &FileId) -> Option<SandboxFile> {
+        let w = self.shared.read_world();
+        w.by_id
+            .get(id)?
+            .iter()
+            .map(|i| &w.ds.files[*i])
+            .find(|f| &f.project == project)
+            .map(|f| sandbox_file(f))
     }
 
     /// The true bytes of `range` of a file (clamped to its size; empty if unknown).
     pub fn content(&self, file: &FileId, range: ByteRange) -> Vec<u8> {
         let f = {
             let w = self.shared.read_world();
-            match w.by_id.get(file) {
+            match w.by_id.get(file).and_then(|v| v.first()) {
                 Some(i) => w.ds.files[*i].clone(),
                 None => return Vec::new(),
             }
@@ -563,14 +598,15 @@ impl Sandbox {
         if w.project(project).is_none() {
             return Err(SandboxError::NoSuchProject(project.clone()));
         }
-        let old: Vec<FileId> = w
+        let old: Vec<usize> = w
             .ds
             .files
             .iter()
-            .filter(|f| {
+            .enumerate()
+            .filter(|(_, f)| {
                 &f.project == project && f.spec.folder == spec.folder && f.spec.name == spec.name
             })
-            .map(|f| f.id.clone())
+            .map(|(i, _)| i)
             .collect();
         w.removed.extend(old);
         let now = now_ms();
@@ -773,5 +809,51 @@ mod tests {
         assert!(sb
             .add_files(&"project-B0vY9x9Q0b1QKq2F3Y4Z5a6b".parse().unwrap(), vec![])
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cloned_file_id_lives_in_each_project_on_its_own() {
+        let id: FileId = format!("file-{}", "C".repeat(24)).parse().unwrap();
+        let spec = |folder: &str| FileSpec::new(folder, "clone.txt", 500).id(id.clone());
+        let ds = Dataset::build(
+            3,
+            vec![
+                ProjectSpec::new("a").file(spec("/x")),
+                ProjectSpec::new("b").file(spec("/y")),
+            ],
+        )
+        .unwrap();
+        let sb = Sandbox::start(SandboxOptions {
+            dataset: ds,
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap();
+        let (pa, pb) = (sb.projects()[0].clone(), sb.projects()[1].clone());
+        for (p, folder) in [(&pa, "/x"), (&pb, "/y")] {
+            let listed = sb.files(p);
+            assert_eq!(listed.len(), 1);
+            assert_eq!((&listed[0].id, listed[0].folder.as_str()), (&id, folder));
+            assert_eq!(sb.file_in(p, &id).unwrap().folder, folder);
+        }
+        {
+            let w = sb.shared.read_world();
+            assert_eq!(w.by_id[&id].len(), 2);
+            assert_eq!(w.file_in(&id, Some(pb.as_str())).unwrap().project, pb);
+            assert_eq!(w.file_in(&id, None).unwrap().project, pa);
+        }
+
+        // Replacing the copy in one project leaves the other project's copy alone.
+        let new = sb
+            .replace_file(&pa, FileSpec::new("/x", "clone.txt", 10))
+            .unwrap();
+        assert_ne!(new, id);
+        assert_eq!(sb.files(&pa)[0].id, new);
+        assert_eq!(sb.files(&pb)[0].id, id);
+        let w = sb.shared.read_world();
+        // Project a no longer has it: lookups fall back to b's copy, which the API then
+        // refuses for project a.
+        assert_eq!(w.file_in(&id, Some(pa.as_str())).unwrap().project, pb);
+        assert_eq!(w.file(&id).unwrap().project, pb);
     }
 }

@@ -11,8 +11,8 @@ use tracing::{debug, warn};
 
 use super::{EngineConfig, FileOutcome, Progress, TransferError};
 use crate::hashing::crc32c_append;
-use crate::journal::Journal;
-use crate::model::{ByteRange, FileId, ProjectId};
+use crate::journal::{FileKey, Journal};
+use crate::model::{ByteRange, ProjectId};
 use crate::planner::Chunk;
 use crate::platform::{ApiDisposition, DownloadDisposition, DownloadUrl, DxClient, PlatformError};
 
@@ -55,8 +55,7 @@ struct UrlSlot {
 pub(super) struct ChunkCtx {
     client: DxClient,
     journal: Journal,
-    project: ProjectId,
-    file_id: FileId,
+    key: FileKey,
     file_size: u64,
     file: Arc<std::fs::File>,
     connections: Arc<Semaphore>,
@@ -72,8 +71,7 @@ impl ChunkCtx {
     pub(super) fn new(
         client: DxClient,
         journal: Journal,
-        project: ProjectId,
-        file_id: FileId,
+        key: FileKey,
         file_size: u64,
         file: Arc<std::fs::File>,
         connections: Arc<Semaphore>,
@@ -83,8 +81,7 @@ impl ChunkCtx {
         ChunkCtx {
             client,
             journal,
-            project,
-            file_id,
+            key,
             file_size,
             file,
             connections,
@@ -100,12 +97,13 @@ impl ChunkCtx {
         }
     }
 
-    pub(super) fn file_id(&self) -> &FileId {
-        &self.file_id
+    /// The journal key of the file (its project and id).
+    pub(super) fn key(&self) -> &FileKey {
+        &self.key
     }
 
     pub(super) fn project(&self) -> &ProjectId {
-        &self.project
+        &self.key.project
     }
 
     /// Time since any chunk of this file last moved bytes.
@@ -140,7 +138,11 @@ impl ChunkCtx {
                 return Ok((url.clone(), slot.generation));
             }
         }
-        match self.client.download_url(&self.file_id, &self.project).await {
+        match self
+            .client
+            .download_url(&self.key.file, &self.key.project)
+            .await
+        {
             Ok(url) => {
                 let url = Arc::new(url);
                 slot.url = Some(url.clone());
@@ -166,7 +168,7 @@ impl ChunkCtx {
             ApiDisposition::BadToken => ChunkFailure::Run(TransferError::BadToken(reason)),
             ApiDisposition::PermissionDenied => {
                 ChunkFailure::Run(TransferError::PermissionDenied {
-                    project: self.project.clone(),
+                    project: self.key.project.clone(),
                     message: reason,
                 })
             }
@@ -216,11 +218,11 @@ impl ChunkCtx {
                 DownloadDisposition::RetryRange => {
                     attempt += 1;
                     let delay = self.cfg.backoff.next_delay(attempt);
-                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, attempt, error = %err, "range retry");
+                    debug!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, attempt, error = %err, "range retry");
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RetryAfter(delay) => {
-                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, delay_ms = delay.as_millis() as u64, "download host asked to wait");
+                    debug!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, delay_ms = delay.as_millis() as u64, "download host asked to wait");
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RefreshUrl => {
@@ -232,7 +234,7 @@ impl ChunkCtx {
                             ),
                         }));
                     }
-                    debug!(file_id = %self.file_id, chunk_idx = chunk.idx, attempt = refreshes, "download URL refused; getting a fresh one");
+                    debug!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, attempt = refreshes, "download URL refused; getting a fresh one");
                     self.invalidate(generation).await;
                     if refreshes > 1 {
                         tokio::time::sleep(self.cfg.backoff.next_delay(refreshes - 1)).await;
@@ -253,7 +255,7 @@ impl ChunkCtx {
                     }
                 }
                 DownloadDisposition::Fail => {
-                    warn!(file_id = %self.file_id, chunk_idx = chunk.idx, error = %err, "range failed permanently");
+                    warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, error = %err, "range failed permanently");
                     return Err(ChunkFailure::File(FileOutcome::Failed {
                         reason: err.to_string(),
                     }));
@@ -331,7 +333,7 @@ impl ChunkCtx {
         })
         .await
         .map_err(|e| StreamError::Local(TransferError::Io(format!("write task failed: {e}"))))?;
-        res.map_err(|e| StreamError::Local(TransferError::from_write(&self.file_id, e)))?;
+        res.map_err(|e| StreamError::Local(TransferError::from_write(&self.key.file, e)))?;
         *crc = crc32c_append(*crc, &data);
         *done += data.len() as u64;
         self.progress.add_bytes(data.len() as u64);
@@ -350,9 +352,9 @@ impl ChunkCtx {
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| StreamError::Local(TransferError::Io(format!("sync task failed: {e}"))))?
-            .map_err(|e| StreamError::Local(TransferError::from_write(&self.file_id, e)))?;
+            .map_err(|e| StreamError::Local(TransferError::from_write(&self.key.file, e)))?;
         self.journal
-            .chunk_progress(&self.file_id, chunk.idx, done, crc)
+            .chunk_progress(&self.key, chunk.idx, done, crc)
             .await
             .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
         Ok(())

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::journal::{FileState, Journal, JournalError};
+use crate::journal::{FileKey, FileState, Journal, JournalError};
 use crate::model::{FileId, ProjectId, RemoteFile};
 use crate::planner::{plan_file, FileKind, FilePlan};
 use crate::platform::{Backoff, DxClient};
@@ -83,6 +83,13 @@ pub struct FileJob {
     pub rel_path: RelPath,
     /// The project's local store.
     pub store: Arc<ProjectStore>,
+}
+
+impl FileJob {
+    /// The journal key of this file in this project.
+    pub fn key(&self) -> FileKey {
+        FileKey::new(&self.project, &self.remote.id)
+    }
 }
 
 /// How a file ended.
@@ -224,7 +231,7 @@ impl Engine {
     /// Mirrors one file to completion or to a recorded failure. Only run-wide failures (bad
     /// token, journal, disk full) are errors; everything else is an outcome.
     pub async fn run_file(&self, job: FileJob) -> Result<FileOutcome, TransferError> {
-        let file_id = job.remote.id.clone();
+        let key = job.key();
         let started = Instant::now();
         let outcome = self.run_file_inner(&job).await?;
         let (state, reason) = match &outcome {
@@ -236,11 +243,11 @@ impl Engine {
         };
         if let Some(state) = state {
             self.journal
-                .set_file_state(&file_id, state, reason.clone())
+                .set_file_state(&key, state, reason.clone())
                 .await?;
-            warn!(file_id = %file_id, state = state.as_str(), reason = reason.as_deref().unwrap_or(""), "file not mirrored");
+            warn!(project_id = %key.project, file_id = %key.file, state = state.as_str(), reason = reason.as_deref().unwrap_or(""), "file not mirrored");
         } else {
-            info!(file_id = %file_id, path = %job.rel_path, elapsed_ms = started.elapsed().as_millis() as u64, "file mirrored");
+            info!(project_id = %key.project, file_id = %key.file, path = %job.rel_path, elapsed_ms = started.elapsed().as_millis() as u64, "file mirrored");
         }
         self.progress.file_finished(outcome.is_done());
         Ok(outcome)
@@ -251,14 +258,15 @@ impl Engine {
         if let Some(reason) = remote.skip_reason() {
             return Ok(FileOutcome::Skipped { reason });
         }
-        self.journal.add_attempt(&remote.id).await?;
+        let key = job.key();
+        self.journal.add_attempt(&key).await?;
         self.journal
-            .set_file_state(&remote.id, FileState::Fetching, None)
+            .set_file_state(&key, FileState::Fetching, None)
             .await?;
 
         // The journal's plan is authoritative for a file in progress (the chunk size may
         // have changed in the config since); a new file is planned now.
-        let stored = self.journal.load_plan(&remote.id)?;
+        let stored = self.journal.load_plan(&key)?;
         let (plan, mut chunk_done, mut chunk_crc, mut seg_verified) = match stored {
             Some(s) if s.plan.size == remote.size => {
                 let (done, crc): (Vec<u64>, Vec<u32>) = s.chunk_done.into_iter().unzip();
@@ -273,7 +281,7 @@ impl Engine {
                         })
                     }
                 };
-                self.journal.put_plan(&remote.id, &plan).await?;
+                self.journal.put_plan(&key, &plan).await?;
                 let n = plan.chunks.len();
                 let s = plan.segments.len();
                 (plan, vec![0; n], vec![0; n], vec![false; s])
@@ -303,15 +311,15 @@ impl Engine {
         let file = Arc::new(file);
         if created && chunk_done.iter().any(|d| *d > 0) {
             // The staging file vanished: nothing the journal claims is there any more.
-            warn!(file_id = %remote.id, "staging file missing; its journaled progress is discarded");
+            warn!(project_id = %key.project, file_id = %key.file, "staging file missing; its journaled progress is discarded");
             let all: Vec<u32> = (0..plan.chunks.len() as u32).collect();
-            self.journal.reset_chunks(&remote.id, all).await?;
+            self.journal.reset_chunks(&key, all).await?;
             chunk_done.iter_mut().for_each(|d| *d = 0);
             chunk_crc.iter_mut().for_each(|c| *c = 0);
             seg_verified.iter_mut().for_each(|v| *v = false);
         } else if !created {
             self.reconcile(
-                &remote.id,
+                &key,
                 &plan,
                 &file,
                 &mut chunk_done,
@@ -335,8 +343,7 @@ impl Engine {
         let ctx = Arc::new(ChunkCtx::new(
             self.client.clone(),
             self.journal.clone(),
-            job.project.clone(),
-            remote.id.clone(),
+            key.clone(),
             remote.size,
             file.clone(),
             self.connections.clone(),
@@ -365,7 +372,7 @@ impl Engine {
             }
             state.readback_retries += 1;
             let evidence = describe_bad(&plan, &report);
-            warn!(file_id = %remote.id, evidence = %evidence, "read-back found damage");
+            warn!(project_id = %key.project, file_id = %key.file, evidence = %evidence, "read-back found damage");
             self.journal
                 .event(
                     crate::journal::EventLevel::Warn,
@@ -391,7 +398,7 @@ impl Engine {
                 reset.extend(if changed.is_empty() { chunks } else { changed });
                 state.seg_verified[seg as usize] = false;
             }
-            self.reset(&remote.id, &reset, &mut state).await?;
+            self.reset(&key, &reset, &mut state).await?;
         }
     }
 
@@ -408,7 +415,8 @@ impl Engine {
             Chunk(u32, ChunkResult),
             Segment(u32, Result<verify::SegmentCheck, verify::VerifyError>),
         }
-        let file_id = ctx.file_id().clone();
+        let key = ctx.key().clone();
+        let file_id = key.file.clone();
         let single_segment = plan.segments.len() == 1;
         let mut queue: VecDeque<u32> = plan
             .chunks
@@ -505,7 +513,7 @@ impl Engine {
                 }
                 Done::Chunk(idx, Err(failure)) => {
                     tasks.abort_all();
-                    debug!(file_id = %file_id, chunk_idx = idx, "chunk failed");
+                    debug!(project_id = %key.project, file_id = %file_id, chunk_idx = idx, "chunk failed");
                     return match failure {
                         ChunkFailure::Run(e) => Err(e),
                         ChunkFailure::File(outcome) => Ok(Some(outcome)),
@@ -514,9 +522,7 @@ impl Engine {
                 Done::Segment(seg, Ok(check)) => {
                     if check.ok {
                         state.seg_verified[seg as usize] = true;
-                        self.journal
-                            .set_segment_verified(&file_id, seg, true)
-                            .await?;
+                        self.journal.set_segment_verified(&key, seg, true).await?;
                         continue;
                     }
                     state.seg_retries[seg as usize] += 1;
@@ -527,7 +533,7 @@ impl Engine {
                         check.expected,
                         check.actual
                     );
-                    warn!(file_id = %file_id, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
+                    warn!(project_id = %key.project, file_id = %file_id, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
                     self.journal
                         .event(
                             crate::journal::EventLevel::Warn,
@@ -547,7 +553,7 @@ impl Engine {
                         }));
                     }
                     let chunks: Vec<u32> = plan.chunks_of(seg).map(|c| c.idx).collect();
-                    self.reset(&file_id, &chunks, state).await?;
+                    self.reset(&key, &chunks, state).await?;
                     queue.extend(chunks);
                 }
                 Done::Segment(_, Err(e)) => {
@@ -603,7 +609,7 @@ impl Engine {
 
     async fn reset(
         &self,
-        file_id: &FileId,
+        key: &FileKey,
         chunks: &[u32],
         state: &mut FileRunState,
     ) -> Result<(), TransferError> {
@@ -613,7 +619,7 @@ impl Engine {
             state.crc[c as usize] = 0;
             self.progress.sub_bytes(lost);
         }
-        self.journal.reset_chunks(file_id, chunks.to_vec()).await?;
+        self.journal.reset_chunks(key, chunks.to_vec()).await?;
         Ok(())
     }
 
@@ -621,7 +627,7 @@ impl Engine {
     /// segment must still hash to its journaled CRC32C over the bytes the journal claims.
     async fn reconcile(
         &self,
-        file_id: &FileId,
+        key: &FileKey,
         plan: &FilePlan,
         file: &Arc<std::fs::File>,
         done: &mut [u64],
@@ -665,12 +671,12 @@ impl Engine {
             }
         }
         if !bad.is_empty() {
-            warn!(file_id = %file_id, n_chunks = bad.len(), "staged bytes no longer match their journaled digests; fetching them again");
+            warn!(project_id = %key.project, file_id = %key.file, n_chunks = bad.len(), "staged bytes no longer match their journaled digests; fetching them again");
             for &c in &bad {
                 done[c as usize] = 0;
                 crc[c as usize] = 0;
             }
-            self.journal.reset_chunks(file_id, bad).await?;
+            self.journal.reset_chunks(key, bad).await?;
         }
         Ok(())
     }
@@ -686,7 +692,7 @@ impl Engine {
         let report = self.on_pool(move || verify::read_back(&path, &plan2)).await;
         match report {
             Ok(r) if r.all_ok() => {
-                info!(file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
+                info!(project_id = %job.project, file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
                 Ok(Some(self.finish(job, plan, r.sha256).await?))
             }
             _ => Ok(Some(FileOutcome::Failed {
@@ -736,7 +742,7 @@ impl Engine {
             (FileState::Verified, FileOutcome::Verified { sha256 })
         };
         self.journal
-            .mark_done(&job.remote.id, state, hex::encode(sha256))
+            .mark_done(&job.key(), state, hex::encode(sha256))
             .await?;
         Ok(outcome)
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dxmirror::journal::{
-    EventLevel, FileListing, FileState, Journal, JournalError, JournalReader, ProjectRow,
+    EventLevel, FileKey, FileListing, FileState, Journal, JournalError, JournalReader, ProjectRow,
     ProjectState, JOURNAL_FILE, MAX_EVENTS,
 };
 use dxmirror::model::{FileId, ProjectId, RemoteFile, RemotePart, RemoteState};
@@ -20,6 +20,16 @@ fn pid(n: u32) -> ProjectId {
 
 fn fid(n: u32) -> FileId {
     format!("file-{n:024}").parse().unwrap()
+}
+
+/// The journal key of file `n` in project `p`.
+fn key(p: u32, n: u32) -> FileKey {
+    FileKey::new(&pid(p), &fid(n))
+}
+
+/// The journal key of a remote file in its project.
+fn key_of(f: &RemoteFile) -> FileKey {
+    FileKey::new(&f.project, &f.id)
 }
 
 fn project(n: u32) -> ProjectRow {
@@ -228,10 +238,10 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
     let diff = j.record_listing(&pid(1), first).await.unwrap();
     assert_eq!(diff.added, vec![fid(1), fid(2), fid(3), fid(4)]);
     assert!(diff.updated.is_empty() && diff.removed.is_empty());
-    let f3 = j.file(&fid(3)).unwrap().unwrap();
+    let f3 = j.file(&key(1, 3)).unwrap().unwrap();
     assert_eq!(f3.state, FileState::Skipped);
     assert_eq!(f3.reason.as_deref(), Some("file is archived (not live)"));
-    let f1 = j.file(&fid(1)).unwrap().unwrap();
+    let f1 = j.file(&key(1, 1)).unwrap().unwrap();
     assert_eq!(f1.rel_path, "data/f1.bam");
     assert_eq!(f1.state, FileState::Pending);
     assert_eq!(f1.remote(), remote(1, 1, 2));
@@ -244,16 +254,16 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
 
     // File 1 is in progress, file 2 finished, file 4 failed.
     let plan = plan_file(&remote(1, 1, 2), 4).unwrap();
-    j.put_plan(&fid(1), &plan).await.unwrap();
-    j.set_file_state(&fid(1), FileState::Fetching, None)
+    j.put_plan(&key(1, 1), &plan).await.unwrap();
+    j.set_file_state(&key(1, 1), FileState::Fetching, None)
         .await
         .unwrap();
-    j.chunk_progress(&fid(1), 0, 4, 77).await.unwrap();
-    assert_eq!(j.add_attempt(&fid(1)).await.unwrap(), 1);
-    j.mark_done(&fid(2), FileState::Verified, "ab".repeat(32))
+    j.chunk_progress(&key(1, 1), 0, 4, 77).await.unwrap();
+    assert_eq!(j.add_attempt(&key(1, 1)).await.unwrap(), 1);
+    j.mark_done(&key(1, 2), FileState::Verified, "ab".repeat(32))
         .await
         .unwrap();
-    j.set_file_state(&fid(4), FileState::Failed, Some("HTTP 404".into()))
+    j.set_file_state(&key(1, 4), FileState::Failed, Some("HTTP 404".into()))
         .await
         .unwrap();
 
@@ -272,40 +282,167 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
     assert_eq!(diff.added, vec![fid(5)]);
     assert_eq!(diff.updated, vec![fid(1), fid(3)]);
     assert_eq!(diff.removed, vec![fid(4)]);
-    assert!(diff.other_project.is_empty());
 
-    let f1 = j.file(&fid(1)).unwrap().unwrap();
+    let f1 = j.file(&key(1, 1)).unwrap().unwrap();
     assert_eq!(f1.name, "renamed.bam");
     assert_eq!(f1.rel_path, "data/renamed.bam");
     assert_eq!(f1.state, FileState::Fetching);
     assert_eq!(f1.attempts, 1);
-    let stored = j.load_plan(&fid(1)).unwrap().unwrap();
+    let stored = j.load_plan(&key(1, 1)).unwrap().unwrap();
     assert_eq!(stored.chunk_done[0], (4, 77));
-    let f2 = j.file(&fid(2)).unwrap().unwrap();
+    let f2 = j.file(&key(1, 2)).unwrap().unwrap();
     assert_eq!(f2.state, FileState::Verified);
     assert_eq!(f2.sha256, Some("ab".repeat(32)));
     assert!(f2.done_ms.is_some());
-    let f3 = j.file(&fid(3)).unwrap().unwrap();
+    let f3 = j.file(&key(1, 3)).unwrap().unwrap();
     assert_eq!((f3.state, f3.reason), (FileState::Pending, None));
     // Removed files are kept as they were, and not marked as seen.
-    let f4 = j.file(&fid(4)).unwrap().unwrap();
+    let f4 = j.file(&key(1, 4)).unwrap().unwrap();
     assert_eq!(f4.state, FileState::Failed);
     assert_eq!(f4.reason.as_deref(), Some("HTTP 404"));
     assert!(f4.last_seen_ms <= f2.last_seen_ms);
     assert_eq!(j.files(&pid(1)).unwrap().len(), 5);
+}
 
-    // The same file id listed under another project is left alone.
+#[tokio::test]
+async fn the_same_file_id_in_two_projects_gets_two_independent_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    j.upsert_project(project(1)).await.unwrap();
     j.upsert_project(project(2)).await.unwrap();
+
+    // File 1 is cloned into both projects (same id, same content), under different folders.
+    let in_p1 = remote(1, 1, 2);
+    let mut in_p2 = remote(2, 1, 2);
+    in_p2.folder = "/clone".into();
     let diff = j
         .record_listing(
-            &pid(2),
-            vec![listing(remote(2, 1, 2)), listing(remote(2, 9, 1))],
+            &pid(1),
+            vec![listing(in_p1.clone()), listing(remote(1, 2, 1))],
         )
         .await
         .unwrap();
-    assert_eq!(diff.added, vec![fid(9)]);
-    assert_eq!(diff.other_project, vec![fid(1)]);
-    assert_eq!(j.file(&fid(1)).unwrap().unwrap().project_id, pid(1));
+    assert_eq!(diff.added, vec![fid(1), fid(2)]);
+    let diff = j
+        .record_listing(
+            &pid(2),
+            vec![listing(in_p2.clone()), listing(remote(2, 9, 1))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(diff.added, vec![fid(1), fid(9)]);
+    assert!(diff.updated.is_empty() && diff.removed.is_empty());
+
+    let (k1, k2) = (key(1, 1), key(2, 1));
+    assert_eq!(j.file(&k1).unwrap().unwrap().remote(), in_p1);
+    assert_eq!(j.file(&k2).unwrap().unwrap().remote(), in_p2);
+    assert_eq!(j.file(&k2).unwrap().unwrap().key(), k2);
+    // A file of one project is unknown under the other.
+    assert_eq!(j.file(&key(2, 2)).unwrap(), None);
+    let err = j
+        .set_file_state(&key(1, 9), FileState::Failed, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::UnknownFile(k) if *k == key(1, 9)),
+        "{err:?}"
+    );
+
+    // Different plans, progress and states per project.
+    let plan1 = plan_file(&in_p1, 4).unwrap(); // chunks 4,4,2 | 4,4,2
+    let plan2 = plan_file(&in_p2, 100).unwrap(); // one chunk per part
+    j.put_plan(&k1, &plan1).await.unwrap();
+    j.put_plan(&k2, &plan2).await.unwrap();
+    j.set_file_state(&k1, FileState::Fetching, None)
+        .await
+        .unwrap();
+    assert_eq!(j.add_attempt(&k1).await.unwrap(), 1);
+    assert_eq!(j.add_attempt(&k1).await.unwrap(), 2);
+    assert_eq!(j.add_attempt(&k2).await.unwrap(), 1);
+    j.chunk_progress(&k1, 0, 4, 11).await.unwrap();
+    j.chunk_progress(&k1, 3, 2, 12).await.unwrap();
+    j.chunk_progress(&k2, 0, 10, 21).await.unwrap();
+    j.chunk_progress(&k2, 1, 10, 22).await.unwrap();
+    j.set_segment_verified(&k2, 0, true).await.unwrap();
+    j.set_segment_verified(&k2, 1, true).await.unwrap();
+    j.mark_done(&k2, FileState::Verified, "cd".repeat(32))
+        .await
+        .unwrap();
+    // Project 1's chunk 5 does not exist in project 2's plan (2 chunks).
+    let err = j.chunk_progress(&k2, 5, 1, 0).await.unwrap_err();
+    assert!(
+        matches!(&err, JournalError::UnknownChunk { file, chunk_idx: 5 } if *file == k2),
+        "{err:?}"
+    );
+
+    let s1 = j.load_plan(&k1).unwrap().unwrap();
+    assert_eq!(s1.plan, plan1);
+    assert_eq!(
+        s1.chunk_done,
+        vec![(4, 11), (0, 0), (0, 0), (2, 12), (0, 0), (0, 0)]
+    );
+    assert_eq!(s1.segment_verified, vec![false, false]);
+    let s2 = j.load_plan(&k2).unwrap().unwrap();
+    assert_eq!(s2.plan, plan2);
+    assert_eq!(s2.chunk_done, vec![(10, 21), (10, 22)]);
+    assert_eq!(s2.segment_verified, vec![true, true]);
+
+    let f1 = j.file(&k1).unwrap().unwrap();
+    let f2 = j.file(&k2).unwrap().unwrap();
+    assert_eq!(
+        (f1.state, f1.attempts, f1.sha256),
+        (FileState::Fetching, 2, None)
+    );
+    assert_eq!(
+        (f2.state, f2.attempts, f2.sha256.as_deref()),
+        (FileState::Verified, 1, Some("cd".repeat(32).as_str()))
+    );
+
+    // Resetting one project's copy leaves the other alone.
+    j.reset_chunks(&k2, vec![1]).await.unwrap();
+    assert_eq!(j.load_plan(&k1).unwrap().unwrap(), s1);
+    let s2 = j.load_plan(&k2).unwrap().unwrap();
+    assert_eq!(s2.chunk_done, vec![(10, 21), (0, 0)]);
+    assert_eq!(s2.segment_verified, vec![true, false]);
+
+    // Re-listing project 2 without the clone reports it removed there only; re-listing
+    // project 1 touches neither project 2's row nor its progress.
+    let diff = j
+        .record_listing(&pid(2), vec![listing(remote(2, 9, 1))])
+        .await
+        .unwrap();
+    assert_eq!(diff.removed, vec![fid(1)]);
+    let mut renamed = in_p1.clone();
+    renamed.name = "renamed.bam".into();
+    let diff = j
+        .record_listing(&pid(1), vec![listing(renamed), listing(remote(1, 2, 1))])
+        .await
+        .unwrap();
+    assert_eq!(diff.updated, vec![fid(1)]);
+    assert!(diff.removed.is_empty());
+    assert_eq!(j.file(&k1).unwrap().unwrap().name, "renamed.bam");
+    assert_eq!(j.file(&k2).unwrap().unwrap().name, "f1.bam");
+    assert_eq!(j.file(&k2).unwrap().unwrap().state, FileState::Verified);
+    assert_eq!(j.load_plan(&k2).unwrap().unwrap(), s2);
+
+    // Totals count each project's copy in its own project.
+    let reader = JournalReader::open(dir.path()).unwrap();
+    assert_eq!(reader.load_plan(&k1).unwrap().unwrap(), s1);
+    assert_eq!(
+        reader.file(&k2).unwrap().unwrap().state,
+        FileState::Verified
+    );
+    let totals = reader.project_totals().unwrap();
+    assert_eq!((totals[0].n_files, totals[1].n_files), (2, 2));
+    assert_eq!(totals[0].bytes_done, 4 + 2);
+    assert_eq!(totals[1].bytes_done, 20);
+    let ids: Vec<_> = reader
+        .files(&pid(1))
+        .unwrap()
+        .into_iter()
+        .map(|f| f.key())
+        .collect();
+    assert_eq!(ids, vec![key(1, 2), key(1, 1)]);
 }
 
 #[tokio::test]
@@ -355,20 +492,20 @@ async fn plan_round_trips_through_the_journal() {
         .await
         .unwrap();
     for f in &files {
-        assert_eq!(j.load_plan(&f.id).unwrap(), None);
+        assert_eq!(j.load_plan(&key_of(f)).unwrap(), None);
         let plan = plan_file(f, 4).unwrap();
-        j.put_plan(&f.id, &plan).await.unwrap();
-        let stored = j.load_plan(&f.id).unwrap().unwrap();
+        j.put_plan(&key_of(f), &plan).await.unwrap();
+        let stored = j.load_plan(&key_of(f)).unwrap().unwrap();
         assert_eq!(stored.plan, plan);
         assert_eq!(stored.chunk_done, vec![(0, 0); plan.chunks.len()]);
         assert_eq!(stored.segment_verified, vec![false; plan.segments.len()]);
-        let row = j.file(&f.id).unwrap().unwrap();
+        let row = j.file(&key_of(f)).unwrap().unwrap();
         assert_eq!(row.kind, Some(plan.kind));
         assert_eq!(&row.remote(), f);
     }
     let kinds: Vec<_> = files
         .iter()
-        .map(|f| j.file(&f.id).unwrap().unwrap().kind.unwrap())
+        .map(|f| j.file(&key_of(f)).unwrap().unwrap().kind.unwrap())
         .collect();
     assert_eq!(
         kinds,
@@ -381,16 +518,16 @@ async fn plan_round_trips_through_the_journal() {
     );
 
     // Re-planning replaces segments and chunks and resets progress.
-    j.chunk_progress(&fid(1), 2, 2, 5).await.unwrap();
-    j.set_segment_verified(&fid(1), 0, true).await.unwrap();
+    j.chunk_progress(&key(1, 1), 2, 2, 5).await.unwrap();
+    j.set_segment_verified(&key(1, 1), 0, true).await.unwrap();
     let replanned = plan_file(&files[0], 100).unwrap();
-    j.put_plan(&fid(1), &replanned).await.unwrap();
-    let stored = j.load_plan(&fid(1)).unwrap().unwrap();
+    j.put_plan(&key(1, 1), &replanned).await.unwrap();
+    let stored = j.load_plan(&key(1, 1)).unwrap().unwrap();
     assert_eq!(stored.plan, replanned);
     assert_eq!(stored.chunk_done, vec![(0, 0); 3]);
     assert_eq!(stored.segment_verified, vec![false; 3]);
 
-    let err = j.put_plan(&fid(99), &replanned).await.unwrap_err();
+    let err = j.put_plan(&key(1, 99), &replanned).await.unwrap_err();
     assert!(matches!(err, JournalError::UnknownFile(_)), "{err:?}");
 }
 
@@ -400,18 +537,18 @@ async fn acked_chunk_progress_survives_drop_and_reopen() {
     let f = remote(1, 1, 100); // 1000 bytes in 100 parts
     let plan = plan_file(&f, 1).unwrap(); // 1000 chunks of 1 byte
     assert_eq!(plan.chunks.len(), 1000);
+    let k = key_of(&f);
     {
         let j = Journal::open(dir.path()).unwrap();
         j.upsert_project(project(1)).await.unwrap();
         j.record_listing(&pid(1), vec![listing(f.clone())])
             .await
             .unwrap();
-        j.put_plan(&f.id, &plan).await.unwrap();
+        j.put_plan(&key_of(&f), &plan).await.unwrap();
         let before = j.stats();
         let started = Instant::now();
         let acks = join_all(
-            (0..1000u32)
-                .map(|idx| j.chunk_progress(&f.id, idx, 1, idx.wrapping_mul(2_654_435_761))),
+            (0..1000u32).map(|idx| j.chunk_progress(&k, idx, 1, idx.wrapping_mul(2_654_435_761))),
         )
         .await;
         let elapsed = started.elapsed();
@@ -431,12 +568,12 @@ async fn acked_chunk_progress_survives_drop_and_reopen() {
         // Dropped without close: acked writes must already be on disk.
     }
     let j = Journal::open(dir.path()).unwrap();
-    let stored = j.load_plan(&f.id).unwrap().unwrap();
+    let stored = j.load_plan(&key_of(&f)).unwrap().unwrap();
     for (idx, done) in stored.chunk_done.iter().enumerate() {
         assert_eq!(*done, (1, (idx as u32).wrapping_mul(2_654_435_761)));
     }
     let reader = JournalReader::open(dir.path()).unwrap();
-    assert_eq!(reader.load_plan(&f.id).unwrap().unwrap(), stored);
+    assert_eq!(reader.load_plan(&key_of(&f)).unwrap().unwrap(), stored);
 }
 
 #[tokio::test]
@@ -449,17 +586,17 @@ async fn reset_chunks_clears_progress_and_unverifies_segments() {
         .await
         .unwrap();
     let plan = plan_file(&f, 4).unwrap(); // segments of 10: chunks 4,4,2 | 4,4,2
-    j.put_plan(&f.id, &plan).await.unwrap();
+    j.put_plan(&key_of(&f), &plan).await.unwrap();
     for c in &plan.chunks {
-        j.chunk_progress(&f.id, c.idx, c.range.len, 1000 + c.idx)
+        j.chunk_progress(&key_of(&f), c.idx, c.range.len, 1000 + c.idx)
             .await
             .unwrap();
     }
-    j.set_segment_verified(&f.id, 0, true).await.unwrap();
-    j.set_segment_verified(&f.id, 1, true).await.unwrap();
+    j.set_segment_verified(&key_of(&f), 0, true).await.unwrap();
+    j.set_segment_verified(&key_of(&f), 1, true).await.unwrap();
 
-    j.reset_chunks(&f.id, vec![4]).await.unwrap();
-    let stored = j.load_plan(&f.id).unwrap().unwrap();
+    j.reset_chunks(&key_of(&f), vec![4]).await.unwrap();
+    let stored = j.load_plan(&key_of(&f)).unwrap().unwrap();
     assert_eq!(stored.segment_verified, vec![true, false]);
     assert_eq!(
         stored.chunk_done,
@@ -473,23 +610,26 @@ async fn reset_chunks_clears_progress_and_unverifies_segments() {
         ]
     );
 
-    let err = j.reset_chunks(&f.id, vec![6]).await.unwrap_err();
+    let err = j.reset_chunks(&key_of(&f), vec![6]).await.unwrap_err();
     assert!(
         matches!(err, JournalError::UnknownChunk { chunk_idx: 6, .. }),
         "{err:?}"
     );
-    let err = j.chunk_progress(&f.id, 0, 5, 0).await.unwrap_err();
+    let err = j.chunk_progress(&key_of(&f), 0, 5, 0).await.unwrap_err();
     assert!(
         matches!(err, JournalError::ProgressBeyondChunk { len: 4, .. }),
         "{err:?}"
     );
-    let err = j.set_segment_verified(&f.id, 2, true).await.unwrap_err();
+    let err = j
+        .set_segment_verified(&key_of(&f), 2, true)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, JournalError::UnknownSegment { seg_idx: 2, .. }),
         "{err:?}"
     );
     // The failed commands changed nothing.
-    assert_eq!(j.load_plan(&f.id).unwrap().unwrap(), stored);
+    assert_eq!(j.load_plan(&key_of(&f)).unwrap().unwrap(), stored);
 }
 
 #[tokio::test]
@@ -501,24 +641,25 @@ async fn a_failing_command_does_not_undo_its_batch_neighbours() {
     j.record_listing(&pid(1), vec![listing(f.clone())])
         .await
         .unwrap();
-    j.put_plan(&f.id, &plan_file(&f, 10).unwrap())
+    j.put_plan(&key_of(&f), &plan_file(&f, 10).unwrap())
         .await
         .unwrap();
-    let unknown = fid(42);
+    let k = key_of(&f);
+    let unknown = key(1, 42);
     let (good, bad, good2) = tokio::join!(
-        j.chunk_progress(&f.id, 0, 3, 9),
+        j.chunk_progress(&k, 0, 3, 9),
         j.set_file_state(&unknown, FileState::Failed, None),
-        j.add_attempt(&f.id),
+        j.add_attempt(&k),
     );
     good.unwrap();
     assert!(matches!(bad, Err(JournalError::UnknownFile(_))));
     assert_eq!(good2.unwrap(), 1);
     assert_eq!(
-        j.load_plan(&f.id).unwrap().unwrap().chunk_done,
+        j.load_plan(&key_of(&f)).unwrap().unwrap().chunk_done,
         vec![(3, 9)]
     );
     let err = j
-        .mark_done(&f.id, FileState::Fetching, String::new())
+        .mark_done(&key_of(&f), FileState::Fetching, String::new())
         .await
         .unwrap_err();
     assert!(matches!(
@@ -609,31 +750,31 @@ async fn totals_problems_and_bounded_events() {
     // File 1: 30 bytes, 12 done in chunks. File 2: verified (20). File 3: failed with 5 done.
     // File 4: skipped (10). File 5: corrupt.
     let p1 = plan_file(&remote(1, 1, 3), 4).unwrap();
-    j.put_plan(&fid(1), &p1).await.unwrap();
-    j.set_file_state(&fid(1), FileState::Fetching, None)
+    j.put_plan(&key(1, 1), &p1).await.unwrap();
+    j.set_file_state(&key(1, 1), FileState::Fetching, None)
         .await
         .unwrap();
-    j.chunk_progress(&fid(1), 0, 4, 0).await.unwrap();
-    j.chunk_progress(&fid(1), 1, 4, 0).await.unwrap();
-    j.chunk_progress(&fid(1), 3, 4, 0).await.unwrap();
+    j.chunk_progress(&key(1, 1), 0, 4, 0).await.unwrap();
+    j.chunk_progress(&key(1, 1), 1, 4, 0).await.unwrap();
+    j.chunk_progress(&key(1, 1), 3, 4, 0).await.unwrap();
     let p2 = plan_file(&remote(1, 2, 2), 4).unwrap();
-    j.put_plan(&fid(2), &p2).await.unwrap();
+    j.put_plan(&key(1, 2), &p2).await.unwrap();
     for c in &p2.chunks {
-        j.chunk_progress(&fid(2), c.idx, c.range.len, 0)
+        j.chunk_progress(&key(1, 2), c.idx, c.range.len, 0)
             .await
             .unwrap();
     }
-    j.mark_done(&fid(2), FileState::Verified, "00".repeat(32))
+    j.mark_done(&key(1, 2), FileState::Verified, "00".repeat(32))
         .await
         .unwrap();
     let p3 = plan_file(&remote(1, 3, 1), 100).unwrap();
-    j.put_plan(&fid(3), &p3).await.unwrap();
-    j.chunk_progress(&fid(3), 0, 5, 0).await.unwrap();
-    j.set_file_state(&fid(3), FileState::Failed, Some("HTTP 403".into()))
+    j.put_plan(&key(1, 3), &p3).await.unwrap();
+    j.chunk_progress(&key(1, 3), 0, 5, 0).await.unwrap();
+    j.set_file_state(&key(1, 3), FileState::Failed, Some("HTTP 403".into()))
         .await
         .unwrap();
     j.set_file_state(
-        &fid(5),
+        &key(1, 5),
         FileState::Corrupt,
         Some("part 1 md5 mismatch".into()),
     )
@@ -776,7 +917,10 @@ async fn hundred_thousand_file_listing_round_trip() {
     let started = Instant::now();
     let j = Journal::open(dir.path()).unwrap();
     let open_ms = started.elapsed().as_secs_f64() * 1e3;
-    assert_eq!(j.file(&fid(0)).unwrap().unwrap().state, FileState::Pending);
+    assert_eq!(
+        j.file(&key(1, 0)).unwrap().unwrap().state,
+        FileState::Pending
+    );
     eprintln!(
         "journal: 100k-file listing: insert {insert_ms:.0} ms, re-list {relist_ms:.0} ms, \
          read back {read_ms:.0} ms, totals+problems {status_ms:.1} ms, \

@@ -1,14 +1,14 @@
 //! End-to-end `sync` against the sandbox: a complete verified mirror, skipped and duplicate
-//! files, hostile names, a bad token, API faults, expiring URLs and the single-writer rule.
+//! files, one file id vended into two projects, hostile names, a bad token, API faults, expiring URLs and the single-writer rule.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use dxmirror::journal::{FileState, JournalReader};
+use dxmirror::journal::{FileKey, FileState, JournalReader};
 use dxmirror::lock::WriterLock;
-use dxmirror::model::{ByteRange, ProjectId};
+use dxmirror::model::{ByteRange, FileId, ProjectId};
 use dxmirror::sandbox::{
     Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions,
 };
@@ -32,7 +32,7 @@ fn assert_mirrored(sandbox: &Sandbox, env: &Env, project: &ProjectId) -> usize {
     let dir = env.mirror().join(row.dir_name.unwrap());
     let mut n = 0;
     for f in reader.files(project).unwrap() {
-        let sf = sandbox.file(&f.file_id).unwrap();
+        let sf = sandbox.file_in(project, &f.file_id).unwrap();
         if sf.state != "closed" || sf.archival_state != "live" {
             assert_eq!(f.state, FileState::Skipped, "{}", f.rel_path);
             continue;
@@ -149,6 +149,92 @@ async fn duplicate_names_follow_the_documented_rule() {
         let renamed = dir.join(format!("{}__same.txt", f.id));
         assert_eq!(std::fs::metadata(&renamed).unwrap().len(), f.size);
     }
+}
+
+#[tokio::test]
+async fn a_file_id_in_two_projects_is_mirrored_into_both() {
+    // St. Jude vends the same file (same id, a DNAnexus clone) into several data-request
+    // projects; each project's copy must be mirrored into its own directory.
+    let shared: FileId = format!("file-{}", "S".repeat(24)).parse().unwrap();
+    let shared_link: FileId = format!("file-{}", "L".repeat(24)).parse().unwrap();
+    let bam = |folder: &str| {
+        FileSpec::new(folder, "shared.bam", 300 << 10)
+            .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(100 << 10)))
+            .id(shared.clone())
+    };
+    let link = |folder: &str| {
+        FileSpec::new(folder, "shared.vcf.gz", 70_000)
+            .kind(FileSpecKind::SymlinkWholeMd5)
+            .id(shared_link.clone())
+    };
+    let a = ProjectSpec::new("request A")
+        .file(bam("/restricted/bam"))
+        .file(link("/restricted/vcf"))
+        .file(FileSpec::new("/", "only-a.txt", 1000));
+    let b = ProjectSpec::new("request B")
+        .file(bam("/clone"))
+        .file(link("/restricted/vcf"))
+        .file(FileSpec::new("/", "only-b.txt", 2000));
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(12, vec![a, b]).unwrap(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let projects = sandbox.projects();
+    assert_eq!(projects.len(), 2);
+    let (pa, pb) = (projects[0].clone(), projects[1].clone());
+    for p in [&pa, &pb] {
+        assert_eq!(sandbox.file_in(p, &shared).unwrap().project, *p);
+    }
+
+    let env = env_for(&sandbox, projects.clone(), "chunk-size = \"64KiB\"");
+    let summary = env.sync().await.unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    assert_eq!(assert_mirrored(&sandbox, &env, &pa), 3);
+    assert_eq!(assert_mirrored(&sandbox, &env, &pb), 3);
+    for p in &summary.projects {
+        assert_eq!((p.verified, p.fetched_now), (3, 3), "{p:#?}");
+        let (n_ok, bad) = dxmirror::demo::check_manifest(p.manifest.as_ref().unwrap()).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(n_ok, 3);
+    }
+
+    // Two journal rows, one per project, both verified with the same digest, each at its
+    // project's own path.
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let row_a = reader.file(&FileKey::new(&pa, &shared)).unwrap().unwrap();
+    let row_b = reader.file(&FileKey::new(&pb, &shared)).unwrap().unwrap();
+    assert_eq!(
+        (row_a.state, row_b.state),
+        (FileState::Verified, FileState::Verified)
+    );
+    assert_eq!(row_a.sha256, row_b.sha256);
+    assert_eq!(row_a.rel_path, "restricted/bam/shared.bam");
+    assert_eq!(row_b.rel_path, "clone/shared.bam");
+    let want = sandbox.content(&shared, ByteRange::new(0, 300 << 10));
+    for (p, rel) in [(&pa, &row_a.rel_path), (&pb, &row_b.rel_path)] {
+        let dir = reader.project(p).unwrap().unwrap().dir_name.unwrap();
+        let got = std::fs::read(env.mirror().join(dir).join(rel)).unwrap();
+        assert!(
+            got == want,
+            "{p}: the shared file differs from the platform's bytes"
+        );
+    }
+    for p in [&pa, &pb] {
+        let row = reader
+            .file(&FileKey::new(p, &shared_link))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, FileState::Verified);
+    }
+
+    // A second sync fetches nothing again in either project.
+    let served = sandbox.stats().bytes_served;
+    let again = env.sync().await.unwrap();
+    assert!(again.is_ok(), "{again:#?}");
+    assert!(again.projects.iter().all(|p| p.fetched_now == 0));
+    assert_eq!(sandbox.stats().bytes_served, served);
 }
 
 #[tokio::test]
