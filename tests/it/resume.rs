@@ -205,7 +205,7 @@ async fn sigkill_at_seeded_progress_then_resume_refetches_only_what_was_in_fligh
         assert_eq!(local.len() as u64, built.spec.size);
         assert!(local == expected, "{} differs", row.rel_path);
         // The journal is consistent: every chunk complete.
-        let plan = reader.load_plan(&row.file_id).unwrap().unwrap();
+        let plan = reader.load_plan(&row.key()).unwrap().unwrap();
         for (chunk, (done, _)) in plan.plan.chunks.iter().zip(&plan.chunk_done) {
             assert_eq!(
                 *done, chunk.range.len,
@@ -270,7 +270,7 @@ async fn damage_to_a_staged_file_is_found_at_resume_and_only_its_chunk_refetched
     let mut damaged = Vec::new();
     for row in reader.files(&project).unwrap() {
         let path = staging.join(format!("{}.part", row.file_id));
-        let Some(plan) = reader.load_plan(&row.file_id).unwrap() else {
+        let Some(plan) = reader.load_plan(&row.key()).unwrap() else {
             continue;
         };
         if !path.exists() {
