@@ -5,7 +5,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use dxmirror::config::Config;
 use dxmirror::lock::WriterLock;
@@ -105,16 +104,4 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// Polls `cond` until it is true or `timeout` passes; panics with `what` on timeout.
-pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
