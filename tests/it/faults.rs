@@ -251,8 +251,9 @@ async fn single_fault(fault: BodyFault, rate: f64, extra: &str) -> Run {
 #[tokio::test]
 async fn reset_mid_body_resumes_after_the_bytes_received() {
     let r = single_fault(BodyFault::Reset, 0.2, "").await;
-    // A reset may destroy what was still in flight (at most the half response the sandbox
-    // sent before the RST); nothing else may be fetched twice.
+    // A reset destroys only what was still in flight when the RST came (on loopback, next to
+    // nothing: the half response sits in the receiver's buffer). An engine that threw away
+    // what a cut response delivered would fetch every cut half again.
     let twice: u64 = r
         .served_twice()
         .iter()
@@ -267,8 +268,8 @@ async fn reset_mid_body_resumes_after_the_bytes_received() {
         .map(|s| s.len)
         .sum();
     assert!(
-        twice <= cut_halves,
-        "{twice} bytes fetched twice, {cut_halves} cut by resets"
+        twice <= cut_halves / 2,
+        "{twice} bytes fetched twice, of {cut_halves} bytes sent before resets"
     );
 }
 
@@ -318,17 +319,31 @@ async fn long_content_length_is_refused() {
 
 #[tokio::test]
 async fn whole_object_200_is_refused_not_downloaded_per_chunk() {
-    let r = single_fault(BodyFault::Full200, 0.2, "").await;
-    // Refusing the answer closes the connection: at most what the socket buffers took of each
-    // whole object is served, not the whole file once per chunk.
+    let r = single_fault(BodyFault::Full200, 0.1, "").await;
+    // Each refused 200 costs at most its whole object (what the socket buffers took before
+    // the engine hung up); an engine that asked for or accepted whole objects per chunk would
+    // be served every file once per chunk.
     let data = r.data_size();
+    let explained: u64 = r
+        .sandbox
+        .files(&r.project)
+        .iter()
+        .map(|f| {
+            let spoiled = r
+                .stats
+                .files
+                .get(f.id.as_str())
+                .map_or(0, |v| v.iter().filter(|s| s.spoiled).count() as u64);
+            spoiled * f.size
+        })
+        .sum();
     assert!(
-        r.stats.bytes_served <= data + r.fired(BodyFault::Full200) * r.max_file_size(),
-        "{} bytes served for {data} bytes of data",
+        r.stats.bytes_served <= data + explained,
+        "{} bytes served for {data} bytes of data and {explained} of refused 200s",
         r.stats.bytes_served
     );
     assert!(
-        r.stats.bytes_served <= 4 * data,
+        r.stats.bytes_served <= 3 * data,
         "{} bytes served for {data} bytes of data",
         r.stats.bytes_served
     );
