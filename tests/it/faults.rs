@@ -431,7 +431,7 @@ async fn all_faults_at_once_at_low_rates() {
     let faults = FaultConfig::parse(
         "reset=0.03,fin=0.03,status500=0.03,status503=0.02,short_body=0.03,long_length=0.03,\
          full_200=0.03,bad_content_range=0.03,stall=0.02,flip=0.02,expire_early=0.03,\
-         stall_secs=3,seed=7",
+         api500=0.03,api503=0.02,api429=0.02,stall_secs=3,seed=10",
     )
     .unwrap();
     let r = run(faults, true, "stall-timeout = \"1s\"\n").await;
