@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use dxmirror::journal::{FileState, JournalReader};
+use dxmirror::journal::{EventLevel, FileState, JournalReader};
 use dxmirror::model::{ByteRange, ChecksumType, ProjectId};
 use dxmirror::sandbox::{
     BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
@@ -408,6 +408,10 @@ async fn flipped_bytes_are_healed_by_refetching_only_their_part() {
     .with(BodyFault::Flip, 0.08);
     let r = run(faults, true, "").await;
     assert!(r.fired(BodyFault::Flip) > 0, "flip never fired");
+    let events = JournalReader::open(&r.env.state())
+        .unwrap()
+        .recent_events(10_000)
+        .unwrap();
     let mut healed = 0;
     for f in r.sandbox.files(&r.project) {
         let again = r.stats.served_intact_more_than_once(f.id.as_str());
@@ -422,6 +426,16 @@ async fn flipped_bytes_are_healed_by_refetching_only_their_part() {
             );
         }
         healed += usize::from(!affected.is_empty());
+        // Every damaged file, and only those, left the checksum mismatch in the journal.
+        let reported = events
+            .iter()
+            .any(|e| e.level == EventLevel::Warn && e.file_id.as_ref() == Some(&f.id));
+        assert_eq!(
+            reported,
+            !affected.is_empty(),
+            "{}: mismatch reported {reported}, damaged parts {affected:?}",
+            f.name
+        );
     }
     assert!(healed > 0, "no file met a flipped byte");
 }
