@@ -2,8 +2,9 @@
 //! (`/_sandbox/stats`, `/_sandbox/faults`).
 //!
 //! Shapes follow the real platform: error bodies `{"error":{"type","message"}}` with their
-//! status codes, `describe` field selection, paging with `limit`/`starting`/`next`. This module
-//! reads the world under a short lock and never writes bodies of downloads.
+//! status codes, `describe` field selection, paging with `limit`/`starting`/`next`, the
+//! `modified`/`created` time filters. This module reads the world under a short lock and never
+//! writes bodies of downloads.
 
 use std::collections::BTreeSet;
 use std::io;
