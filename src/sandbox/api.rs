@@ -2,8 +2,9 @@
 //! (`/_sandbox/stats`, `/_sandbox/faults`).
 //!
 //! Shapes follow the real platform: error bodies `{"error":{"type","message"}}` with their
-//! status codes, `describe` field selection, paging with `limit`/`starting`/`next`. This module
-//! reads the world under a short lock and never writes bodies of downloads.
+//! status codes, `describe` field selection, paging with `limit`/`starting`/`next`, the
+//! `modified`/`created` time filters. This module reads the world under a short lock and never
+//! writes bodies of downloads.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -668,6 +669,49 @@ fn limit_of(input: &Value) -> Result<usize, ApiError> {
     }
 }
 
+/// A `modified`/`created` condition of `/system/findDataObjects`: `{"after": ms, "before": ms}`,
+/// both optional and both inclusive; a negative value counts back from now, as on the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimeRange {
+    after: Option<i64>,
+    before: Option<i64>,
+}
+
+impl TimeRange {
+    fn parse(input: &Value, field: &str) -> Result<Option<TimeRange>, ApiError> {
+        let cond = match input.get(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                return Err(invalid(format!(
+                    "{field} must be a hash with optional keys after and before"
+                )))
+            }
+        };
+        let bound = |key: &str| -> Result<Option<i64>, ApiError> {
+            match cond.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_i64() {
+                    Some(ms) if ms < 0 => Ok(Some(now_ms() + ms)),
+                    Some(ms) => Ok(Some(ms)),
+                    None => Err(invalid(format!("{field}.{key} must be an integer"))),
+                },
+            }
+        };
+        if let Some(k) = cond.keys().find(|k| *k != "after" && *k != "before") {
+            return Err(invalid(format!("{field} has an unexpected key {k:?}")));
+        }
+        Ok(Some(TimeRange {
+            after: bound("after")?,
+            before: bound("before")?,
+        }))
+    }
+
+    fn contains(&self, ms: i64) -> bool {
+        self.after.is_none_or(|a| ms >= a) && self.before.is_none_or(|b| ms <= b)
+    }
+}
+
 fn find_data_objects(world: &World, input: &Value) -> Result<Value, ApiError> {
     if let Some(c) = input.get("class").and_then(Value::as_str) {
         if c != "file" {
@@ -691,6 +735,8 @@ fn find_data_objects(world: &World, input: &Value) -> Result<Value, ApiError> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect());
     let limit = limit_of(input)?;
+    let modified = TimeRange::parse(input, "modified")?;
+    let created = TimeRange::parse(input, "created")?;
     let describe = input.get("describe").and_then(desc_opts);
     let scope = input.get("scope");
     let (projects, folder, recurse): (Vec<&BuiltProject>, String, bool) = match scope {
@@ -758,6 +804,11 @@ fn find_data_objects(world: &World, input: &Value) -> Result<Value, ApiError> {
                 continue;
             }
             if ids.as_ref().is_some_and(|ids| !ids.contains(f.id.as_str())) {
+                continue;
+            }
+            if modified.is_some_and(|t| !t.contains(s.modified_ms))
+                || created.is_some_and(|t| !t.contains(s.created_ms))
+            {
                 continue;
             }
             if !folder_matches(&s.folder, &folder, recurse) {

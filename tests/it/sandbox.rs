@@ -602,3 +602,120 @@ async fn many_files_project_lists() {
     }
     assert_eq!(n, 100_000);
 }
+
+async fn listed_names(sb: &Sandbox, filter: Value) -> Vec<String> {
+    let pid = sb.projects()[0].clone();
+    let mut body = json!({"scope": {"project": pid}, "describe": {"fields": {"name": true}}});
+    for (k, v) in filter.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, v) = api(sb, "/system/findDataObjects", body).await;
+    assert_eq!(status, 200, "{v}");
+    let mut names: Vec<String> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["describe"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn find_data_objects_filters_on_modified_and_created() {
+    // f0..f9: created 100+i, modified 200+i.
+    let mut p = ProjectSpec::new("times");
+    for i in 0..10i64 {
+        p = p.file(FileSpec::new("/", &format!("f{i}"), 10).times(100 + i, 200 + i));
+    }
+    let sb = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(4, vec![p]).unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let names = |r: std::ops::RangeInclusive<i64>| -> Vec<String> {
+        let mut v: Vec<String> = r.map(|i| format!("f{i}")).collect();
+        v.sort();
+        v
+    };
+    // Bounds are inclusive on both sides.
+    assert_eq!(
+        listed_names(&sb, json!({"modified": {"after": 207}})).await,
+        names(7..=9)
+    );
+    assert_eq!(
+        listed_names(&sb, json!({"modified": {"before": 201}})).await,
+        names(0..=1)
+    );
+    assert_eq!(
+        listed_names(&sb, json!({"modified": {"after": 203, "before": 205}})).await,
+        names(3..=5)
+    );
+    assert_eq!(
+        listed_names(&sb, json!({"created": {"after": 108}})).await,
+        names(8..=9)
+    );
+    // Both conditions must hold.
+    assert_eq!(
+        listed_names(
+            &sb,
+            json!({"created": {"before": 104}, "modified": {"after": 202}})
+        )
+        .await,
+        names(2..=4)
+    );
+    assert!(listed_names(&sb, json!({"modified": {"after": 210}}))
+        .await
+        .is_empty());
+    assert_eq!(
+        listed_names(&sb, json!({"modified": {}})).await,
+        names(0..=9)
+    );
+    // A negative bound counts back from now: every file here is far older than a minute.
+    assert!(listed_names(&sb, json!({"modified": {"after": -60_000}}))
+        .await
+        .is_empty());
+    for bad in [
+        json!({"modified": 5}),
+        json!({"modified": {"after": "yesterday"}}),
+        json!({"created": {"since": 1}}),
+    ] {
+        let mut body = json!({"scope": {"project": sb.projects()[0]}});
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, v) = api(&sb, "/system/findDataObjects", body).await;
+        assert_eq!(
+            (status, v["error"]["type"].as_str()),
+            (400, Some("InvalidInput")),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_files_catch_up_costs_one_request() {
+    use dxmirror::platform::{DxClient, PlatformConfig};
+    let sb = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("catch-up", 3_000, 1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pid = sb.projects()[0].clone();
+    let client = DxClient::new(PlatformConfig {
+        api_url: sb.api_url(),
+        token: dxmirror::model::ApiToken::new(&sb.token()),
+        ..PlatformConfig::default()
+    })
+    .unwrap();
+    let files = client.list_files(&pid).await.unwrap();
+    assert_eq!(files.len(), 3_000);
+    let pages = 3; // 1000 per page.
+    let requests = sb.stats().requests("/system/findDataObjects");
+    assert!(
+        requests <= pages + 1,
+        "{requests} findDataObjects requests for {pages} pages: the catch-up re-listed"
+    );
+}
