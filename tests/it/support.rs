@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use dxmirror::config::Config;
+use dxmirror::journal::{FileState, JournalReader};
 use dxmirror::lock::WriterLock;
-use dxmirror::model::ProjectId;
+use dxmirror::model::{ByteRange, ProjectId};
+use dxmirror::sandbox::Sandbox;
 use dxmirror::sync::{ProgressMode, SyncOptions, SyncSummary};
 
 /// A temporary directory holding a config, a token file, a state dir and a mirror root.
@@ -104,4 +106,42 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Every downloadable file of `project` is at its journaled path with exactly the sandbox's
+/// bytes; returns how many there were.
+pub fn assert_mirrored(sandbox: &Sandbox, env: &Env, project: &ProjectId) -> usize {
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let row = reader.project(project).unwrap().unwrap();
+    let dir = env.mirror().join(row.dir_name.unwrap());
+    let mut n = 0;
+    for f in reader.files(project).unwrap() {
+        let sf = sandbox.file_in(project, &f.file_id).unwrap();
+        if sf.state != "closed" || sf.archival_state != "live" {
+            assert_eq!(f.state, FileState::Skipped, "{}", f.rel_path);
+            continue;
+        }
+        assert!(
+            matches!(f.state, FileState::Verified | FileState::Unverified),
+            "{} is {:?}: {:?}",
+            f.rel_path,
+            f.state,
+            f.reason
+        );
+        let local = std::fs::read(dir.join(&f.rel_path)).unwrap();
+        assert_eq!(local.len() as u64, sf.size, "{}", f.rel_path);
+        assert!(
+            local == sandbox.content(&f.file_id, ByteRange::new(0, sf.size)),
+            "{} differs from the platform's bytes",
+            f.rel_path
+        );
+        n += 1;
+    }
+    let staging = dir.join(".dxmirror/staging");
+    assert_eq!(
+        files_under(&staging),
+        Vec::<std::path::PathBuf>::new(),
+        "staging files left"
+    );
+    n
 }
