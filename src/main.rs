@@ -47,6 +47,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-hash mirrored files against platform checksums, journaled chunk digests and recorded
+    /// SHA-256s; exits non-zero on any finding. --repair re-fetches only what is damaged.
+    Verify {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this project.
+        project: Option<ProjectId>,
+        /// Put damaged files back into staging and fetch their damaged chunks again (takes the
+        /// writer lock).
+        #[arg(long)]
+        repair: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and show the resolved settings (the token is never printed).
     CheckConfig {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
@@ -130,6 +146,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify {
+            config,
+            project,
+            repair,
+            json,
+        } => {
+            let cfg = Config::load(&config_path(config))?;
+            verify_command(&cfg, project, repair, json, progress_mode(cli.quiet)).await
+        }
         Command::CheckConfig { config } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
@@ -189,6 +214,79 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `dxmirror verify`: check, and with `--repair` put damaged files back and fetch again.
+async fn verify_command(
+    cfg: &Config,
+    project: Option<ProjectId>,
+    repair: bool,
+    json: bool,
+    progress: ProgressMode,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    // A repair writes: it takes the lock before looking, so nothing changes underneath it.
+    let lock = if repair {
+        Some(WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?)
+    } else {
+        None
+    };
+    let mut report = dxmirror::check::check(&cfg.state_dir, &cfg.mirror_root, project.as_ref())
+        .context("verify failed")?;
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let mut healed = true;
+    if repair && !report.is_clean() {
+        let journal = dxmirror::journal::Journal::open(&cfg.state_dir)?;
+        dxmirror::check::repair(&journal, &cfg.mirror_root, &mut report)
+            .await
+            .context("repair failed")?;
+        journal.close().await?;
+        let projects: Vec<ProjectId> = report
+            .findings
+            .iter()
+            .filter_map(|f| f.project.parse().ok())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let summary = dxmirror::sync::run(cfg, SyncOptions { projects, progress })
+            .await
+            .context("re-fetching the damaged chunks failed")?;
+        if !json {
+            print_summary(&summary);
+        }
+        healed = summary.is_ok();
+    }
+    drop(lock);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        for r in &report.repaired {
+            println!("repaired: {r}");
+        }
+        println!(
+            "verified {} files and {} staged files, {} in {:.1}s ({:.0} MB/s): {}",
+            report.files_checked,
+            report.staged_checked,
+            human_bytes(report.bytes_checked),
+            secs,
+            report.bytes_checked as f64 / secs / 1e6,
+            match (report.findings.len(), repair) {
+                (0, _) => "no findings".to_owned(),
+                (n, false) =>
+                    format!("{n} FINDINGS (run with --repair to fetch the damaged parts again)"),
+                (n, true) if healed => format!("{n} findings, all repaired"),
+                (n, true) => format!("{n} findings, NOT all repaired"),
+            }
+        );
+    }
+    Ok(if report.is_clean() || (repair && healed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_summary(summary: &SyncSummary) {
