@@ -108,7 +108,9 @@ pub enum JournalError {
     Missing(PathBuf),
     /// The file exists but is not a (healthy) SQLite database.
     #[error(
-        "{path} is not a usable dxmirror journal (not a SQLite database, or damaged): {detail}"
+        "{path} is not a usable dxmirror journal (not a SQLite database, or damaged): {detail}; \
+         to recover, move it aside and run `dxmirror sync` again: files already in the mirror \
+         are re-verified against the platform's checksums and adopted without downloading them again"
     )]
     NotADatabase {
         /// The journal file.

@@ -8,6 +8,7 @@ mod journal;
 mod platform;
 mod resume;
 mod sandbox;
+mod security;
 mod store;
 mod support;
 mod sync;
