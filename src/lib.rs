@@ -11,12 +11,15 @@
 pub mod config;
 pub mod demo;
 pub mod hashing;
+pub mod inbox;
 pub mod journal;
 pub mod lock;
 pub mod model;
 pub mod planner;
 pub mod platform;
+pub mod purge;
 pub mod sandbox;
+pub mod selection;
 pub mod status;
 pub mod store;
 pub mod sync;
