@@ -7,6 +7,7 @@ mod journal;
 mod platform;
 mod resume;
 mod sandbox;
+mod selection;
 mod store;
 mod support;
 mod sync;
