@@ -638,11 +638,13 @@ impl SampleInfo {
                 let raw = &cells[c];
                 match raw.parse::<FileId>() {
                     Ok(id) => {
-                        if info.by_id.contains_key(&id) {
+                        if let std::collections::hash_map::Entry::Vacant(e) =
+                            info.by_id.entry(id.clone())
+                        {
+                            e.insert(idx);
+                        } else {
                             info.notes
                                 .push((line, format!("repeats file_id {id} of an earlier row")));
-                        } else {
-                            info.by_id.insert(id, idx);
                         }
                     }
                     Err(_) if raw.is_empty() => {}
