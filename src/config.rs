@@ -611,6 +611,15 @@ mod tests {
     }
 
     #[test]
+    fn annotated_example_config_parses_with_its_filters() {
+        let c = parse(include_str!("../config/dxmirror.toml")).unwrap();
+        assert_eq!(c.filter.exclude().patterns(), ["**/*.tmp"]);
+        assert_eq!(c.project_filters.len(), 1);
+        let f = c.project_filters.values().next().unwrap();
+        assert_eq!(f.sample_info()["sample_type"], ["Diagnosis", "Relapse"]);
+    }
+
+    #[test]
     fn api_url_from_dx_environment() {
         let env = |k: &str| match k {
             "DX_APISERVER_PROTOCOL" => Some("http".to_owned()),
