@@ -98,6 +98,13 @@ pub fn scan_with(dir: &Path, min_age: Duration) -> Result<ScanReport, InboxError
             .mode(0o750)
             .create(d)
             .map_err(dir_err(d))?;
+        // A planted symlink here would move dropped files out of the inbox.
+        let meta = std::fs::symlink_metadata(d).map_err(dir_err(d))?;
+        if !meta.is_dir() {
+            return Err(dir_err(d)(std::io::Error::other(
+                "is a symlink or not a directory; refusing to move files through it",
+            )));
+        }
     }
     let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
         .map_err(dir_err(dir))?
@@ -572,6 +579,21 @@ mod tests {
             inbox.join(ACCEPTED_DIR).join("ids.txt.1")
         );
         assert!(inbox.join(REJECTED_DIR).join("bad.txt.1.reason").is_file());
+    }
+
+    #[test]
+    fn a_symlinked_accepted_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = tmp.path().join("inbox");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&inbox).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, inbox.join(ACCEPTED_DIR)).unwrap();
+        std::fs::write(inbox.join("ids.txt"), format!("{P1}\n")).unwrap();
+        let err = scan_with(&inbox, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert!(inbox.join("ids.txt").is_file());
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

@@ -170,8 +170,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  file-patience            {}",
                 humantime::format_duration(cfg.file_patience)
             );
+            println!("  filter                   {}", cfg.filter.describe());
             for p in &cfg.projects {
                 println!("  project                  {p}");
+                if let Some(f) = cfg.project_filters.get(p) {
+                    println!("    selects                {}", f.describe());
+                }
             }
             match cfg.token() {
                 Ok((_, origin)) => println!("  token                    from {origin} (not shown)"),

@@ -301,6 +301,29 @@ impl Filter {
         })
     }
 
+    /// A one-line summary for `check-config` (`everything` when empty).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.include.is_empty() {
+            parts.push(format!("include {:?}", self.include.patterns()));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("exclude {:?}", self.exclude.patterns()));
+        }
+        if !self.file_types.is_empty() {
+            let t: Vec<&str> = self.file_types.iter().map(|t| t.as_str()).collect();
+            parts.push(format!("file-types {t:?}"));
+        }
+        for (column, values) in &self.sample_info {
+            parts.push(format!("sample-info {column} in {values:?}"));
+        }
+        if parts.is_empty() {
+            "everything".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+
     /// True when the layer selects everything.
     pub fn is_empty(&self) -> bool {
         self.include.is_empty()
