@@ -69,6 +69,18 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Delete a project's local copy and its journal rows, and write an audit record
+    /// (end of a data-use agreement). Without --yes, only shows what would be deleted.
+    Purge {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+        /// The project to purge.
+        project: ProjectId,
+    },
     /// Serve a DNAnexus-compatible sandbox on loopback (for tests, demos and benchmarks).
     Sandbox(dxmirror::sandbox::SandboxArgs),
     /// Mirror the built-in sandbox project into ./dxmirror-demo/ and verify it (no account needed).
@@ -183,8 +195,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  file-patience            {}",
                 humantime::format_duration(cfg.file_patience)
             );
+            println!("  filter                   {}", cfg.filter.describe());
             for p in &cfg.projects {
                 println!("  project                  {p}");
+                if let Some(f) = cfg.project_filters.get(p) {
+                    println!("    selects                {}", f.describe());
+                }
             }
             match cfg.token() {
                 Ok((_, origin)) => println!("  token                    from {origin} (not shown)"),
@@ -192,6 +208,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("  token                    NOT USABLE: {e}");
                     return Ok(ExitCode::FAILURE);
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge {
+            config,
+            yes,
+            project,
+        } => {
+            let path = config_path(config);
+            let cfg = Config::load(&path)?;
+            if !yes {
+                let plan = dxmirror::purge::plan(&cfg, &project)?;
+                print!("would delete:\n{plan}");
+                println!("refusing without --yes: nothing was deleted");
+                return Ok(ExitCode::FAILURE);
+            }
+            let outcome = dxmirror::purge::purge(&cfg, &project)
+                .await
+                .context("purge failed")?;
+            print!("deleted:\n{}", outcome.plan);
+            if let Some(a) = &outcome.audit {
+                println!(
+                    "audit record {}: {} {} by {} at {} ms: {}",
+                    a.id,
+                    a.action,
+                    a.project_id,
+                    a.identity.as_deref().unwrap_or("unknown"),
+                    a.ts_ms,
+                    a.detail
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

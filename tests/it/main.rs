@@ -9,6 +9,7 @@ mod platform;
 mod resume;
 mod sandbox;
 mod security;
+mod selection;
 mod store;
 mod support;
 mod sync;
