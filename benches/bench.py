@@ -593,6 +593,7 @@ def report(results, machine, scaled_note):
                 lines.append(f"{wl}: CHECK FAILED: {p}")
             if not r["problems"]:
                 lines.append(f"{wl}: every contender's output checked (sizes + SHA-256 of every file).")
+    lines += targets(results)
     m = results.get("many")
     if m:
         lines.append("")
@@ -608,6 +609,58 @@ def report(results, machine, scaled_note):
         )
         lines.append(f"- journal size: {human(m['journal_bytes'])}")
     return "\n".join(lines)
+
+
+def targets(results):
+    """Issue 6's targets, met or not, from this run's figures."""
+    out = ["", "targets (issue 6), this run:"]
+
+    def verdict(name, ok, detail):
+        out.append(f"- [{'met' if ok else 'NOT met'}] {name}: {detail}")
+
+    def row(wl, name):
+        r = results.get(wl)
+        if not r:
+            return None, None
+        for x in r["rows"]:
+            if x["name"] == name:
+                return r, x
+        return r, None
+
+    r, dxm = row("large", "dxmirror")
+    if dxm:
+        _, ar = row("large", "aria2c")
+        _, dx = row("large", "dx download")
+        if ar:
+            q = ar["wall"] / dxm["wall"]
+            verdict("large files >= 1.0x aria2c", q >= 1.0, f"{q:.2f}x")
+        if dx:
+            q = dx["wall"] / dxm["wall"]
+            verdict("large files >= 3x dx download", q >= 3.0, f"{q:.2f}x")
+        mbps = r["bytes"] / dxm["wall"] / 1e6
+        frac = mbps / r["limit"]["limit_MBps"]
+        verdict("large files >= 85% of the limit line", frac >= 0.85, f"{100 * frac:.0f}% ({mbps:.0f} of {r['limit']['limit_MBps']:.0f} MB/s)")
+        gib = r["bytes"] / GIB
+        cpu = f"dxmirror {dxm['cpu'] / gib:.2f}"
+        if ar:
+            cpu += f", aria2c {ar['cpu'] / gib:.2f}"
+        out.append(f"- CPU s/GiB on large files: {cpu}")
+    r, dxm = row("small", "dxmirror")
+    _, ar = row("small", "aria2c")
+    if dxm and ar:
+        q = ar["wall"] / dxm["wall"]
+        verdict("small files files/s >= 1.0x aria2c", q >= 1.0, f"{r['files'] / dxm['wall']:.0f} vs {r['files'] / ar['wall']:.0f} files/s ({q:.2f}x)")
+    rss = [x["rss_mib"] for wl in ("large", "small", "mixed") if results.get(wl) for x in results[wl]["rows"][:1]]
+    if rss:
+        verdict("peak RSS <= 64 MiB at 16 connections", max(rss) <= 64, f"max {max(rss):.0f} MiB over the workloads")
+    m = results.get("many")
+    if m:
+        t = (m["list_ms"] + m["plan_ms"]) / 1000
+        verdict(f"{m['files']}-file project listed+planned+journaled <= 5 s", t <= 5, f"{t:.2f} s")
+        verdict("dxmirror status <= 200 ms", m["status_ms"] <= 200, f"{m['status_ms']:.0f} ms")
+        verdict("restart to first byte <= 2 s", m["restart_first_byte_s"] <= 2, f"{m['restart_first_byte_s']:.2f} s")
+    out.append("- dxmirror verify >= 3x md5sum+sha256sum: skipped (verify does not exist yet)")
+    return out
 
 
 def machine_line():
@@ -627,7 +680,8 @@ def machine_line():
             mem = f", {kib / (1 << 20):.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}{mem}, kernel {os.uname().release}"
+    load = "load average %.2f %.2f %.2f at start" % os.getloadavg()
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}{mem}, kernel {os.uname().release}; {load}"
 
 
 def main():
@@ -658,6 +712,7 @@ def main():
     only = set(args.only.split(","))
     contenders = set(args.contenders.split(","))
     results = {}
+    machine = machine_line()
     t0 = time.monotonic()
     if "large" in only:
         run_workload("large", f"large:{sizes['large']}", args.workdir, contenders, results)
@@ -667,7 +722,7 @@ def main():
         run_workload("mixed", f"mixed:{sizes['mixed']}", args.workdir, contenders, results)
     if "many" in only:
         run_scale(sizes["many"], args.workdir, results)
-    text = report(results, machine_line(), note)
+    text = report(results, machine, note)
     print(text)
     with open(os.path.join(args.workdir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1)
