@@ -255,6 +255,13 @@ impl<'a> PlanHashing<'a> {
         }
     }
 
+    /// Takes segment `s`'s digest (all its bytes have been fed) and checks it.
+    fn finish_segment(&mut self, s: usize) -> SegmentCheck {
+        let seg = &self.plan.segments[s];
+        let actual = self.hashers[s].take().map(SegmentHasher::finish);
+        SegmentCheck::from_hash(seg.idx, seg.expect.clone(), actual)
+    }
+
     fn finish(self, actual_size: u64) -> (Vec<SegmentCheck>, Vec<u32>) {
         let checks = self
             .plan
@@ -275,6 +282,71 @@ impl<'a> PlanHashing<'a> {
             })
             .collect();
         (checks, self.chunk_crcs)
+    }
+}
+
+/// The read-back's hashing, fed incrementally by a reader that follows the bytes of a file as
+/// they are written (in order, from offset 0): each segment is checked as soon as the reader
+/// has passed its end, and the chunk CRC32Cs accumulate. The caller hashes the SHA-256 (so that
+/// it can run on another thread) and hands it to [`SequentialCheck::finish`].
+pub struct SequentialCheck<'a> {
+    hashing: PlanHashing<'a>,
+    pos: u64,
+    reported: usize,
+    checks: Vec<SegmentCheck>,
+}
+
+impl<'a> SequentialCheck<'a> {
+    /// Starts at offset 0 of `plan`'s file.
+    pub fn new(plan: &'a FilePlan) -> SequentialCheck<'a> {
+        SequentialCheck {
+            hashing: PlanHashing::new(plan),
+            pos: 0,
+            reported: 0,
+            checks: Vec::with_capacity(plan.segments.len()),
+        }
+    }
+
+    /// Bytes fed so far: the offset of the next byte to feed.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Feeds the next bytes of the file and returns the segments they completed.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<SegmentCheck> {
+        self.hashing.feed(self.pos, data);
+        self.pos += data.len() as u64;
+        self.take_completed()
+    }
+
+    /// Segments completed at the current position and not yet returned (at the start: the
+    /// empty segments at offset 0).
+    pub fn take_completed(&mut self) -> Vec<SegmentCheck> {
+        let mut out = Vec::new();
+        let segs = &self.hashing.plan.segments;
+        while self.reported < segs.len() && segs[self.reported].range.end() <= self.pos {
+            let check = self.hashing.finish_segment(self.reported);
+            self.checks.push(check.clone());
+            out.push(check);
+            self.reported += 1;
+        }
+        out
+    }
+
+    /// The CRC32C of each chunk over the bytes fed so far.
+    pub fn chunk_crcs(&self) -> &[u32] {
+        &self.hashing.chunk_crcs
+    }
+
+    /// The report of the whole pass, once every byte of the file was fed.
+    pub fn finish(self, sha256: [u8; 32]) -> ReadBack {
+        ReadBack {
+            size_ok: self.pos == self.hashing.plan.size,
+            actual_size: self.pos,
+            sha256,
+            segments: self.checks,
+            chunk_crcs: self.hashing.chunk_crcs,
+        }
     }
 }
 

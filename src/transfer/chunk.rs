@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::{EngineConfig, FileOutcome, Progress, TransferError};
 use crate::hashing::crc32c_append;
 use crate::journal::{FileKey, Journal};
-use crate::model::{ByteRange, ProjectId};
+use crate::model::ByteRange;
 use crate::planner::Chunk;
 use crate::platform::{ApiDisposition, DownloadDisposition, DownloadUrl, DxClient, PlatformError};
 
@@ -64,6 +64,7 @@ pub(super) struct ChunkCtx {
     url: tokio::sync::Mutex<UrlSlot>,
     last_progress: Mutex<Instant>,
     last_error: Mutex<Option<String>>,
+    tracker: Arc<super::cursor::Tracker>,
 }
 
 impl ChunkCtx {
@@ -77,6 +78,7 @@ impl ChunkCtx {
         connections: Arc<Semaphore>,
         progress: Arc<Progress>,
         cfg: EngineConfig,
+        tracker: Arc<super::cursor::Tracker>,
     ) -> ChunkCtx {
         ChunkCtx {
             client,
@@ -94,16 +96,13 @@ impl ChunkCtx {
             }),
             last_progress: Mutex::new(Instant::now()),
             last_error: Mutex::new(None),
+            tracker,
         }
     }
 
     /// The journal key of the file (its project and id).
     pub(super) fn key(&self) -> &FileKey {
         &self.key
-    }
-
-    pub(super) fn project(&self) -> &ProjectId {
-        &self.key.project
     }
 
     /// Time since any chunk of this file last moved bytes.
@@ -336,6 +335,8 @@ impl ChunkCtx {
         res.map_err(|e| StreamError::Local(TransferError::from_write(&self.key.file, e)))?;
         *crc = crc32c_append(*crc, &data);
         *done += data.len() as u64;
+        // The bytes are in the file: the hash cursor may read them back.
+        self.tracker.advance(chunk.idx, *done);
         self.progress.add_bytes(data.len() as u64);
         self.note_progress();
         // Reuse the allocation for the next fill.

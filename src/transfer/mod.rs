@@ -15,9 +15,10 @@
 //! not itself know HTTP or JSON, and it never decides paths (that is `store`).
 
 mod chunk;
+mod cursor;
 mod progress;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -359,9 +360,9 @@ impl Engine {
             crc: chunk_crc,
             seg_verified,
             seg_retries: vec![0; plan.segments.len()],
-            readback_retries: 0,
             last_error: None,
         };
+        let tracker = cursor::Tracker::new(&plan, &state.done);
         let ctx = Arc::new(ChunkCtx::new(
             self.client.clone(),
             self.journal.clone(),
@@ -371,260 +372,202 @@ impl Engine {
             self.connections.clone(),
             self.progress.clone(),
             self.cfg.clone(),
+            tracker.clone(),
         ));
 
-        loop {
-            if let Some(outcome) = self.fetch_all(&ctx, &plan, &file, &mut state).await? {
-                return Ok(outcome);
-            }
-            // Every segment is in and checked: one sequential read-back of the staged file.
-            let report = match self.read_back_on_pool(staging_path.clone(), &plan).await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(FileOutcome::Failed {
-                        reason: format!("cannot read back the staging file: {e}"),
-                    })
-                }
-            };
-            let bad: Vec<u32> = report.bad_segments().map(|s| s.idx).collect();
-            if report.all_ok() {
-                return self.publish(job, &plan, report.sha256).await;
-            }
-            state.readback_retries += 1;
-            let evidence = describe_bad(&plan, &report);
-            warn!(project_id = %key.project, file_id = %key.file, evidence = %evidence, "read-back found damage");
-            self.journal
-                .event(
-                    crate::journal::EventLevel::Warn,
-                    Some(&job.project),
-                    Some(&remote.id),
-                    format!("read-back: {evidence}"),
-                )
-                .await?;
-            if state.readback_retries > self.cfg.max_verify_retries || bad.is_empty() {
-                return Ok(FileOutcome::Corrupt { reason: evidence });
-            }
-            // Re-fetch only what is damaged: for segments with several chunks, the chunks
-            // whose bytes no longer match their journaled digests; if none of them differs
-            // (the damage arrived before hashing), every chunk of the segment.
-            let mut reset = Vec::new();
-            for seg in bad {
-                let chunks: Vec<u32> = plan.chunks_of(seg).map(|c| c.idx).collect();
-                let changed: Vec<u32> = chunks
-                    .iter()
-                    .copied()
-                    .filter(|&c| report.chunk_crcs.get(c as usize) != Some(&state.crc[c as usize]))
-                    .collect();
-                reset.extend(if changed.is_empty() { chunks } else { changed });
-                state.seg_verified[seg as usize] = false;
-            }
-            self.reset(&key, &reset, &mut state).await?;
+        match self
+            .fetch_all(&ctx, &plan, &file, &tracker, &mut state)
+            .await?
+        {
+            Ok(report) => self.publish(job, &plan, report.sha256).await,
+            Err(outcome) => Ok(outcome),
         }
     }
 
-    /// Runs chunk fetches and segment checks until every segment is verified, or returns the
-    /// outcome that ended the file.
+    /// Runs chunk fetches while the hash cursor reads the written bytes back behind them, until
+    /// the cursor has read the whole file with every platform checksum matching; returns its
+    /// report, or the outcome that ended the file.
     async fn fetch_all(
         &self,
         ctx: &Arc<ChunkCtx>,
         plan: &FilePlan,
         file: &Arc<std::fs::File>,
+        tracker: &Arc<cursor::Tracker>,
         state: &mut FileRunState,
-    ) -> Result<Option<FileOutcome>, TransferError> {
-        enum Done {
-            Chunk(u32, ChunkResult),
-            Segment(u32, Result<verify::SegmentCheck, verify::VerifyError>),
-        }
+    ) -> Result<Result<verify::ReadBack, FileOutcome>, TransferError> {
+        use cursor::CursorEvent;
         let key = ctx.key().clone();
-        let file_id = key.file.clone();
-        let single_segment = plan.segments.len() == 1;
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        // Dropping the guard (however this function ends) stops the cursor thread.
+        let _cursor = cursor::CursorGuard(tracker.clone());
+        if let Err(e) = cursor::spawn(file.clone(), tracker.clone(), events_tx) {
+            return Ok(Err(FileOutcome::Failed {
+                reason: format!("cannot start the read-back thread: {e}"),
+            }));
+        }
         let mut queue: VecDeque<u32> = plan
             .chunks
             .iter()
             .filter(|c| state.done[c.idx as usize] < c.range.len)
             .map(|c| c.idx)
             .collect();
-        let mut tasks: JoinSet<Done> = JoinSet::new();
-        let mut in_flight = 0usize;
+        let mut tasks: JoinSet<(u32, ChunkResult)> = JoinSet::new();
+        let mut in_flight: HashSet<u32> = HashSet::new();
+        // Resets waiting for chunk tasks that are still syncing the bytes being discarded.
+        let mut deferred: Vec<(u32, Vec<(u32, u32)>)> = Vec::new();
+        let mut finished: Option<verify::ReadBack> = None;
         let mut last_activity = Instant::now();
 
-        // Segments already complete but not yet checked (a kill between the last chunk and
-        // the check) are checked first.
-        for seg in &plan.segments {
-            let complete = plan
-                .chunks_of(seg.idx)
-                .all(|c| state.done[c.idx as usize] == c.range.len);
-            if complete && !state.seg_verified[seg.idx as usize] {
-                self.spawn_segment_check(
-                    &mut tasks,
-                    plan,
-                    seg.idx,
-                    file,
-                    single_segment,
-                    Done::Segment,
-                );
-            }
-        }
-
         loop {
-            while in_flight < self.cfg.max_connections_per_file {
+            // Apply the resets whose chunks have no task any more: only then are the arrival
+            // digests of all their chunks known. Fetch again only what is damaged: the chunks
+            // whose bytes no longer hash to what arrived (damage on disk); if none differs (the
+            // damage arrived with the bytes), every chunk of the segment.
+            let mut i = 0;
+            while i < deferred.len() {
+                let (seg, cursor_crcs) = &deferred[i];
+                if plan.chunks_of(*seg).any(|c| in_flight.contains(&c.idx)) {
+                    i += 1;
+                    continue;
+                }
+                let changed: Vec<u32> = cursor_crcs
+                    .iter()
+                    .filter(|(c, crc)| *crc != state.crc[*c as usize])
+                    .map(|(c, _)| *c)
+                    .collect();
+                let chunks = if changed.is_empty() {
+                    plan.chunks_of(*seg).map(|c| c.idx).collect()
+                } else {
+                    changed
+                };
+                deferred.swap_remove(i);
+                self.reset(&key, &chunks, state, tracker).await?;
+                queue.extend(chunks);
+            }
+            while in_flight.len() < self.cfg.max_connections_per_file {
                 let Some(idx) = queue.pop_front() else { break };
                 let c = plan.chunks[idx as usize];
                 let ctx = ctx.clone();
                 let (done, crc) = (state.done[idx as usize], state.crc[idx as usize]);
-                tasks.spawn(async move { Done::Chunk(idx, ctx.fetch(c, done, crc).await) });
-                in_flight += 1;
+                tasks.spawn(async move { (idx, ctx.fetch(c, done, crc).await) });
+                in_flight.insert(idx);
             }
-            if tasks.is_empty() {
-                break;
+            if tasks.is_empty() && queue.is_empty() && deferred.is_empty() {
+                if let Some(report) = finished.take() {
+                    return Ok(Ok(report));
+                }
             }
             let patience_left = self
                 .cfg
                 .file_patience
                 .saturating_sub(last_activity.elapsed().min(ctx.since_last_progress()));
-            let next = tokio::time::timeout(patience_left, tasks.join_next()).await;
-            let joined = match next {
-                Err(_) => {
+            tokio::select! {
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    last_activity = Instant::now();
+                    match joined {
+                        Ok((idx, Ok((bytes, crc)))) => {
+                            in_flight.remove(&idx);
+                            state.done[idx as usize] = bytes;
+                            state.crc[idx as usize] = crc;
+                        }
+                        Ok((idx, Err(failure))) => {
+                            tasks.abort_all();
+                            debug!(project_id = %key.project, file_id = %key.file, chunk_idx = idx, "chunk failed");
+                            return match failure {
+                                ChunkFailure::Run(e) => Err(e),
+                                ChunkFailure::File(outcome) => Ok(Err(outcome)),
+                            };
+                        }
+                        Err(e) => {
+                            // A panicking chunk task fails this file, not the run.
+                            tasks.abort_all();
+                            return Ok(Err(FileOutcome::Failed {
+                                reason: format!("internal error in a transfer task: {e}"),
+                            }));
+                        }
+                    }
+                }
+                event = events.recv() => {
+                    last_activity = Instant::now();
+                    let Some(event) = event else {
+                        tasks.abort_all();
+                        return Ok(Err(FileOutcome::Failed {
+                            reason: "the read-back thread stopped unexpectedly".into(),
+                        }));
+                    };
+                    let epoch = match &event {
+                        CursorEvent::Segment { epoch, .. }
+                        | CursorEvent::Finished { epoch, .. }
+                        | CursorEvent::Failed { epoch, .. } => *epoch,
+                    };
+                    if epoch != tracker.epoch() {
+                        continue; // about bytes since discarded
+                    }
+                    match event {
+                        CursorEvent::Segment { check, chunk_crcs, .. } => {
+                            let seg = check.idx;
+                            if check.ok {
+                                if check.expected.is_some() && !state.seg_verified[seg as usize] {
+                                    state.seg_verified[seg as usize] = true;
+                                    self.journal.set_segment_verified(&key, seg, true).await?;
+                                }
+                                continue;
+                            }
+                            state.seg_verified[seg as usize] = false;
+                            state.seg_retries[seg as usize] += 1;
+                            let evidence = format!(
+                                "segment {seg} (part {:?}, {} bytes): expected {:?}, got {:?}",
+                                plan.segments[seg as usize].part_index,
+                                plan.segments[seg as usize].range.len,
+                                check.expected,
+                                check.actual
+                            );
+                            warn!(project_id = %key.project, file_id = %key.file, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
+                            self.journal
+                                .event(crate::journal::EventLevel::Warn, Some(&key.project), Some(&key.file), evidence.clone())
+                                .await?;
+                            state.last_error = Some(evidence.clone());
+                            if state.seg_retries[seg as usize] > self.cfg.max_verify_retries {
+                                tasks.abort_all();
+                                return Ok(Err(FileOutcome::Corrupt {
+                                    reason: format!(
+                                        "{evidence}; still wrong after {} re-fetches",
+                                        self.cfg.max_verify_retries
+                                    ),
+                                }));
+                            }
+                            deferred.push((seg, chunk_crcs));
+                        }
+                        CursorEvent::Finished { report, .. } => {
+                            if !report.all_ok() && !deferred.is_empty() {
+                                // Its bad segments are being fetched again; a new pass follows.
+                                continue;
+                            }
+                            if !report.all_ok() {
+                                tasks.abort_all();
+                                return Ok(Err(FileOutcome::Corrupt {
+                                    reason: describe_bad(plan, &report),
+                                }));
+                            }
+                            finished = Some(report);
+                        }
+                        CursorEvent::Failed { error, .. } => {
+                            tasks.abort_all();
+                            return Ok(Err(FileOutcome::Failed { reason: error }));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(patience_left) => {
                     tasks.abort_all();
                     let reason = format!(
                         "no progress for {}; last error: {}",
                         humantime::format_duration(self.cfg.file_patience),
-                        state
-                            .last_error
-                            .as_deref()
-                            .or(ctx.last_error().as_deref())
-                            .unwrap_or("none")
+                        state.last_error.as_deref().or(ctx.last_error().as_deref()).unwrap_or("none")
                     );
-                    return Ok(Some(FileOutcome::Failed { reason }));
-                }
-                Ok(None) => break,
-                Ok(Some(j)) => j,
-            };
-            last_activity = Instant::now();
-            let done = match joined {
-                Ok(d) => d,
-                Err(e) => {
-                    // A panicking chunk task fails this file, not the run.
-                    tasks.abort_all();
-                    return Ok(Some(FileOutcome::Failed {
-                        reason: format!("internal error in a transfer task: {e}"),
-                    }));
-                }
-            };
-            match done {
-                Done::Chunk(idx, Ok((bytes, crc))) => {
-                    in_flight -= 1;
-                    state.done[idx as usize] = bytes;
-                    state.crc[idx as usize] = crc;
-                    let seg = plan.chunks[idx as usize].segment;
-                    let complete = plan
-                        .chunks_of(seg)
-                        .all(|c| state.done[c.idx as usize] == c.range.len);
-                    if complete {
-                        self.spawn_segment_check(
-                            &mut tasks,
-                            plan,
-                            seg,
-                            file,
-                            single_segment,
-                            Done::Segment,
-                        );
-                    }
-                }
-                Done::Chunk(idx, Err(failure)) => {
-                    tasks.abort_all();
-                    debug!(project_id = %key.project, file_id = %file_id, chunk_idx = idx, "chunk failed");
-                    return match failure {
-                        ChunkFailure::Run(e) => Err(e),
-                        ChunkFailure::File(outcome) => Ok(Some(outcome)),
-                    };
-                }
-                Done::Segment(seg, Ok(check)) => {
-                    if check.ok {
-                        state.seg_verified[seg as usize] = true;
-                        self.journal.set_segment_verified(&key, seg, true).await?;
-                        continue;
-                    }
-                    state.seg_retries[seg as usize] += 1;
-                    let evidence = format!(
-                        "segment {seg} (part {:?}) {}: expected {:?}, got {:?}",
-                        plan.segments[seg as usize].part_index,
-                        plan.segments[seg as usize].range.len,
-                        check.expected,
-                        check.actual
-                    );
-                    warn!(project_id = %key.project, file_id = %file_id, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
-                    self.journal
-                        .event(
-                            crate::journal::EventLevel::Warn,
-                            Some(ctx.project()),
-                            Some(&file_id),
-                            evidence.clone(),
-                        )
-                        .await?;
-                    state.last_error = Some(evidence.clone());
-                    if state.seg_retries[seg as usize] > self.cfg.max_verify_retries {
-                        tasks.abort_all();
-                        return Ok(Some(FileOutcome::Corrupt {
-                            reason: format!(
-                                "{evidence}; still wrong after {} re-fetches",
-                                self.cfg.max_verify_retries
-                            ),
-                        }));
-                    }
-                    let chunks: Vec<u32> = plan.chunks_of(seg).map(|c| c.idx).collect();
-                    self.reset(&key, &chunks, state).await?;
-                    queue.extend(chunks);
-                }
-                Done::Segment(_, Err(e)) => {
-                    tasks.abort_all();
-                    return Ok(Some(FileOutcome::Failed {
-                        reason: format!("cannot read back the staging file: {e}"),
-                    }));
+                    return Ok(Err(FileOutcome::Failed { reason }));
                 }
             }
         }
-        Ok(None)
-    }
-
-    fn spawn_segment_check<D: Send + 'static>(
-        &self,
-        tasks: &mut JoinSet<D>,
-        plan: &FilePlan,
-        seg: u32,
-        file: &Arc<std::fs::File>,
-        single_segment: bool,
-        wrap: fn(u32, Result<verify::SegmentCheck, verify::VerifyError>) -> D,
-    ) {
-        let segment = plan.segments[seg as usize].clone();
-        if single_segment || segment.expect.is_none() {
-            // The read-back checks a whole-file segment anyway; reading it twice would
-            // double the disk traffic of the largest files. Nothing to check without a digest.
-            let check = verify::SegmentCheck {
-                idx: seg,
-                expected: segment.expect.clone(),
-                actual: None,
-                ok: true,
-            };
-            tasks.spawn(async move { wrap(seg, Ok(check)) });
-            return;
-        }
-        let file = file.clone();
-        let pool = self.hash_pool.clone();
-        tasks.spawn(async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            pool.spawn(move || {
-                let _ = tx.send(verify::check_segment(&file, &segment));
-            });
-            let res = rx.await.unwrap_or_else(|_| {
-                Err(verify::VerifyError::Io {
-                    op: "check segment",
-                    path: std::path::PathBuf::new(),
-                    source: std::io::Error::other("hashing task panicked"),
-                })
-            });
-            wrap(seg, res)
-        });
     }
 
     async fn reset(
@@ -632,7 +575,9 @@ impl Engine {
         key: &FileKey,
         chunks: &[u32],
         state: &mut FileRunState,
+        tracker: &cursor::Tracker,
     ) -> Result<(), TransferError> {
+        tracker.reset(chunks);
         for &c in chunks {
             let lost = state.done[c as usize];
             state.done[c as usize] = 0;
@@ -784,7 +729,6 @@ struct FileRunState {
     crc: Vec<u32>,
     seg_verified: Vec<bool>,
     seg_retries: Vec<u32>,
-    readback_retries: u32,
     last_error: Option<String>,
 }
 
