@@ -21,7 +21,7 @@ use crate::planner::FilePlan;
 use crate::verify::{ReadBack, SegmentCheck, SequentialCheck};
 
 /// Size of one read of the cursor.
-const BUF_SIZE: usize = 1 << 20;
+const BUF_SIZE: usize = 512 << 10;
 /// Buffers in flight between the cursor and its SHA-256 thread.
 const BUFFERS: usize = 3;
 

@@ -68,7 +68,7 @@ impl Default for EngineConfig {
             file_patience: Duration::from_secs(30 * 60),
             max_verify_retries: 3,
             backoff: Backoff::default(),
-            write_buffer: 1 << 20,
+            write_buffer: 256 << 10,
         }
     }
 }
