@@ -527,6 +527,38 @@ mod tests {
         p
     }
 
+    /// Fed in pieces of any size, the incremental check reports every segment once, in
+    /// order, as soon as its end is passed, and ends with exactly the one-shot read-back.
+    #[test]
+    fn sequential_check_equals_read_back_whatever_the_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = data(700_001, 9);
+        let plan = md5_plan(&bytes, &[300_000, 0, 250_000, 150_001], 64 << 10);
+        bytes[400_000] ^= 1; // damage part 3
+        let path = write(dir.path(), &bytes);
+        let expected = read_back(&path, &plan).unwrap();
+        for piece in [1usize, 4096, 65_537, 300_000, 1 << 20] {
+            let mut check = SequentialCheck::new(&plan);
+            let mut reported: Vec<SegmentCheck> = check.take_completed();
+            let mut sha = crate::hashing::Sha256Hasher::new();
+            for slice in bytes.chunks(piece) {
+                let before = check.pos();
+                for c in check.feed(slice) {
+                    // Reported exactly when the fed bytes passed the segment's end.
+                    let end = plan.segments[c.idx as usize].range.end();
+                    assert!(end > before || end == 0 && before == 0, "late report of {}", c.idx);
+                    assert!(end <= check.pos());
+                    reported.push(c);
+                }
+                sha.update(slice);
+            }
+            assert_eq!(reported, expected.segments, "piece {piece}");
+            assert_eq!(check.finish(sha.finish()), expected, "piece {piece}");
+        }
+        assert!(!expected.all_ok());
+        assert_eq!(expected.bad_segments().map(|s| s.idx).collect::<Vec<_>>(), vec![2]);
+    }
+
     #[test]
     fn read_back_agrees_with_positioned_checks() {
         let dir = tempfile::tempdir().unwrap();
