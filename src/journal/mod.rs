@@ -30,6 +30,9 @@
 //! - `events(id, ts_ms, level, project_id, file_id, message)`: the newest
 //!   [`MAX_EVENTS`] events; older ones are deleted as new ones are written.
 //! - `runs(id, started_ms, ended_ms, version, command, pid, outcome)`.
+//! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
+//!   last_error, last_error_ms, stopped_ms)`: the one row the daemon keeps current
+//!   ([`DaemonRow`]), for `status`.
 //!
 //! # Locking
 //!
@@ -594,6 +597,29 @@ pub struct RunRow {
     pub outcome: Option<String>,
 }
 
+/// The daemon's state as it last recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonRow {
+    /// Process id.
+    pub pid: u32,
+    /// When this daemon started, ms since the epoch.
+    pub started_ms: i64,
+    /// When the row was last written (set by the journal).
+    pub updated_ms: i64,
+    /// `starting`, `running`, `bad-token`, `stopped`.
+    pub state: String,
+    /// A one-line summary of progress.
+    pub status: Option<String>,
+    /// Last successful discovery, ms since the epoch.
+    pub last_discovery_ms: Option<i64>,
+    /// The last error (never a token).
+    pub last_error: Option<String>,
+    /// When it happened, ms since the epoch.
+    pub last_error_ms: Option<i64>,
+    /// When the daemon stopped cleanly, ms since the epoch.
+    pub stopped_ms: Option<i64>,
+}
+
 /// Per-project summary for `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectTotals {
@@ -976,6 +1002,25 @@ impl Journal {
     pub fn project_totals(&self) -> Result<Vec<ProjectTotals>, JournalError> {
         self.read(read::project_totals)
     }
+
+    /// Changes a file's local path (e.g. when a replaced version is kept under another name).
+    pub async fn set_rel_path(&self, key: &FileKey, rel_path: String) -> Result<(), JournalError> {
+        self.send_unit(Op::SetRelPath {
+            key: key.clone(),
+            rel_path,
+        })
+        .await
+    }
+
+    /// Records the daemon's state (the one `daemon` row; `updated_ms` is set to now).
+    pub async fn put_daemon(&self, row: DaemonRow) -> Result<(), JournalError> {
+        self.send_unit(Op::PutDaemon(row)).await
+    }
+
+    /// The daemon's state, if a daemon ever ran.
+    pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
+        self.read(read::daemon)
+    }
 }
 
 /// A read-only view of a journal, for `status` and other commands that never write. It
@@ -1054,6 +1099,11 @@ impl JournalReader {
     /// The latest run, if any.
     pub fn last_run(&self) -> Result<Option<RunRow>, JournalError> {
         read::last_run(&self.conn)
+    }
+
+    /// The daemon's state, if a daemon ever ran.
+    pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
+        read::daemon(&self.conn)
     }
 }
 

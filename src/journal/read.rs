@@ -8,6 +8,7 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{
+    DaemonRow,
     EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow, ProjectTotals, RunRow,
     SqlContext as _, StoredPlan,
 };
@@ -490,4 +491,27 @@ pub(crate) fn last_run(conn: &Connection) -> Result<Option<RunRow>, JournalError
     })
     .optional()
     .sql_ctx("reading runs")
+}
+
+pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalError> {
+    conn.prepare_cached(
+        "SELECT pid, started_ms, updated_ms, state, status, last_discovery_ms, last_error, \
+         last_error_ms, stopped_ms FROM daemon WHERE id = 1",
+    )
+    .sql_ctx("reading the daemon state")?
+    .query_row([], |r| {
+        Ok(DaemonRow {
+            pid: get_u32(r, 0)?,
+            started_ms: r.get(1)?,
+            updated_ms: r.get(2)?,
+            state: r.get(3)?,
+            status: r.get(4)?,
+            last_discovery_ms: r.get(5)?,
+            last_error: r.get(6)?,
+            last_error_ms: r.get(7)?,
+            stopped_ms: r.get(8)?,
+        })
+    })
+    .optional()
+    .sql_ctx("reading the daemon state")
 }

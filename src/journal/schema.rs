@@ -107,6 +107,21 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             outcome    TEXT
         ) STRICT;
         "#,
+        // 2: the daemon's state, one row (`dxmirror status` shows it).
+        r#"
+        CREATE TABLE daemon (
+            id                INTEGER PRIMARY KEY CHECK (id = 1),
+            pid               INTEGER NOT NULL,
+            started_ms        INTEGER NOT NULL,
+            updated_ms        INTEGER NOT NULL,
+            state             TEXT NOT NULL,
+            status            TEXT,
+            last_discovery_ms INTEGER,
+            last_error        TEXT,
+            last_error_ms     INTEGER,
+            stopped_ms        INTEGER
+        ) STRICT;
+        "#,
     ]
 }
 

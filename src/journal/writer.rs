@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::read::parts_to_json;
 use super::{
-    now_ms, sql_u64, EventLevel, FileKey, FileListing, FileState, JournalError, ListingDiff,
+    now_ms, sql_u64, DaemonRow, EventLevel, FileKey, FileListing, FileState, JournalError, ListingDiff,
     ProjectRow, SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
 };
 use crate::model::{FileId, ProjectId};
@@ -72,6 +72,11 @@ pub(crate) enum Op {
         run: i64,
         outcome: String,
     },
+    SetRelPath {
+        key: FileKey,
+        rel_path: String,
+    },
+    PutDaemon(DaemonRow),
     /// Commit what came before, ack, and stop.
     Close,
 }
@@ -316,6 +321,38 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 .sql_ctx("ending a run")?
                 .execute(params![run, now_ms(), outcome])
                 .sql_ctx("ending a run")?;
+            Ok(Reply::Done)
+        }
+        Op::SetRelPath { key, rel_path } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE files SET rel_path = ?3, updated_ms = ?4 \
+                     WHERE project_id = ?1 AND file_id = ?2",
+                )
+                .sql_ctx("setting a file path")?
+                .execute(params![key.project, key.file, rel_path, now_ms()])
+                .sql_ctx("setting a file path")?;
+            known_file(n, key)
+        }
+        Op::PutDaemon(row) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO daemon (id, pid, started_ms, updated_ms, state, status, \
+                 last_discovery_ms, last_error, last_error_ms, stopped_ms) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .sql_ctx("recording the daemon state")?
+            .execute(params![
+                row.pid,
+                row.started_ms,
+                now_ms(),
+                row.state,
+                row.status,
+                row.last_discovery_ms,
+                row.last_error,
+                row.last_error_ms,
+                row.stopped_ms
+            ])
+            .sql_ctx("recording the daemon state")?;
             Ok(Reply::Done)
         }
         Op::Close => Ok(Reply::Done),
