@@ -9,6 +9,7 @@
 //! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
 
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod hashing;
 pub mod journal;

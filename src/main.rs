@@ -38,6 +38,13 @@ enum Command {
         /// Projects to mirror (default: the config's [[project]] list).
         projects: Vec<ProjectId>,
     },
+    /// Run unattended: discover projects, re-list them, mirror what is new, watch the inbox
+    /// (SIGHUP reloads the config; SIGTERM/SIGINT stop cleanly with exit status 0).
+    Daemon {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Show what the journal knows: projects, files, bytes, failures (read-only).
     Status {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
@@ -106,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { config, projects } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
+            dxmirror::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
             let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
             let summary = dxmirror::sync::run(
                 &cfg,
@@ -123,10 +131,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Daemon { config } => {
+            let path = config_path(config);
+            let shutdown = dxmirror::daemon::signals::terminate()
+                .context("cannot install signal handlers")?;
+            dxmirror::daemon::run(path, shutdown, dxmirror::daemon::Notifier::from_env())
+                .await
+                .context("daemon failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config, json } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
-            let text = dxmirror::status::render(&cfg.state_dir, json)?;
+            let text = dxmirror::status::render_with_config(&cfg, json)?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }

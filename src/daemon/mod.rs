@@ -1,0 +1,747 @@
+//! `dxmirror daemon`: the long-running mirror. One main loop takes one [`Event`] at a time
+//! (a timer tick, an inbox change, a reload, a finished project pass, shutdown) and decides
+//! what runs next; the work itself is `sync::project_pass`, run as one task per project.
+//!
+//! It owns scheduling (discovery, re-listing, the inbox rescan, queue order, the bad-token
+//! backoff), the daemon's row in the journal and its `sd_notify` messages. It must not do
+//! transfers, selection or inbox parsing itself, nor delete anything: a revoked, expired or
+//! removed project keeps its local copy until `dxmirror purge` is run.
+//!
+//! Everything is injected (config path, shutdown future, reload channel, notifier) so tests
+//! run the daemon in-process.
+
+pub mod fscheck;
+pub mod notify;
+pub mod signals;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, Date};
+use crate::journal::{DaemonRow, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState};
+use crate::lock::{LockError, WriterLock};
+use crate::model::{FileId, ProjectId};
+use crate::platform::{ApiDisposition, PlatformError, ProjectQuery};
+use crate::sync::{project_pass, PassContext, PassOptions, ProjectSummary, SyncError};
+
+pub use notify::Notifier;
+
+/// First wait after the token was refused; doubled on every refusal up to [`TOKEN_BACKOFF_MAX`].
+pub const TOKEN_BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// Longest wait between two tries of a refused token.
+pub const TOKEN_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// How often the `STATUS=` line and the daemon row are refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// Warn this many days before a project's `access-expires`.
+pub const EXPIRY_WARN_DAYS: i64 = 30;
+
+/// The daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config at start is unusable (a bad config on reload is refused, not fatal).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Another writer runs.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The state directory is on a network file system.
+    #[error(transparent)]
+    StateDir(#[from] fscheck::FsCheckError),
+    /// The journal failed: progress can no longer be recorded.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Everything the main loop reacts to. Closed: there is no other source of work.
+#[derive(Debug)]
+pub enum Event {
+    /// A timer is due (discovery, re-listing, inbox rescan, watchdog, status, token retry).
+    Tick,
+    /// Something changed in the watched drop-in directory.
+    InboxChanged,
+    /// SIGHUP: reload the config.
+    Reload,
+    /// A project pass ended.
+    ProjectDone(ProjectId, Result<ProjectSummary, SyncError>),
+    /// SIGTERM, SIGINT or the injected shutdown future.
+    Shutdown,
+}
+
+/// Why a project is known to the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Configured,
+    Discovered,
+    Inbox,
+    Journal,
+}
+
+// ---- part B: inbox (`src/inbox.rs`). Until it is merged the stub finds nothing;
+// integration replaces the body with `crate::inbox::scan(dir)` mapping
+// `InboxItem::Projects(p)` to `InboxWork::Projects(p)` and `InboxItem::Files(f)` to
+// `InboxWork::Files(f)` (it moves accepted and rejected files itself).
+
+/// Work found in the drop-in directory.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // constructed by part B's scan once merged
+enum InboxWork {
+    Projects(Vec<ProjectId>),
+    Files(Vec<(ProjectId, FileId)>),
+}
+
+/// part B: `crate::inbox::scan`.
+fn inbox_scan(_dir: &Path) -> Result<Vec<(PathBuf, InboxWork)>, String> {
+    Ok(Vec::new())
+}
+
+// ---- end of part B stub.
+
+/// Runs the daemon until `shutdown` resolves (or SIGTERM/SIGINT, which the caller wires into
+/// `shutdown`); SIGHUP reloads the config. Returns `Ok` after a clean stop.
+pub async fn run(
+    cfg_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+    notify: Notifier,
+) -> Result<(), DaemonError> {
+    let reloads = signals::reloads().map_err(DaemonError::Signals)?;
+    run_with(cfg_path, shutdown, reloads, notify).await
+}
+
+/// [`run`] with the reload requests injected (each `()` is one SIGHUP).
+pub async fn run_with(
+    cfg_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+    notify: Notifier,
+) -> Result<(), DaemonError> {
+    let cfg = Config::load(&cfg_path)?;
+    fscheck::require_local_state_dir(&cfg.state_dir)?;
+    let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
+    let journal = Journal::open(&cfg.state_dir)?;
+    let run_id = journal.start_run("daemon").await?;
+    let mut d = Daemon::new(cfg_path, cfg, journal.clone(), notify);
+    let result = d.main_loop(shutdown, &mut reloads).await;
+    d.tasks.shutdown().await;
+    d.row.state = "stopped".into();
+    d.row.stopped_ms = Some(now_ms());
+    let outcome = if result.is_ok() { "stopped" } else { "error" };
+    let _ = d.journal.put_daemon(d.row.clone()).await;
+    let _ = journal.end_run(run_id, outcome).await;
+    d.ctx = None;
+    journal.close().await?;
+    info!(outcome, "daemon stopped");
+    result
+}
+
+struct Daemon {
+    cfg_path: PathBuf,
+    cfg: Config,
+    journal: Journal,
+    notify: Notifier,
+    /// The pass context of the config in force; `None` while the token is unusable.
+    ctx: Option<Arc<PassContext>>,
+    known: BTreeMap<ProjectId, Source>,
+    due: BTreeSet<ProjectId>,
+    force: HashMap<ProjectId, HashSet<FileId>>,
+    running: HashSet<ProjectId>,
+    tasks: JoinSet<(ProjectId, Result<ProjectSummary, SyncError>)>,
+    next_discovery: Instant,
+    next_relist: Instant,
+    next_rescan: Instant,
+    next_status: Instant,
+    next_watchdog: Option<Instant>,
+    /// While the token is refused: when to try again, and the wait after that.
+    token_retry: Option<(Instant, Duration)>,
+    expiry_checked: Option<Date>,
+    row: DaemonRow,
+    inbox_rx: Option<mpsc::Receiver<()>>,
+    watcher: Option<::notify::RecommendedWatcher>,
+    ready_sent: bool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Daemon {
+    fn new(cfg_path: PathBuf, cfg: Config, journal: Journal, notify: Notifier) -> Daemon {
+        let now = Instant::now();
+        let row = DaemonRow {
+            pid: std::process::id(),
+            started_ms: now_ms(),
+            state: "starting".into(),
+            ..DaemonRow::default()
+        };
+        let next_watchdog = notify.watchdog_interval().map(|_| now);
+        Daemon {
+            cfg_path,
+            cfg,
+            journal,
+            notify,
+            ctx: None,
+            known: BTreeMap::new(),
+            due: BTreeSet::new(),
+            force: HashMap::new(),
+            running: HashSet::new(),
+            tasks: JoinSet::new(),
+            next_discovery: now,
+            next_relist: now,
+            next_rescan: now,
+            next_status: now,
+            next_watchdog,
+            token_retry: None,
+            expiry_checked: None,
+            row,
+            inbox_rx: None,
+            watcher: None,
+            ready_sent: false,
+        }
+    }
+
+    async fn main_loop(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        reloads: &mut mpsc::Receiver<()>,
+    ) -> Result<(), DaemonError> {
+        tokio::pin!(shutdown);
+        self.build_context().await?;
+        for p in self.cfg.projects.clone() {
+            self.known.insert(p, Source::Configured);
+        }
+        for p in self.journal.projects()? {
+            self.known.entry(p.id).or_insert(Source::Journal);
+        }
+        self.start_watch();
+        self.row.state = if self.token_retry.is_some() {
+            "bad-token".into()
+        } else {
+            "running".into()
+        };
+        self.journal.put_daemon(self.row.clone()).await?;
+        info!(config = %self.cfg_path.display(), projects = self.known.len(), discovery = self.cfg.discovery.enabled, "daemon started");
+        loop {
+            let deadline = self.next_deadline();
+            let has_tasks = !self.tasks.is_empty();
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown => Event::Shutdown,
+                Some(()) = reloads.recv() => Event::Reload,
+                Some(joined) = self.tasks.join_next(), if has_tasks => match joined {
+                    Ok((p, r)) => Event::ProjectDone(p, r),
+                    Err(e) => {
+                        error!(error = %e, "a project task panicked");
+                        Event::Tick
+                    }
+                },
+                Some(()) = recv_opt(&mut self.inbox_rx) => Event::InboxChanged,
+                _ = tokio::time::sleep_until(deadline.into()) => Event::Tick,
+            };
+            match event {
+                Event::Shutdown => {
+                    self.notify.stopping("stopping: interrupting transfers (their progress is journaled)");
+                    info!(running = self.running.len(), "stopping");
+                    return Ok(());
+                }
+                Event::Reload => self.reload().await?,
+                Event::ProjectDone(p, r) => self.project_done(p, r).await?,
+                Event::InboxChanged => {
+                    // Coalesce a burst of file events into one scan.
+                    if let Some(rx) = self.inbox_rx.as_mut() {
+                        while rx.try_recv().is_ok() {}
+                    }
+                    self.scan_inbox().await?;
+                }
+                Event::Tick => {}
+            }
+            if self.on_timers(&mut shutdown).await? {
+                self.notify.stopping("stopping");
+                info!(running = self.running.len(), "stopping");
+                return Ok(());
+            }
+            self.schedule();
+            if !self.ready_sent {
+                self.ready_sent = true;
+                let status = self.status_line();
+                self.notify.ready(&status);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = self.next_status;
+        if self.token_retry.is_none() {
+            if self.cfg.discovery.enabled {
+                d = d.min(self.next_discovery);
+            }
+            d = d.min(self.next_relist);
+        }
+        if self.cfg.watch.is_some() {
+            d = d.min(self.next_rescan);
+        }
+        if let Some(w) = self.next_watchdog {
+            d = d.min(w);
+        }
+        if let Some((at, _)) = self.token_retry {
+            d = d.min(at);
+        }
+        d
+    }
+
+    /// Everything whose time has come. Returns true when shutdown was requested meanwhile.
+    async fn on_timers(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<bool, DaemonError> {
+        let now = Instant::now();
+        if let (Some(at), Some(every)) = (self.next_watchdog, self.notify.watchdog_interval()) {
+            if now >= at {
+                self.notify.watchdog();
+                self.next_watchdog = Some(now + every);
+            }
+        }
+        if let Some((at, _)) = self.token_retry {
+            if now >= at {
+                info!("trying the API token again");
+                self.build_context().await?;
+            }
+        }
+        if self.token_retry.is_none() {
+            if self.cfg.discovery.enabled && now >= self.next_discovery {
+                self.next_discovery = now + self.cfg.discovery.interval;
+                // Discovery is an API call: keep it interruptible by shutdown.
+                tokio::select! {
+                    r = self.discover() => r?,
+                    _ = shutdown.as_mut() => return Ok(true),
+                }
+            }
+            if now >= self.next_relist {
+                self.next_relist = now + self.cfg.relist_interval;
+                let all: Vec<ProjectId> = self.known.keys().cloned().collect();
+                self.due.extend(all);
+            }
+        }
+        if let Some(w) = &self.cfg.watch {
+            if now >= self.next_rescan {
+                self.next_rescan = now + w.rescan;
+                self.scan_inbox().await?;
+            }
+        }
+        if self.expiry_checked != Some(Date::today()) {
+            self.expiry_checked = Some(Date::today());
+            self.check_expiry().await?;
+        }
+        if now >= self.next_status {
+            self.next_status = now + STATUS_EVERY;
+            self.publish_status().await?;
+        }
+        Ok(false)
+    }
+
+    /// (Re)builds the pass context from the config in force; a missing or refused token
+    /// pauses the daemon with a backoff instead of stopping it.
+    async fn build_context(&mut self) -> Result<(), DaemonError> {
+        let ctx = match PassContext::new(self.cfg.clone(), self.journal.clone()) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                self.token_failed(e.to_string()).await?;
+                return Ok(());
+            }
+        };
+        // Check the token now rather than at the first transfer.
+        match ctx.client.whoami().await {
+            Ok(_) => {
+                if self.token_retry.take().is_some() {
+                    info!("the API token is accepted again; resuming");
+                    self.row.state = "running".into();
+                    self.journal.put_daemon(self.row.clone()).await?;
+                }
+                self.ctx = Some(Arc::new(ctx));
+            }
+            Err(e) if e.api_disposition() == ApiDisposition::BadToken => {
+                self.token_failed(format!("the DNAnexus API rejected the token: {e}"))
+                    .await?;
+            }
+            Err(e) => {
+                // Not a token problem (network down, ...): go on; passes retry on their own.
+                warn!(error = %e, "cannot reach the API; continuing");
+                self.record_error(format!("cannot reach the API: {e}")).await?;
+                self.ctx = Some(Arc::new(ctx));
+            }
+        }
+        Ok(())
+    }
+
+    async fn token_failed(&mut self, message: String) -> Result<(), DaemonError> {
+        let wait = match self.token_retry {
+            Some((_, w)) => (w * 2).min(TOKEN_BACKOFF_MAX),
+            None => TOKEN_BACKOFF_MIN,
+        };
+        error!(error = %message, retry_in_s = wait.as_secs(), "API token unusable: no transfer runs until it is fixed (replace the token file or credential; it is re-read at every try)");
+        self.token_retry = Some((Instant::now() + wait, wait));
+        self.ctx = None;
+        self.row.state = "bad-token".into();
+        self.record_error(message).await
+    }
+
+    async fn record_error(&mut self, message: String) -> Result<(), DaemonError> {
+        self.row.last_error = Some(message.clone());
+        self.row.last_error_ms = Some(now_ms());
+        self.journal.put_daemon(self.row.clone()).await?;
+        self.journal
+            .event(EventLevel::Error, None, None, message)
+            .await?;
+        Ok(())
+    }
+
+    async fn discover(&mut self) -> Result<(), DaemonError> {
+        let Some(ctx) = self.ctx.clone() else {
+            return Ok(());
+        };
+        let d = &self.cfg.discovery;
+        let q = ProjectQuery {
+            level: d.level.clone(),
+            name_glob: d.name.clone(),
+            tags: d.tags.clone(),
+            properties: d.properties.clone(),
+        };
+        let started = Instant::now();
+        let found = match ctx.client.find_projects(&q).await {
+            Ok(found) => found,
+            Err(e) => return self.api_failure("discovery", e).await,
+        };
+        self.row.last_discovery_ms = Some(now_ms());
+        let mut new = 0usize;
+        for p in found {
+            if p.download_restricted {
+                let known = self.journal.project(&p.id)?;
+                if known.as_ref().is_none_or(|k| k.state != ProjectState::Restricted) {
+                    let msg = format!(
+                        "project {} ({:?}) is download-restricted: it is never downloaded",
+                        p.id, p.name
+                    );
+                    warn!(project_id = %p.id, "discovered a download-restricted project; it is reported, not mirrored");
+                    let mut row =
+                        ProjectRow::new(p.id.clone(), ProjectState::Restricted, Some(msg.clone()));
+                    row.name = p.name.clone();
+                    row.download_restricted = true;
+                    self.journal.upsert_project(row).await?;
+                    self.journal
+                        .event(EventLevel::Warn, Some(&p.id), None, msg)
+                        .await?;
+                }
+                self.known.remove(&p.id);
+                self.due.remove(&p.id);
+                continue;
+            }
+            if !self.known.contains_key(&p.id) {
+                new += 1;
+                info!(project_id = %p.id, name = %p.name, "new project discovered; queued");
+                self.journal
+                    .event(
+                        EventLevel::Info,
+                        Some(&p.id),
+                        None,
+                        format!("discovered project {:?}; queued", p.name),
+                    )
+                    .await?;
+                self.known.insert(p.id.clone(), Source::Discovered);
+                self.due.insert(p.id);
+            }
+        }
+        info!(new, elapsed_ms = started.elapsed().as_millis() as u64, "discovery done");
+        self.journal.put_daemon(self.row.clone()).await?;
+        Ok(())
+    }
+
+    async fn api_failure(&mut self, what: &str, e: PlatformError) -> Result<(), DaemonError> {
+        if e.api_disposition() == ApiDisposition::BadToken {
+            return self
+                .token_failed(format!("the DNAnexus API rejected the token: {e}"))
+                .await;
+        }
+        warn!(error = %e, what, "API call failed; will retry at the next interval");
+        self.record_error(format!("{what}: {e}")).await
+    }
+
+    async fn scan_inbox(&mut self) -> Result<(), DaemonError> {
+        let Some(w) = self.cfg.watch.clone() else {
+            return Ok(());
+        };
+        match inbox_scan(&w.dir) {
+            Ok(items) => {
+                for (path, work) in items {
+                    info!(path = %path.display(), "inbox file accepted; work queued");
+                    match work {
+                        InboxWork::Projects(ps) => {
+                            for p in ps {
+                                self.known.entry(p.clone()).or_insert(Source::Inbox);
+                                self.due.insert(p);
+                            }
+                        }
+                        InboxWork::Files(fs) => {
+                            for (p, f) in fs {
+                                self.known.entry(p.clone()).or_insert(Source::Inbox);
+                                self.force.entry(p.clone()).or_default().insert(f);
+                                self.due.insert(p);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(dir = %w.dir.display(), error = %e, "cannot scan the inbox");
+                self.record_error(format!("inbox {}: {e}", w.dir.display()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches the drop-in directory; events only make the next scan sooner.
+    fn start_watch(&mut self) {
+        use ::notify::Watcher as _;
+        self.watcher = None;
+        self.inbox_rx = None;
+        let Some(w) = &self.cfg.watch else {
+            return;
+        };
+        if let Err(e) = std::fs::create_dir_all(&w.dir) {
+            warn!(dir = %w.dir.display(), error = %e, "cannot create the inbox directory; relying on rescans");
+            return;
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let watcher = ::notify::recommended_watcher(
+            move |res: Result<::notify::Event, ::notify::Error>| {
+                if res.is_ok() {
+                    let _ = tx.try_send(());
+                }
+            },
+        );
+        match watcher {
+            Ok(mut watcher) => {
+                match watcher.watch(&w.dir, ::notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.watcher = Some(watcher);
+                        self.inbox_rx = Some(rx);
+                    }
+                    Err(e) => {
+                        warn!(dir = %w.dir.display(), error = %e, "cannot watch the inbox; relying on rescans")
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot watch the inbox; relying on rescans"),
+        }
+    }
+
+    async fn check_expiry(&mut self) -> Result<(), DaemonError> {
+        let today = Date::today();
+        for (p, s) in self.cfg.project_settings.clone() {
+            let Some(exp) = s.access_expires else {
+                continue;
+            };
+            let left = exp.days - today.days;
+            let msg = if left < 0 {
+                error!(project_id = %p, access_expires = %exp, "data access has expired: the agreement usually requires destroying the local copy (dxmirror purge PROJECT --yes)");
+                format!("data access expired on {exp}; the local copy is kept until `dxmirror purge {p} --yes`")
+            } else if left <= EXPIRY_WARN_DAYS {
+                warn!(project_id = %p, access_expires = %exp, days_left = left, "data access expires soon");
+                format!("data access expires on {exp} ({left} days left)")
+            } else {
+                continue;
+            };
+            self.journal
+                .event(EventLevel::Warn, Some(&p), None, msg)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn reload(&mut self) -> Result<(), DaemonError> {
+        self.notify.reloading();
+        let refused = |why: String| why;
+        let outcome = match Config::load(&self.cfg_path) {
+            Err(e) => Err(refused(e.to_string())),
+            Ok(c) if c.state_dir != self.cfg.state_dir || c.mirror_root != self.cfg.mirror_root => {
+                Err(refused(
+                    "state-dir and mirror-root cannot change on reload; restart the daemon"
+                        .into(),
+                ))
+            }
+            Ok(c) => Ok(c),
+        };
+        match outcome {
+            Err(why) => {
+                error!(reason = %why, "config reload refused; the previous config stays in force");
+                self.record_error(format!("config reload refused: {why}"))
+                    .await?;
+            }
+            Ok(new) => {
+                info!(config = %self.cfg_path.display(), "config reloaded");
+                let watch_changed = new.watch != self.cfg.watch;
+                self.cfg = new;
+                self.known.retain(|_, s| *s != Source::Configured);
+                for p in self.cfg.projects.clone() {
+                    self.known.insert(p.clone(), Source::Configured);
+                    self.due.insert(p);
+                }
+                self.token_retry = None;
+                self.build_context().await?;
+                if watch_changed {
+                    self.start_watch();
+                }
+                let now = Instant::now();
+                self.next_discovery = now;
+                self.journal
+                    .event(EventLevel::Info, None, None, "config reloaded".into())
+                    .await?;
+            }
+        }
+        let status = self.status_line();
+        self.notify.ready(&status);
+        Ok(())
+    }
+
+    async fn project_done(
+        &mut self,
+        p: ProjectId,
+        r: Result<ProjectSummary, SyncError>,
+    ) -> Result<(), DaemonError> {
+        self.running.remove(&p);
+        match r {
+            Ok(s) => {
+                if let Some(err) = &s.error {
+                    warn!(project_id = %p, error = %err, "project pass ended with an error");
+                    if let Some(row) = self.journal.project(&p)? {
+                        if matches!(row.state, ProjectState::Inaccessible | ProjectState::Gone) {
+                            self.record_error(format!("project {p}: {err}")).await?;
+                        }
+                    }
+                } else {
+                    info!(project_id = %p, verified = s.verified, fetched_now = s.fetched_now, bytes_now = s.bytes_now, problems = s.problems.len(), "project pass done");
+                }
+            }
+            Err(SyncError::BadToken(m)) => {
+                self.token_failed(format!("the DNAnexus API rejected the token: {m}"))
+                    .await?;
+                self.due.insert(p);
+            }
+            Err(SyncError::Transfer(crate::transfer::TransferError::BadToken(m))) => {
+                self.token_failed(format!("the DNAnexus API rejected the token: {m}"))
+                    .await?;
+                self.due.insert(p);
+            }
+            Err(SyncError::Journal(e)) => return Err(DaemonError::Journal(e)),
+            Err(SyncError::Transfer(crate::transfer::TransferError::Journal(e))) => {
+                return Err(DaemonError::Journal(e))
+            }
+            Err(e) => {
+                error!(project_id = %p, error = %e, "project pass failed; retried at the next re-listing");
+                self.record_error(format!("project {p}: {e}")).await?;
+            }
+        }
+        self.publish_status().await
+    }
+
+    /// Starts passes: the highest priority first; projects of the same priority run together
+    /// and share the connections (each pass gets an equal share of file slots when it
+    /// starts); a lower priority waits while a higher one is queued or running.
+    fn schedule(&mut self) {
+        let Some(ctx) = self.ctx.clone() else {
+            return;
+        };
+        if self.token_retry.is_some() {
+            return;
+        }
+        let prio = |p: &ProjectId| self.cfg.settings(p).priority;
+        let candidates: Vec<ProjectId> = self
+            .due
+            .iter()
+            .filter(|p| !self.running.contains(*p))
+            .cloned()
+            .collect();
+        let Some(top) = candidates
+            .iter()
+            .chain(self.running.iter())
+            .map(prio)
+            .max()
+        else {
+            return;
+        };
+        let mut start: Vec<ProjectId> = candidates.into_iter().filter(|p| prio(p) >= top).collect();
+        let max_conn = self.cfg.max_connections.max(1);
+        start.truncate(max_conn.saturating_sub(self.running.len()));
+        if start.is_empty() {
+            return;
+        }
+        let share = (max_conn / (self.running.len() + start.len())).max(1);
+        for p in start {
+            self.due.remove(&p);
+            self.running.insert(p.clone());
+            let opts = PassOptions {
+                max_files: share,
+                force: self.force.remove(&p).unwrap_or_default(),
+            };
+            let ctx = ctx.clone();
+            info!(project_id = %p, priority = prio(&p), max_files = share, "project pass started");
+            self.tasks.spawn(async move {
+                let r = project_pass(&ctx, &p, &opts).await;
+                (p, r)
+            });
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let totals = self.journal.project_totals().unwrap_or_default();
+        let (mut done, mut total, mut files, mut verified) = (0u64, 0u64, 0u64, 0u64);
+        for t in &totals {
+            done += t.bytes_done;
+            total += t.bytes_total;
+            files += t.n_files;
+            verified += t
+                .files_by_state
+                .iter()
+                .filter(|(s, _)| matches!(s, FileState::Verified | FileState::Unverified))
+                .map(|(_, n)| *n)
+                .sum::<u64>();
+        }
+        let mut s = format!(
+            "{} projects ({} running, {} queued); {verified}/{files} files done; {} of {}",
+            self.known.len(),
+            self.running.len(),
+            self.due.len(),
+            crate::config::human_bytes(done),
+            crate::config::human_bytes(total)
+        );
+        if self.token_retry.is_some() {
+            s.push_str("; API TOKEN REFUSED, retrying");
+        }
+        s
+    }
+
+    async fn publish_status(&mut self) -> Result<(), DaemonError> {
+        let status = self.status_line();
+        self.notify.status(&status);
+        self.row.status = Some(status);
+        self.journal.put_daemon(self.row.clone()).await?;
+        Ok(())
+    }
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
