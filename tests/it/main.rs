@@ -1,6 +1,7 @@
 //! The one integration-test binary: real SQLite files, real directories, real HTTP on
 //! loopback against the crate's DNAnexus sandbox. One binary keeps link times down.
 
+mod daemon;
 mod dxpy;
 mod faults;
 mod journal;
