@@ -722,7 +722,10 @@ mod tests {
         assert!(c.discovery.enabled);
         assert_eq!(c.discovery.interval, Duration::from_secs(300));
         assert_eq!(c.discovery.level, "VIEW");
-        assert_eq!(c.discovery.properties.get("k").map(String::as_str), Some("v"));
+        assert_eq!(
+            c.discovery.properties.get("k").map(String::as_str),
+            Some("v")
+        );
         assert_eq!(c.relist_interval, Duration::from_secs(7200));
         assert_eq!(c.watch.as_ref().unwrap().rescan, Duration::from_secs(60));
         let s = c.settings(&c.projects[0]);
@@ -734,6 +737,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("2027-02-30"), "{err}");
+    }
+
+    #[test]
+    fn the_annotated_example_config_parses() {
+        let text = include_str!("../config/dxmirror.toml");
+        let c = parse(text).unwrap();
+        assert!(c.discovery.enabled);
+        assert_eq!(c.discovery.tags, vec!["sjcp-project-data".to_owned()]);
+        assert_eq!(c.relist_interval, Duration::from_secs(3600));
+        assert!(c.watch.is_some());
+        assert_eq!(c.projects.len(), 1);
+        assert_eq!(c.settings(&c.projects[0]).priority, 10);
     }
 
     #[test]

@@ -133,8 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon { config } => {
             let path = config_path(config);
-            let shutdown = dxmirror::daemon::signals::terminate()
-                .context("cannot install signal handlers")?;
+            let shutdown =
+                dxmirror::daemon::signals::terminate().context("cannot install signal handlers")?;
             dxmirror::daemon::run(path, shutdown, dxmirror::daemon::Notifier::from_env())
                 .await
                 .context("daemon failed")?;

@@ -221,7 +221,11 @@ fn render_report(r: &StatusReport, json: bool) -> Result<String, StatusError> {
             out,
             "daemon: {}{} (pid {}, running since {}, updated {})",
             d.state,
-            if d.stale { ", NOT RESPONDING (no update for over a minute)" } else { "" },
+            if d.stale {
+                ", NOT RESPONDING (no update for over a minute)"
+            } else {
+                ""
+            },
             d.pid,
             fmt_ms(d.started_ms),
             fmt_ms(d.updated_ms)
@@ -232,7 +236,8 @@ fn render_report(r: &StatusReport, json: bool) -> Result<String, StatusError> {
         let _ = writeln!(
             out,
             "  last discovery: {}",
-            d.last_discovery_ms.map_or_else(|| "never".to_owned(), fmt_ms)
+            d.last_discovery_ms
+                .map_or_else(|| "never".to_owned(), fmt_ms)
         );
         if let Some(e) = &d.last_error {
             let _ = writeln!(

@@ -628,16 +628,17 @@ async fn sync_project(
             .file(&FileKey::new(project, &r.new))?
             .is_some_and(|f| matches!(f.state, FileState::Verified | FileState::Unverified));
         if new_done && pstore.final_path(&r.keep_as).exists() {
-            journal
-                .set_rel_path(&r.old, r.keep_as.to_string())
-                .await?;
+            journal.set_rel_path(&r.old, r.keep_as.to_string()).await?;
             info!(project_id = %project, file_id = %r.old.file, path = %r.keep_as, new_file_id = %r.new, "replaced upstream; previous version kept");
             journal
                 .event(
                     EventLevel::Info,
                     Some(project),
                     Some(&r.old.file),
-                    format!("replaced upstream by {}; previous version kept as {}", r.new, r.keep_as),
+                    format!(
+                        "replaced upstream by {}; previous version kept as {}",
+                        r.new, r.keep_as
+                    ),
                 )
                 .await?;
         }

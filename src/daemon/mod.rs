@@ -25,7 +25,9 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, Date};
-use crate::journal::{DaemonRow, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState};
+use crate::journal::{
+    DaemonRow, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState,
+};
 use crate::lock::{LockError, WriterLock};
 use crate::model::{FileId, ProjectId};
 use crate::platform::{ApiDisposition, PlatformError, ProjectQuery};
@@ -72,7 +74,7 @@ pub enum Event {
     /// SIGHUP: reload the config.
     Reload,
     /// A project pass ended.
-    ProjectDone(ProjectId, Result<ProjectSummary, SyncError>),
+    ProjectDone(ProjectId, Box<Result<ProjectSummary, SyncError>>),
     /// SIGTERM, SIGINT or the injected shutdown future.
     Shutdown,
 }
@@ -239,7 +241,7 @@ impl Daemon {
                 _ = &mut shutdown => Event::Shutdown,
                 Some(()) = reloads.recv() => Event::Reload,
                 Some(joined) = self.tasks.join_next(), if has_tasks => match joined {
-                    Ok((p, r)) => Event::ProjectDone(p, r),
+                    Ok((p, r)) => Event::ProjectDone(p, Box::new(r)),
                     Err(e) => {
                         error!(error = %e, "a project task panicked");
                         Event::Tick
@@ -250,12 +252,13 @@ impl Daemon {
             };
             match event {
                 Event::Shutdown => {
-                    self.notify.stopping("stopping: interrupting transfers (their progress is journaled)");
+                    self.notify
+                        .stopping("stopping: interrupting transfers (their progress is journaled)");
                     info!(running = self.running.len(), "stopping");
                     return Ok(());
                 }
                 Event::Reload => self.reload().await?,
-                Event::ProjectDone(p, r) => self.project_done(p, r).await?,
+                Event::ProjectDone(p, r) => self.project_done(p, *r).await?,
                 Event::InboxChanged => {
                     // Coalesce a burst of file events into one scan.
                     if let Some(rx) = self.inbox_rx.as_mut() {
@@ -376,7 +379,8 @@ impl Daemon {
             Err(e) => {
                 // Not a token problem (network down, ...): go on; passes retry on their own.
                 warn!(error = %e, "cannot reach the API; continuing");
-                self.record_error(format!("cannot reach the API: {e}")).await?;
+                self.record_error(format!("cannot reach the API: {e}"))
+                    .await?;
                 self.ctx = Some(Arc::new(ctx));
             }
         }
@@ -426,7 +430,10 @@ impl Daemon {
         for p in found {
             if p.download_restricted {
                 let known = self.journal.project(&p.id)?;
-                if known.as_ref().is_none_or(|k| k.state != ProjectState::Restricted) {
+                if known
+                    .as_ref()
+                    .is_none_or(|k| k.state != ProjectState::Restricted)
+                {
                     let msg = format!(
                         "project {} ({:?}) is download-restricted: it is never downloaded",
                         p.id, p.name
@@ -460,7 +467,11 @@ impl Daemon {
                 self.due.insert(p.id);
             }
         }
-        info!(new, elapsed_ms = started.elapsed().as_millis() as u64, "discovery done");
+        info!(
+            new,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "discovery done"
+        );
         self.journal.put_daemon(self.row.clone()).await?;
         Ok(())
     }
@@ -522,25 +533,22 @@ impl Daemon {
             return;
         }
         let (tx, rx) = mpsc::channel(16);
-        let watcher = ::notify::recommended_watcher(
-            move |res: Result<::notify::Event, ::notify::Error>| {
+        let watcher =
+            ::notify::recommended_watcher(move |res: Result<::notify::Event, ::notify::Error>| {
                 if res.is_ok() {
                     let _ = tx.try_send(());
                 }
-            },
-        );
+            });
         match watcher {
-            Ok(mut watcher) => {
-                match watcher.watch(&w.dir, ::notify::RecursiveMode::NonRecursive) {
-                    Ok(()) => {
-                        self.watcher = Some(watcher);
-                        self.inbox_rx = Some(rx);
-                    }
-                    Err(e) => {
-                        warn!(dir = %w.dir.display(), error = %e, "cannot watch the inbox; relying on rescans")
-                    }
+            Ok(mut watcher) => match watcher.watch(&w.dir, ::notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watcher = Some(watcher);
+                    self.inbox_rx = Some(rx);
                 }
-            }
+                Err(e) => {
+                    warn!(dir = %w.dir.display(), error = %e, "cannot watch the inbox; relying on rescans")
+                }
+            },
             Err(e) => warn!(error = %e, "cannot watch the inbox; relying on rescans"),
         }
     }
@@ -575,8 +583,7 @@ impl Daemon {
             Err(e) => Err(refused(e.to_string())),
             Ok(c) if c.state_dir != self.cfg.state_dir || c.mirror_root != self.cfg.mirror_root => {
                 Err(refused(
-                    "state-dir and mirror-root cannot change on reload; restart the daemon"
-                        .into(),
+                    "state-dir and mirror-root cannot change on reload; restart the daemon".into(),
                 ))
             }
             Ok(c) => Ok(c),
@@ -671,12 +678,7 @@ impl Daemon {
             .filter(|p| !self.running.contains(*p))
             .cloned()
             .collect();
-        let Some(top) = candidates
-            .iter()
-            .chain(self.running.iter())
-            .map(prio)
-            .max()
-        else {
+        let Some(top) = candidates.iter().chain(self.running.iter()).map(prio).max() else {
             return;
         };
         let mut start: Vec<ProjectId> = candidates.into_iter().filter(|p| prio(p) >= top).collect();

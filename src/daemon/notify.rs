@@ -68,7 +68,11 @@ impl Notifier {
 
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={}\nMAINPID={}", one_line(status), std::process::id()));
+        self.send(&format!(
+            "READY=1\nSTATUS={}\nMAINPID={}",
+            one_line(status),
+            std::process::id()
+        ));
     }
 
     /// `STATUS=...` (shown by `systemctl status`).

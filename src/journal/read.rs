@@ -8,9 +8,8 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{
-    DaemonRow,
-    EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow, ProjectTotals, RunRow,
-    SqlContext as _, StoredPlan,
+    DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow, ProjectTotals,
+    RunRow, SqlContext as _, StoredPlan,
 };
 use crate::model::{ByteRange, ProjectId, RemotePart, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};

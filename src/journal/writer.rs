@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::read::parts_to_json;
 use super::{
-    now_ms, sql_u64, DaemonRow, EventLevel, FileKey, FileListing, FileState, JournalError, ListingDiff,
-    ProjectRow, SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
+    now_ms, sql_u64, DaemonRow, EventLevel, FileKey, FileListing, FileState, JournalError,
+    ListingDiff, ProjectRow, SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
 };
 use crate::model::{FileId, ProjectId};
 use crate::planner::FilePlan;

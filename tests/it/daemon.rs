@@ -140,9 +140,15 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
 
     // A file added later (an extension addendum).
     let added = sandbox
-        .add_files(&p, vec![FileSpec::new("/restricted/CNV", "SJ001.cnv", 50_000)])
+        .add_files(
+            &p,
+            vec![FileSpec::new("/restricted/CNV", "SJ001.cnv", 50_000)],
+        )
         .unwrap();
-    wait_for("the added file to be mirrored", T, || all_verified(&env, &p, 3)).await;
+    wait_for("the added file to be mirrored", T, || {
+        all_verified(&env, &p, 3)
+    })
+    .await;
     let dir = project_dir(&env, &p);
     assert_eq!(
         std::fs::read(dir.join("restricted/CNV/SJ001.cnv")).unwrap(),
@@ -168,8 +174,16 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
     let kept = format!("restricted/gVCF/{}__SJ001.g.vcf.gz", old_row.file_id);
     wait_for("the replaced file to be handled", T, || {
         let r = reader(&env)?;
-        let new = r.files(&p).ok()?.into_iter().find(|f| f.file_id == new_id)?;
-        let old = r.files(&p).ok()?.into_iter().find(|f| f.file_id == old_row.file_id)?;
+        let new = r
+            .files(&p)
+            .ok()?
+            .into_iter()
+            .find(|f| f.file_id == new_id)?;
+        let old = r
+            .files(&p)
+            .ok()?
+            .into_iter()
+            .find(|f| f.file_id == old_row.file_id)?;
         (new.state == FileState::Verified && old.rel_path == kept).then_some(())
     })
     .await;
@@ -183,10 +197,16 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
 
     running.stop().await.unwrap();
     let r = reader(&env).unwrap();
-    assert!(r.project(&untagged).unwrap().is_none(), "untagged project mirrored");
+    assert!(
+        r.project(&untagged).unwrap().is_none(),
+        "untagged project mirrored"
+    );
     assert!(r.project(&restricted).unwrap().unwrap().dir_name.is_none());
     assert_eq!(r.daemon().unwrap().unwrap().state, "stopped");
-    assert_eq!(r.last_run().unwrap().unwrap().outcome.as_deref(), Some("stopped"));
+    assert_eq!(
+        r.last_run().unwrap().unwrap().outcome.as_deref(),
+        Some("stopped")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +226,10 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
         "[relist]\ninterval = \"100ms\"\n",
     );
     let running = Running::start(&env, Notifier::disabled());
-    wait_for("the project to be mirrored", T, || all_verified(&env, &p, 2)).await;
+    wait_for("the project to be mirrored", T, || {
+        all_verified(&env, &p, 2)
+    })
+    .await;
     let dir = project_dir(&env, &p);
     let before = files_under(&dir);
     assert!(before.len() >= 3, "{before:?}"); // two files and the manifest
@@ -233,7 +256,10 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     assert!(status.status.success(), "{text}");
     assert!(text.contains("daemon: bad-token"), "{text}");
     assert!(text.contains("inaccessible"), "{text}");
-    assert!(!text.contains(&sandbox.token()), "status must not print a token");
+    assert!(
+        !text.contains(&sandbox.token()),
+        "status must not print a token"
+    );
     running.stop().await.unwrap();
     assert_eq!(files_under(&dir), before, "nothing may be deleted");
 }
@@ -263,7 +289,9 @@ async fn notify_socket_gets_ready_status_watchdog_and_stopping() {
             .unwrap();
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         ready |= msg.lines().any(|l| l == "READY=1");
-        status |= msg.lines().any(|l| l.starts_with("STATUS=") && l.contains("projects"));
+        status |= msg
+            .lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("projects"));
         watchdog += usize::from(msg.lines().any(|l| l == "WATCHDOG=1"));
     }
     running.stop().await.unwrap();
@@ -369,7 +397,11 @@ async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_f
     .await;
 
     // SIGHUP with an invalid config: refused, logged, the daemon keeps going.
-    std::fs::write(&env.config_path, format!("{good_config}\nno-such-key = 1\n")).unwrap();
+    std::fs::write(
+        &env.config_path,
+        format!("{good_config}\nno-such-key = 1\n"),
+    )
+    .unwrap();
     signal(&child, rustix::process::Signal::HUP);
     wait_for("the refused reload to be logged", T, || {
         let text = std::fs::read_to_string(&log).ok()?;
