@@ -271,11 +271,31 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(n_tables, 6);
+        assert_eq!(n_tables, 7);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_version_1_journal_gains_the_daemon_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(migrations()[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, current_version());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM daemon", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]
