@@ -44,6 +44,10 @@ pub struct DaemonLine {
     pub last_error: Option<String>,
     /// When, ms since the epoch.
     pub last_error_ms: Option<i64>,
+    /// Download rate over the last few seconds, bytes per second.
+    pub bytes_per_s: Option<i64>,
+    /// Estimated seconds to mirror what is known and left, at that rate.
+    pub eta_s: Option<u64>,
 }
 
 /// One run of a writer.
@@ -143,6 +147,8 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
         last_discovery_ms: d.last_discovery_ms,
         last_error: d.last_error,
         last_error_ms: d.last_error_ms,
+        bytes_per_s: d.bytes_per_s,
+        eta_s: None,
     });
     let today = Date::today();
     let last_run = reader.last_run()?.map(|r| RunLine {
@@ -193,6 +199,18 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
             reason: f.reason.clone().unwrap_or_default(),
         })
         .collect();
+    let mut daemon = daemon;
+    if let Some(d) = daemon.as_mut() {
+        let left: u64 = projects
+            .iter()
+            .filter(|p| p.state == "active")
+            .map(|p| p.bytes_total.saturating_sub(p.bytes_done))
+            .sum();
+        d.eta_s = match d.bytes_per_s {
+            Some(r) if r > 0 && d.state == "running" && !d.stale => Some(left / r as u64),
+            _ => None,
+        };
+    }
     Ok(StatusReport {
         daemon,
         last_run,
@@ -232,6 +250,19 @@ fn render_report(r: &StatusReport, json: bool) -> Result<String, StatusError> {
         );
         if let Some(s) = &d.status {
             let _ = writeln!(out, "  {s}");
+        }
+        if let Some(rate) = d.bytes_per_s.filter(|_| d.state == "running" && !d.stale) {
+            let _ = writeln!(
+                out,
+                "  rate: {}/s{}",
+                human_bytes(rate.max(0) as u64),
+                d.eta_s
+                    .map(|e| format!(
+                        ", about {} left",
+                        humantime::format_duration(std::time::Duration::from_secs(e))
+                    ))
+                    .unwrap_or_default()
+            );
         }
         let _ = writeln!(
             out,

@@ -167,6 +167,8 @@ struct Daemon {
     expiry_checked: Option<Date>,
     row: DaemonRow,
     inbox_rx: Option<mpsc::Receiver<()>>,
+    /// The last rate sample: when, the engine it came from, its byte counter.
+    rate_sample: Option<(Instant, usize, u64)>,
     watcher: Option<::notify::RecommendedWatcher>,
     ready_sent: bool,
 }
@@ -207,6 +209,7 @@ impl Daemon {
             expiry_checked: None,
             row,
             inbox_rx: None,
+            rate_sample: None,
             watcher: None,
             ready_sent: false,
         }
@@ -400,6 +403,16 @@ impl Daemon {
     }
 
     async fn record_error(&mut self, message: String) -> Result<(), DaemonError> {
+        // The same error again within ten minutes (a relist of an inaccessible project, a
+        // token retry) is not written again: the event history stays readable.
+        let repeat = self.row.last_error.as_deref() == Some(message.as_str())
+            && self
+                .row
+                .last_error_ms
+                .is_some_and(|t| now_ms() - t < 600_000);
+        if repeat {
+            return Ok(());
+        }
         self.row.last_error = Some(message.clone());
         self.row.last_error_ms = Some(now_ms());
         self.journal.put_daemon(self.row.clone()).await?;
@@ -599,6 +612,9 @@ impl Daemon {
                 let watch_changed = new.watch != self.cfg.watch;
                 self.cfg = new;
                 self.known.retain(|_, s| *s != Source::Configured);
+                for p in self.journal.projects()? {
+                    self.known.entry(p.id).or_insert(Source::Journal);
+                }
                 for p in self.cfg.projects.clone() {
                     self.known.insert(p.clone(), Source::Configured);
                     self.due.insert(p);
@@ -672,22 +688,7 @@ impl Daemon {
             return;
         }
         let prio = |p: &ProjectId| self.cfg.settings(p).priority;
-        let candidates: Vec<ProjectId> = self
-            .due
-            .iter()
-            .filter(|p| !self.running.contains(*p))
-            .cloned()
-            .collect();
-        let Some(top) = candidates.iter().chain(self.running.iter()).map(prio).max() else {
-            return;
-        };
-        let mut start: Vec<ProjectId> = candidates.into_iter().filter(|p| prio(p) >= top).collect();
-        let max_conn = self.cfg.max_connections.max(1);
-        start.truncate(max_conn.saturating_sub(self.running.len()));
-        if start.is_empty() {
-            return;
-        }
-        let share = (max_conn / (self.running.len() + start.len())).max(1);
+        let (start, share) = pick(&self.due, &self.running, &prio, self.cfg.max_connections);
         for p in start {
             self.due.remove(&p);
             self.running.insert(p.clone());
@@ -733,6 +734,20 @@ impl Daemon {
     }
 
     async fn publish_status(&mut self) -> Result<(), DaemonError> {
+        if let Some(ctx) = &self.ctx {
+            let now = Instant::now();
+            let engine_id = Arc::as_ptr(&ctx.engine) as usize;
+            let bytes = ctx.engine.progress().snapshot().bytes_done;
+            if let Some((t, id, b)) = self.rate_sample {
+                let secs = now.duration_since(t).as_secs_f64();
+                if id == engine_id && secs > 0.5 {
+                    self.row.bytes_per_s = Some((bytes.saturating_sub(b) as f64 / secs) as i64);
+                }
+            }
+            self.rate_sample = Some((now, engine_id, bytes));
+        } else {
+            self.row.bytes_per_s = None;
+        }
         let status = self.status_line();
         self.notify.status(&status);
         self.row.status = Some(status);
@@ -741,9 +756,78 @@ impl Daemon {
     }
 }
 
+/// The queue order: which queued projects start now, and the file slots each gets. A project
+/// starts when its priority is at least the highest among queued and running ones; equal
+/// priorities run together; at most `max_connections` passes run; the slots are an equal
+/// share of `max_connections` among the passes running.
+fn pick(
+    due: &BTreeSet<ProjectId>,
+    running: &HashSet<ProjectId>,
+    prio: &dyn Fn(&ProjectId) -> i64,
+    max_connections: usize,
+) -> (Vec<ProjectId>, usize) {
+    let candidates: Vec<&ProjectId> = due.iter().filter(|p| !running.contains(*p)).collect();
+    let Some(top) = candidates
+        .iter()
+        .copied()
+        .chain(running.iter())
+        .map(prio)
+        .max()
+    else {
+        return (Vec::new(), 0);
+    };
+    let max_conn = max_connections.max(1);
+    let mut start: Vec<ProjectId> = candidates
+        .into_iter()
+        .filter(|p| prio(p) >= top)
+        .cloned()
+        .collect();
+    // Among equals, the queue is in id order; stable across ticks.
+    start.truncate(max_conn.saturating_sub(running.len()));
+    let share = (max_conn / (running.len() + start.len()).max(1)).max(1);
+    (start, share)
+}
+
 async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(n: u8) -> ProjectId {
+        format!("project-{}", format!("{n:02}").repeat(12))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn higher_priority_first_equal_priorities_share() {
+        let (a, b, c) = (pid(1), pid(2), pid(3));
+        let prio = |p: &ProjectId| if *p == c { 10 } else { 0 };
+        let due: BTreeSet<ProjectId> = [a.clone(), b.clone(), c.clone()].into();
+        let (start, share) = pick(&due, &HashSet::new(), &prio, 16);
+        assert_eq!(start, vec![c.clone()]);
+        assert_eq!(share, 16);
+        // While the high-priority project runs, the others wait.
+        let running: HashSet<ProjectId> = [c.clone()].into();
+        let due: BTreeSet<ProjectId> = [a.clone(), b.clone()].into();
+        assert!(pick(&due, &running, &prio, 16).0.is_empty());
+        // Then the two equal ones start together with half the connections each.
+        let (start, share) = pick(&due, &HashSet::new(), &prio, 16);
+        assert_eq!(start, vec![a, b]);
+        assert_eq!(share, 8);
+    }
+
+    #[test]
+    fn never_more_passes_than_connections() {
+        let due: BTreeSet<ProjectId> = (1..=5).map(pid).collect();
+        let (start, share) = pick(&due, &HashSet::new(), &|_| 0, 2);
+        assert_eq!(start.len(), 2);
+        assert_eq!(share, 1);
     }
 }

@@ -31,7 +31,7 @@
 //!   [`MAX_EVENTS`] events; older ones are deleted as new ones are written.
 //! - `runs(id, started_ms, ended_ms, version, command, pid, outcome)`.
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
-//!   last_error, last_error_ms, stopped_ms)`: the one row the daemon keeps current
+//!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
 //!   ([`DaemonRow`]), for `status`.
 //!
 //! # Locking
@@ -618,6 +618,8 @@ pub struct DaemonRow {
     pub last_error_ms: Option<i64>,
     /// When the daemon stopped cleanly, ms since the epoch.
     pub stopped_ms: Option<i64>,
+    /// Download rate over the last few seconds, bytes per second.
+    pub bytes_per_s: Option<i64>,
 }
 
 /// Per-project summary for `status`.

@@ -495,7 +495,7 @@ pub(crate) fn last_run(conn: &Connection) -> Result<Option<RunRow>, JournalError
 pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalError> {
     conn.prepare_cached(
         "SELECT pid, started_ms, updated_ms, state, status, last_discovery_ms, last_error, \
-         last_error_ms, stopped_ms FROM daemon WHERE id = 1",
+         last_error_ms, stopped_ms, bytes_per_s FROM daemon WHERE id = 1",
     )
     .sql_ctx("reading the daemon state")?
     .query_row([], |r| {
@@ -509,6 +509,7 @@ pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalErro
             last_error: r.get(6)?,
             last_error_ms: r.get(7)?,
             stopped_ms: r.get(8)?,
+            bytes_per_s: r.get(9)?,
         })
     })
     .optional()

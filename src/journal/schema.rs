@@ -119,7 +119,8 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             last_discovery_ms INTEGER,
             last_error        TEXT,
             last_error_ms     INTEGER,
-            stopped_ms        INTEGER
+            stopped_ms        INTEGER,
+            bytes_per_s       INTEGER
         ) STRICT;
         "#,
     ]

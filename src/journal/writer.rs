@@ -337,8 +337,8 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
         Op::PutDaemon(row) => {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO daemon (id, pid, started_ms, updated_ms, state, status, \
-                 last_discovery_ms, last_error, last_error_ms, stopped_ms) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 last_discovery_ms, last_error, last_error_ms, stopped_ms, bytes_per_s) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .sql_ctx("recording the daemon state")?
             .execute(params![
@@ -350,7 +350,8 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 row.last_discovery_ms,
                 row.last_error,
                 row.last_error_ms,
-                row.stopped_ms
+                row.stopped_ms,
+                row.bytes_per_s
             ])
             .sql_ctx("recording the daemon state")?;
             Ok(Reply::Done)

@@ -192,8 +192,12 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
         sandbox.content(&new_id, ByteRange::new(0, 120_000))
     );
     assert_eq!(std::fs::read(dir.join(&kept)).unwrap(), old_bytes);
-    let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
-    assert!(manifest.contains(&kept), "{manifest}");
+    // The manifest is rewritten at the end of the pass that recorded the kept name.
+    wait_for("the manifest to list the kept version", T, || {
+        let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
+        (manifest.contains(&kept) && manifest.contains("restricted/CNV/SJ001.cnv")).then_some(())
+    })
+    .await;
 
     running.stop().await.unwrap();
     let r = reader(&env).unwrap();
@@ -219,11 +223,15 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
                 .file(FileSpec::new("/", "b.txt", 3_000)),
         )
         .unwrap();
+    // An agreement that has already ended: reported, nothing deleted.
     let env = env_with(
         sandbox.api_url(),
         sandbox.token(),
-        vec![p.clone()],
-        "[relist]\ninterval = \"100ms\"\n",
+        Vec::new(),
+        &format!(
+            "[relist]\ninterval = \"100ms\"\n\
+             [[project]]\nid = \"{p}\"\naccess-expires = \"2020-01-01\"\n"
+        ),
     );
     let running = Running::start(&env, Notifier::disabled());
     wait_for("the project to be mirrored", T, || {
@@ -231,8 +239,11 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     })
     .await;
     let dir = project_dir(&env, &p);
-    let before = files_under(&dir);
-    assert!(before.len() >= 3, "{before:?}"); // two files and the manifest
+    let before = wait_for("the manifest", T, || {
+        let files = files_under(&dir);
+        (files.len() == 3).then_some(files) // two files and the manifest
+    })
+    .await;
 
     sandbox.set_revoked(&p, true);
     wait_for("the project to be marked inaccessible", T, || {
@@ -256,9 +267,22 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     assert!(status.status.success(), "{text}");
     assert!(text.contains("daemon: bad-token"), "{text}");
     assert!(text.contains("inaccessible"), "{text}");
+    assert!(text.contains("access expired on 2020-01-01"), "{text}");
     assert!(
         !text.contains(&sandbox.token()),
         "status must not print a token"
+    );
+    let json = env.bin(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["daemon"]["state"], "bad-token");
+    assert_eq!(v["projects"][0]["state"], "inaccessible");
+    assert_eq!(v["projects"][0]["access_expires"], "2020-01-01");
+    let events = reader(&env).unwrap().recent_events(200).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("access expired on 2020-01-01")),
+        "{events:?}"
     );
     running.stop().await.unwrap();
     assert_eq!(files_under(&dir), before, "nothing may be deleted");
