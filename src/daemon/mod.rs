@@ -403,22 +403,21 @@ impl Daemon {
     }
 
     async fn record_error(&mut self, message: String) -> Result<(), DaemonError> {
-        // The same error again within ten minutes (a relist of an inaccessible project, a
-        // token retry) is not written again: the event history stays readable.
+        // The same error again within ten minutes of its last occurrence (a relist of an
+        // inaccessible project, a token retry) adds no event: the history stays readable.
         let repeat = self.row.last_error.as_deref() == Some(message.as_str())
             && self
                 .row
                 .last_error_ms
                 .is_some_and(|t| now_ms() - t < 600_000);
-        if repeat {
-            return Ok(());
-        }
         self.row.last_error = Some(message.clone());
         self.row.last_error_ms = Some(now_ms());
         self.journal.put_daemon(self.row.clone()).await?;
-        self.journal
-            .event(EventLevel::Error, None, None, message)
-            .await?;
+        if !repeat {
+            self.journal
+                .event(EventLevel::Error, None, None, message)
+                .await?;
+        }
         Ok(())
     }
 
