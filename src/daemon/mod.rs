@@ -221,21 +221,15 @@ impl Daemon {
         reloads: &mut mpsc::Receiver<()>,
     ) -> Result<(), DaemonError> {
         tokio::pin!(shutdown);
-        self.build_context().await?;
-        for p in self.cfg.projects.clone() {
-            self.known.insert(p, Source::Configured);
+        // Every step may wait on the network or the journal: shutdown interrupts it (an
+        // abandoned step loses nothing the journal claims) and the watchdog keeps being fed
+        // while the loop itself is responsive.
+        let notify = self.notify.clone();
+        let wd = notify.watchdog_interval();
+        match guarded(&mut shutdown, &notify, wd, self.start()).await {
+            None => return self.stop_requested(),
+            Some(r) => r?,
         }
-        for p in self.journal.projects()? {
-            self.known.entry(p.id).or_insert(Source::Journal);
-        }
-        self.start_watch();
-        self.row.state = if self.token_retry.is_some() {
-            "bad-token".into()
-        } else {
-            "running".into()
-        };
-        self.journal.put_daemon(self.row.clone()).await?;
-        info!(config = %self.cfg_path.display(), projects = self.known.len(), discovery = self.cfg.discovery.enabled, "daemon started");
         loop {
             let deadline = self.next_deadline();
             let has_tasks = !self.tasks.is_empty();
@@ -253,36 +247,64 @@ impl Daemon {
                 Some(()) = recv_opt(&mut self.inbox_rx) => Event::InboxChanged,
                 _ = tokio::time::sleep_until(deadline.into()) => Event::Tick,
             };
-            match event {
-                Event::Shutdown => {
-                    self.notify
-                        .stopping("stopping: interrupting transfers (their progress is journaled)");
-                    info!(running = self.running.len(), "stopping");
-                    return Ok(());
-                }
-                Event::Reload => self.reload().await?,
-                Event::ProjectDone(p, r) => self.project_done(p, *r).await?,
-                Event::InboxChanged => {
-                    // Coalesce a burst of file events into one scan.
-                    if let Some(rx) = self.inbox_rx.as_mut() {
-                        while rx.try_recv().is_ok() {}
-                    }
-                    self.scan_inbox().await?;
-                }
-                Event::Tick => {}
+            if matches!(event, Event::Shutdown) {
+                return self.stop_requested();
             }
-            if self.on_timers(&mut shutdown).await? {
-                self.notify.stopping("stopping");
-                info!(running = self.running.len(), "stopping");
-                return Ok(());
-            }
-            self.schedule();
-            if !self.ready_sent {
-                self.ready_sent = true;
-                let status = self.status_line();
-                self.notify.ready(&status);
+            match guarded(&mut shutdown, &notify, wd, self.step(event)).await {
+                None => return self.stop_requested(),
+                Some(r) => r?,
             }
         }
+    }
+
+    fn stop_requested(&self) -> Result<(), DaemonError> {
+        self.notify
+            .stopping("stopping: interrupting transfers (their progress is journaled)");
+        info!(running = self.running.len(), "stopping");
+        Ok(())
+    }
+
+    async fn start(&mut self) -> Result<(), DaemonError> {
+        self.build_context().await?;
+        for p in self.cfg.projects.clone() {
+            self.known.insert(p, Source::Configured);
+        }
+        for p in self.journal.projects()? {
+            self.known.entry(p.id).or_insert(Source::Journal);
+        }
+        self.start_watch();
+        self.row.state = if self.token_retry.is_some() {
+            "bad-token".into()
+        } else {
+            "running".into()
+        };
+        self.journal.put_daemon(self.row.clone()).await?;
+        info!(config = %self.cfg_path.display(), projects = self.known.len(), discovery = self.cfg.discovery.enabled, "daemon started");
+        Ok(())
+    }
+
+    /// Handles one event, then the due timers, then starts what may start.
+    async fn step(&mut self, event: Event) -> Result<(), DaemonError> {
+        match event {
+            Event::Shutdown | Event::Tick => {}
+            Event::Reload => self.reload().await?,
+            Event::ProjectDone(p, r) => self.project_done(p, *r).await?,
+            Event::InboxChanged => {
+                // Coalesce a burst of file events into one scan.
+                if let Some(rx) = self.inbox_rx.as_mut() {
+                    while rx.try_recv().is_ok() {}
+                }
+                self.scan_inbox().await?;
+            }
+        }
+        self.on_timers().await?;
+        self.schedule();
+        if !self.ready_sent {
+            self.ready_sent = true;
+            let status = self.status_line();
+            self.notify.ready(&status);
+        }
+        Ok(())
     }
 
     fn next_deadline(&self) -> Instant {
@@ -305,11 +327,8 @@ impl Daemon {
         d
     }
 
-    /// Everything whose time has come. Returns true when shutdown was requested meanwhile.
-    async fn on_timers(
-        &mut self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<bool, DaemonError> {
+    /// Everything whose time has come.
+    async fn on_timers(&mut self) -> Result<(), DaemonError> {
         let now = Instant::now();
         if let (Some(at), Some(every)) = (self.next_watchdog, self.notify.watchdog_interval()) {
             if now >= at {
@@ -326,11 +345,7 @@ impl Daemon {
         if self.token_retry.is_none() {
             if self.cfg.discovery.enabled && now >= self.next_discovery {
                 self.next_discovery = now + self.cfg.discovery.interval;
-                // Discovery is an API call: keep it interruptible by shutdown.
-                tokio::select! {
-                    r = self.discover() => r?,
-                    _ = shutdown.as_mut() => return Ok(true),
-                }
+                self.discover().await?;
             }
             if now >= self.next_relist {
                 self.next_relist = now + self.cfg.relist_interval;
@@ -352,7 +367,7 @@ impl Daemon {
             self.next_status = now + STATUS_EVERY;
             self.publish_status().await?;
         }
-        Ok(false)
+        Ok(())
     }
 
     /// (Re)builds the pass context from the config in force; a missing or refused token
@@ -785,6 +800,30 @@ fn pick(
     start.truncate(max_conn.saturating_sub(running.len()));
     let share = (max_conn / (running.len() + start.len()).max(1)).max(1);
     (start, share)
+}
+
+/// Runs `work` unless shutdown comes first (`None`), feeding the watchdog meanwhile.
+async fn guarded<T>(
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    notify: &Notifier,
+    watchdog: Option<Duration>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        let feed = async {
+            match watchdog {
+                Some(w) => tokio::time::sleep(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return None,
+            r = &mut work => return Some(r),
+            _ = feed => notify.watchdog(),
+        }
+    }
 }
 
 async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
