@@ -385,6 +385,8 @@ impl Daemon {
             Ok(_) => {
                 if self.token_retry.take().is_some() {
                     info!("the API token is accepted again; resuming");
+                }
+                if self.row.state != "running" && self.row.state != "starting" {
                     self.row.state = "running".into();
                     self.journal.put_daemon(self.row.clone()).await?;
                 }
@@ -633,7 +635,7 @@ impl Daemon {
                     self.known.insert(p.clone(), Source::Configured);
                     self.due.insert(p);
                 }
-                self.token_retry = None;
+                // A refused token is tried again now (the operator may have replaced it).
                 self.build_context().await?;
                 if watch_changed {
                     self.start_watch();

@@ -22,7 +22,7 @@ const T: Duration = Duration::from_secs(20);
 /// A daemon running in this process.
 struct Running {
     stop: Option<oneshot::Sender<()>>,
-    _reload: mpsc::Sender<()>,
+    reload: mpsc::Sender<()>,
     handle: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
 
@@ -41,7 +41,7 @@ impl Running {
         ));
         Running {
             stop: Some(stop),
-            _reload: reload,
+            reload,
             handle,
         }
     }
@@ -284,8 +284,63 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
             .any(|e| e.message.contains("access expired on 2020-01-01")),
         "{events:?}"
     );
+
+    // The operator installs the new token and reloads: the daemon resumes at once, and the
+    // project, readable again, is active.
+    std::fs::write(
+        env.dir.path().join("token"),
+        "a-rotated-token-the-daemon-does-not-have",
+    )
+    .unwrap();
+    sandbox.set_revoked(&p, false);
+    running.reload.send(()).await.unwrap();
+    wait_for("the daemon to resume with the new token", T, || {
+        let r = reader(&env)?;
+        let d = r.daemon().ok()??;
+        let row = r.project(&p).ok()??;
+        (d.state == "running" && row.state == ProjectState::Active).then_some(())
+    })
+    .await;
     running.stop().await.unwrap();
     assert_eq!(files_under(&dir), before, "nothing may be deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_an_invalid_config_and_applies_a_valid_one() {
+    let sandbox = empty_sandbox().await;
+    let a = sandbox
+        .add_project(ProjectSpec::new("SJC-A").file(FileSpec::new("/", "a.txt", 5_000)))
+        .unwrap();
+    let b = sandbox
+        .add_project(ProjectSpec::new("SJC-B").file(FileSpec::new("/", "b.txt", 7_000)))
+        .unwrap();
+    let env = env_with(sandbox.api_url(), sandbox.token(), vec![a.clone()], "");
+    let good = std::fs::read_to_string(&env.config_path).unwrap();
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("A mirrored", T, || all_verified(&env, &a, 1)).await;
+
+    std::fs::write(&env.config_path, format!("{good}max-connections = 0\n")).unwrap();
+    running.reload.send(()).await.unwrap();
+    wait_for("the reload to be refused", T, || {
+        let d = reader(&env)?.daemon().ok()??;
+        d.last_error?
+            .contains("config reload refused")
+            .then_some(())
+    })
+    .await;
+    assert!(!running.handle.is_finished(), "the daemon keeps running");
+
+    std::fs::write(
+        &env.config_path,
+        format!("{good}[[project]]\nid = \"{b}\"\n"),
+    )
+    .unwrap();
+    running.reload.send(()).await.unwrap();
+    wait_for("B mirrored after the reload", T, || {
+        all_verified(&env, &b, 1)
+    })
+    .await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
