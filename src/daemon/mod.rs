@@ -408,6 +408,13 @@ impl Daemon {
     }
 
     async fn token_failed(&mut self, message: String) -> Result<(), DaemonError> {
+        if let Some((at, _)) = self.token_retry {
+            if Instant::now() < at {
+                // Already paused: another pass that was still running hit the same refusal.
+                self.ctx = None;
+                return Ok(());
+            }
+        }
         let wait = match self.token_retry {
             Some((_, w)) => (w * 2).min(TOKEN_BACKOFF_MAX),
             None => TOKEN_BACKOFF_MIN,
