@@ -176,7 +176,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(cfg.file_patience)
             );
             for p in &cfg.projects {
-                println!("  project                  {p}");
+                let st = cfg.settings(p);
+                println!(
+                    "  project                  {p} (priority {}{})",
+                    st.priority,
+                    st.access_expires
+                        .map(|d| format!(", access expires {d}"))
+                        .unwrap_or_default()
+                );
+            }
+            let d = &cfg.discovery;
+            if d.enabled {
+                println!(
+                    "  discovery                every {}, level {}, tags {:?}, name {:?}, properties {:?}",
+                    humantime::format_duration(d.interval),
+                    d.level,
+                    d.tags,
+                    d.name.as_deref().unwrap_or("*"),
+                    d.properties
+                );
+            } else {
+                println!("  discovery                off");
+            }
+            println!(
+                "  relist                   every {}",
+                humantime::format_duration(cfg.relist_interval)
+            );
+            if let Some(w) = &cfg.watch {
+                println!(
+                    "  watch                    {} (rescan every {})",
+                    w.dir.display(),
+                    humantime::format_duration(w.rescan)
+                );
+            }
+            if let Err(e) = dxmirror::daemon::fscheck::require_local_state_dir(&cfg.state_dir) {
+                println!("  state-dir                NOT USABLE: {e}");
+                return Ok(ExitCode::FAILURE);
             }
             match cfg.token() {
                 Ok((_, origin)) => println!("  token                    from {origin} (not shown)"),
