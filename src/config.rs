@@ -4,7 +4,7 @@
 //! key and line), `Config` is the validated, resolved form every other module receives. This
 //! module reads the config file and the token file; it never writes anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::{ApiToken, ProjectId};
+use crate::selection::Filter;
 
 /// The default DNAnexus API server.
 pub const DEFAULT_API_URL: &str = "https://api.dnanexus.com";
@@ -152,10 +153,72 @@ impl<'de> Deserialize<'de> for HumanDuration {
 pub struct RawProject {
     /// The project id.
     pub id: String,
+    /// Path globs (relative to the project root): only matching files are mirrored.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Path globs of files never mirrored.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// File types to mirror (`bam`, `gVCF`, `Somatic_VCF`, `CNV`, `index`, ...).
+    #[serde(default)]
+    pub file_types: Vec<String>,
+    /// `SAMPLE_INFO.txt` column to accepted values.
+    #[serde(default)]
+    pub sample_info: BTreeMap<String, OneOrMany>,
     /// Queue priority: higher first (default 0).
     pub priority: Option<i64>,
     /// End of the data access agreement, `YYYY-MM-DD` (a TOML date or a string).
     pub access_expires: Option<toml::Value>,
+}
+
+/// The global `[filter]` table: the selection keys of `[[project]]`, applied to every project.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawFilter {
+    /// Path globs: only matching files are mirrored.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Path globs of files never mirrored.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// File types to mirror.
+    #[serde(default)]
+    pub file_types: Vec<String>,
+    /// `SAMPLE_INFO.txt` column to accepted values.
+    #[serde(default)]
+    pub sample_info: BTreeMap<String, OneOrMany>,
+}
+
+/// A `sample-info` value: one string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `column = "value"`.
+    One(String),
+    /// `column = ["a", "b"]`.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+fn build_filter(
+    include: &[String],
+    exclude: &[String],
+    file_types: &[String],
+    sample_info: BTreeMap<String, OneOrMany>,
+) -> Result<Filter, String> {
+    let sample_info = sample_info
+        .into_iter()
+        .map(|(k, v)| (k, v.into_vec()))
+        .collect();
+    Filter::new(include, exclude, file_types, sample_info)
 }
 
 /// `[discovery]` as written.
@@ -227,6 +290,8 @@ pub struct RawConfig {
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
+    /// Selection rules applied to every project.
+    pub filter: Option<RawFilter>,
     /// Project discovery (daemon).
     #[serde(default)]
     pub discovery: RawDiscovery,
@@ -367,6 +432,10 @@ pub struct Config {
     pub max_verify_retries: u32,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
+    /// The global `[filter]` selection rules (empty: everything).
+    pub filter: Filter,
+    /// Each configured project's own selection rules (absent or empty: everything).
+    pub project_filters: HashMap<ProjectId, Filter>,
     /// Per-project daemon settings of configured projects (absent: defaults).
     pub project_settings: BTreeMap<ProjectId, ProjectSettings>,
     /// Project discovery.
@@ -493,6 +562,7 @@ impl Config {
             .map_or(Duration::from_secs(30 * 60), |d| d.0);
         let mut projects = Vec::new();
         let mut project_settings = BTreeMap::new();
+        let mut project_filters = HashMap::new();
         for p in raw.project {
             let id: ProjectId =
                 p.id.parse()
@@ -506,6 +576,16 @@ impl Config {
             .map(|s| Date::parse(&s))
             .transpose()
             .map_err(|e| invalid(format!("[[project]] {id}: access-expires: {e}")))?;
+            let filter = build_filter(&p.include, &p.exclude, &p.file_types, p.sample_info)
+                .map_err(|e| invalid(format!("[[project]] {id}: {e}")))?;
+            if projects.contains(&id) {
+                if !filter.is_empty() {
+                    return Err(invalid(format!(
+                        "[[project]] {id} is listed twice with selection keys; keep one entry"
+                    )));
+                }
+                continue;
+            }
             project_settings.insert(
                 id.clone(),
                 ProjectSettings {
@@ -513,10 +593,16 @@ impl Config {
                     access_expires,
                 },
             );
-            if !projects.contains(&id) {
-                projects.push(id);
+            projects.push(id.clone());
+            if !filter.is_empty() {
+                project_filters.insert(id, filter);
             }
         }
+        let filter = match raw.filter {
+            Some(f) => build_filter(&f.include, &f.exclude, &f.file_types, f.sample_info)
+                .map_err(|e| invalid(format!("[filter]: {e}")))?,
+            None => Filter::default(),
+        };
         let level = raw
             .discovery
             .level
@@ -575,6 +661,8 @@ impl Config {
             discovery,
             relist_interval,
             watch,
+            filter,
+            project_filters,
         })
     }
 
@@ -758,6 +846,51 @@ mod tests {
         }
         assert_eq!(Date::parse("1970-01-02").unwrap().days, 1);
         assert!(Date::parse("2027-13-01").is_err());
+    }
+
+    #[test]
+    fn filters_parse_and_validate() {
+        let c = parse(&format!(
+            "{MINIMAL}[filter]\nexclude = [\"**/*.tmp\"]\n\n[[project]]\nid = \"project-B0vY9x9Q0b1QKq2F3Y4Z5a6b\"\n\
+             include = [\"restricted/gVCF/**\"]\nfile-types = [\"gVCF\", \"index\"]\n\
+             sample-info = {{ sequencing_type = \"WGS\", sample_type = [\"Diagnosis\", \"Relapse\"] }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.filter.exclude().patterns(), ["**/*.tmp"]);
+        let p: ProjectId = "project-B0vY9x9Q0b1QKq2F3Y4Z5a6b".parse().unwrap();
+        let f = &c.project_filters[&p];
+        assert_eq!(f.include().patterns(), ["restricted/gVCF/**"]);
+        assert_eq!(f.file_types().len(), 2);
+        assert_eq!(f.sample_info()["sequencing_type"], ["WGS"]);
+        assert_eq!(f.sample_info()["sample_type"], ["Diagnosis", "Relapse"]);
+
+        let err = parse(&format!(
+            "{MINIMAL}[filter]\ninclude = [\"restricted/[gVCF\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[filter]: include"), "{err}");
+        assert!(err.contains("restricted/[gVCF"), "{err}");
+        let err = parse(&format!(
+            "{MINIMAL}[[project]]\nid = \"project-B0vY9x9Q0b1QKq2F3Y4Z5a6b\"\nfile-types = [\"fastq\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("file-types"), "{err}");
+        assert!(err.contains("fastq"), "{err}");
+        let err = parse(&format!("{MINIMAL}[filter]\nincludes = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("includes"), "{err}");
+    }
+
+    #[test]
+    fn annotated_example_config_parses_with_its_filters() {
+        let c = parse(include_str!("../config/dxmirror.toml")).unwrap();
+        assert_eq!(c.filter.exclude().patterns(), ["**/*.tmp"]);
+        assert_eq!(c.project_filters.len(), 1);
+        let f = c.project_filters.values().next().unwrap();
+        assert_eq!(f.sample_info()["sample_type"], ["Diagnosis", "Relapse"]);
     }
 
     #[test]

@@ -8,16 +8,20 @@
 //! it into place and records its SHA-256. `sync` runs that pipeline once; `sandbox` is a
 //! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
 
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod hashing;
+pub mod inbox;
 pub mod journal;
 pub mod lock;
 pub mod model;
 pub mod planner;
 pub mod platform;
+pub mod purge;
 pub mod sandbox;
+pub mod selection;
 pub mod status;
 pub mod store;
 pub mod sync;

@@ -75,7 +75,15 @@ fn lock_file(path: &Path) -> Result<File, LockError> {
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(io)?;
-    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+    // Retry for a moment before calling the lock held: a process that forks (to run a child)
+    // holds a copy of every descriptor until its child execs, ours included.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut locked = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
+    while !locked && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        locked = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
+    }
+    if !locked {
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
         let holder = match text.trim().parse::<u32>() {

@@ -54,11 +54,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-hash mirrored files against platform checksums, journaled chunk digests and recorded
+    /// SHA-256s; exits non-zero on any finding. --repair re-fetches only what is damaged.
+    Verify {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this project.
+        project: Option<ProjectId>,
+        /// Put damaged files back into staging and fetch their damaged chunks again (takes the
+        /// writer lock).
+        #[arg(long)]
+        repair: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and show the resolved settings (the token is never printed).
     CheckConfig {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Delete a project's local copy and its journal rows, and write an audit record
+    /// (end of a data-use agreement). Without --yes, only shows what would be deleted.
+    Purge {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+        /// The project to purge.
+        project: ProjectId,
     },
     /// Serve a DNAnexus-compatible sandbox on loopback (for tests, demos and benchmarks).
     Sandbox(dxmirror::sandbox::SandboxArgs),
@@ -147,6 +175,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify {
+            config,
+            project,
+            repair,
+            json,
+        } => {
+            let cfg = Config::load(&config_path(config))?;
+            verify_command(&cfg, project, repair, json, progress_mode(cli.quiet)).await
+        }
         Command::CheckConfig { config } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
@@ -175,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  file-patience            {}",
                 humantime::format_duration(cfg.file_patience)
             );
+            println!("  filter                   {}", cfg.filter.describe());
             for p in &cfg.projects {
                 let st = cfg.settings(p);
                 println!(
@@ -184,6 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map(|d| format!(", access expires {d}"))
                         .unwrap_or_default()
                 );
+                if let Some(f) = cfg.project_filters.get(p) {
+                    println!("    selects                {}", f.describe());
+                }
             }
             let d = &cfg.discovery;
             if d.enabled {
@@ -222,6 +263,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Purge {
+            config,
+            yes,
+            project,
+        } => {
+            let path = config_path(config);
+            let cfg = Config::load(&path)?;
+            if !yes {
+                let plan = dxmirror::purge::plan(&cfg, &project)?;
+                print!("would delete:\n{plan}");
+                println!("refusing without --yes: nothing was deleted");
+                return Ok(ExitCode::FAILURE);
+            }
+            let outcome = dxmirror::purge::purge(&cfg, &project)
+                .await
+                .context("purge failed")?;
+            print!("deleted:\n{}", outcome.plan);
+            if let Some(a) = &outcome.audit {
+                println!(
+                    "audit record {}: {} {} by {} at {} ms: {}",
+                    a.id,
+                    a.action,
+                    a.project_id,
+                    a.identity.as_deref().unwrap_or("unknown"),
+                    a.ts_ms,
+                    a.detail
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sandbox(args) => {
             dxmirror::sandbox::serve(args)
                 .await
@@ -241,6 +312,79 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `dxmirror verify`: check, and with `--repair` put damaged files back and fetch again.
+async fn verify_command(
+    cfg: &Config,
+    project: Option<ProjectId>,
+    repair: bool,
+    json: bool,
+    progress: ProgressMode,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    // A repair writes: it takes the lock before looking, so nothing changes underneath it.
+    let lock = if repair {
+        Some(WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?)
+    } else {
+        None
+    };
+    let mut report = dxmirror::check::check(&cfg.state_dir, &cfg.mirror_root, project.as_ref())
+        .context("verify failed")?;
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let mut healed = true;
+    if repair && !report.is_clean() {
+        let journal = dxmirror::journal::Journal::open(&cfg.state_dir)?;
+        dxmirror::check::repair(&journal, &cfg.mirror_root, &mut report)
+            .await
+            .context("repair failed")?;
+        journal.close().await?;
+        let projects: Vec<ProjectId> = report
+            .findings
+            .iter()
+            .filter_map(|f| f.project.parse().ok())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let summary = dxmirror::sync::run(cfg, SyncOptions { projects, progress })
+            .await
+            .context("re-fetching the damaged chunks failed")?;
+        if !json {
+            print_summary(&summary);
+        }
+        healed = summary.is_ok();
+    }
+    drop(lock);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        for r in &report.repaired {
+            println!("repaired: {r}");
+        }
+        println!(
+            "verified {} files and {} staged files, {} in {:.1}s ({:.0} MB/s): {}",
+            report.files_checked,
+            report.staged_checked,
+            human_bytes(report.bytes_checked),
+            secs,
+            report.bytes_checked as f64 / secs / 1e6,
+            match (report.findings.len(), repair) {
+                (0, _) => "no findings".to_owned(),
+                (n, false) =>
+                    format!("{n} FINDINGS (run with --repair to fetch the damaged parts again)"),
+                (n, true) if healed => format!("{n} findings, all repaired"),
+                (n, true) => format!("{n} findings, NOT all repaired"),
+            }
+        );
+    }
+    Ok(if report.is_clean() || (repair && healed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_summary(summary: &SyncSummary) {

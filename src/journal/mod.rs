@@ -30,6 +30,10 @@
 //! - `events(id, ts_ms, level, project_id, file_id, message)`: the newest
 //!   [`MAX_EVENTS`] events; older ones are deleted as new ones are written.
 //! - `runs(id, started_ms, ended_ms, version, command, pid, outcome)`.
+//! - `audit(id, ts_ms, action, project_id, file_id, identity, size, sha256, detail)`:
+//!   append-only (triggers refuse `UPDATE` and `DELETE`, and it is never pruned); one
+//!   [`AuditRow`] per act a data-use agreement may ask about (a purge; later, files
+//!   delivered). No foreign key: a record outlives the project it names.
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
 //!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
 //!   ([`DaemonRow`]), for `status`.
@@ -111,7 +115,9 @@ pub enum JournalError {
     Missing(PathBuf),
     /// The file exists but is not a (healthy) SQLite database.
     #[error(
-        "{path} is not a usable dxmirror journal (not a SQLite database, or damaged): {detail}"
+        "{path} is not a usable dxmirror journal (not a SQLite database, or damaged): {detail}; \
+         to recover, move it aside and run `dxmirror sync` again: files already in the mirror \
+         are re-verified against the platform's checksums and adopted without downloading them again"
     )]
     NotADatabase {
         /// The journal file.
@@ -597,6 +603,63 @@ pub struct RunRow {
     pub outcome: Option<String>,
 }
 
+/// An audit record to append ([`Journal::audit`], [`Journal::delete_project`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    /// What was done, a short stable word (`purge`).
+    pub action: String,
+    /// The project concerned.
+    pub project_id: ProjectId,
+    /// The file concerned, for per-file actions.
+    pub file_id: Option<FileId>,
+    /// Who did it (e.g. `uid 1000 (alice)`), when known.
+    pub identity: Option<String>,
+    /// Bytes concerned.
+    pub size: Option<u64>,
+    /// SHA-256 (hex) of the file concerned.
+    pub sha256: Option<String>,
+    /// Human-readable details (paths, counts).
+    pub detail: String,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    /// Increasing id.
+    pub id: i64,
+    /// When, ms since the epoch.
+    pub ts_ms: i64,
+    /// What was done.
+    pub action: String,
+    /// The project concerned.
+    pub project_id: ProjectId,
+    /// The file concerned.
+    pub file_id: Option<FileId>,
+    /// Who did it.
+    pub identity: Option<String>,
+    /// Bytes concerned.
+    pub size: Option<u64>,
+    /// SHA-256 (hex).
+    pub sha256: Option<String>,
+    /// Details.
+    pub detail: String,
+}
+
+/// What [`Journal::delete_project`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeletedRows {
+    /// File rows.
+    pub files: u64,
+    /// Segment rows.
+    pub segments: u64,
+    /// Chunk rows.
+    pub chunks: u64,
+    /// Event rows naming the project.
+    pub events: u64,
+    /// Id of the audit record written in the same transaction.
+    pub audit_id: i64,
+}
+
 /// The daemon's state as it last recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DaemonRow {
@@ -1005,6 +1068,39 @@ impl Journal {
         self.read(read::project_totals)
     }
 
+    /// Appends an audit record; returns its id.
+    pub async fn audit(&self, record: NewAudit) -> Result<i64, JournalError> {
+        match self.send(Op::Audit(record)).await? {
+            Reply::Id(id) => Ok(id),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
+    /// Deletes a project and everything the journal holds about it (chunks, segments, files,
+    /// its events, the project row) and appends `audit`, in one transaction: either all of
+    /// it is committed or none. An unknown project is an error (and nothing is written).
+    pub async fn delete_project(
+        &self,
+        project: &ProjectId,
+        audit: NewAudit,
+    ) -> Result<DeletedRows, JournalError> {
+        match self
+            .send(Op::DeleteProject {
+                project: project.clone(),
+                audit,
+            })
+            .await?
+        {
+            Reply::Deleted(d) => Ok(d),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
+    /// Audit records at or after `since_ms` (ms since the epoch), oldest first.
+    pub fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
+        self.read(|c| read::audit(c, since_ms))
+    }
+
     /// Changes a file's local path (e.g. when a replaced version is kept under another name).
     pub async fn set_rel_path(&self, key: &FileKey, rel_path: String) -> Result<(), JournalError> {
         self.send_unit(Op::SetRelPath {
@@ -1103,6 +1199,11 @@ impl JournalReader {
         read::last_run(&self.conn)
     }
 
+    /// Audit records at or after `since_ms` (ms since the epoch; 0 for all), oldest first.
+    pub fn audit(&self, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
+        read::audit(&self.conn, since_ms)
+    }
+
     /// The daemon's state, if a daemon ever ran.
     pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
         read::daemon(&self.conn)
@@ -1149,6 +1250,86 @@ mod tests {
                 &FileState::Unverified
             ]
         );
+    }
+
+    fn remote(project: &ProjectId, n: u32) -> RemoteFile {
+        RemoteFile {
+            id: format!("file-{n:024}").parse().unwrap(),
+            project: project.clone(),
+            name: format!("f{n}"),
+            folder: "/".into(),
+            size: 10,
+            state: RemoteState::Closed,
+            archival_state: "live".into(),
+            created_ms: 0,
+            modified_ms: 0,
+            parts: None,
+            drive: None,
+            md5: None,
+            checksum_type: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn delete_project_removes_only_its_rows_and_audits_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let a: ProjectId = "project-00000000000000000000000a".parse().unwrap();
+        let b: ProjectId = "project-00000000000000000000000b".parse().unwrap();
+        for p in [&a, &b] {
+            j.upsert_project(ProjectRow::new(p.clone(), ProjectState::Active, None))
+                .await
+                .unwrap();
+            let files = (1..=3)
+                .map(|n| FileListing {
+                    remote: remote(p, n),
+                    rel_path: format!("f{n}"),
+                    kind: None,
+                    skip_reason: None,
+                })
+                .collect();
+            j.record_listing(p, files).await.unwrap();
+            j.event(EventLevel::Info, Some(p), None, "listed".into())
+                .await
+                .unwrap();
+        }
+        let audit = |action: &str| NewAudit {
+            action: action.into(),
+            project_id: a.clone(),
+            file_id: None,
+            identity: Some("uid 0 (root)".into()),
+            size: Some(30),
+            sha256: None,
+            detail: "deleted /m/a".into(),
+        };
+        let deleted = j.delete_project(&a, audit("purge")).await.unwrap();
+        assert_eq!((deleted.files, deleted.events), (3, 1));
+        assert!(j.project(&a).unwrap().is_none());
+        assert!(j.files(&a).unwrap().is_empty());
+        assert_eq!(j.files(&b).unwrap().len(), 3);
+        assert!(j.project(&b).unwrap().is_some());
+        // Deleting it again is an error and writes no second record.
+        assert!(matches!(
+            j.delete_project(&a, audit("purge")).await,
+            Err(JournalError::UnknownProject(_))
+        ));
+        let id2 = j.audit(audit("note")).await.unwrap();
+        assert!(id2 > deleted.audit_id);
+        j.close().await.unwrap();
+
+        let reader = JournalReader::open(dir.path()).unwrap();
+        let rows = reader.audit(0).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].action, "purge");
+        assert_eq!(rows[0].project_id, a);
+        assert_eq!(rows[0].size, Some(30));
+        assert_eq!(rows[0].identity.as_deref(), Some("uid 0 (root)"));
+        assert!(reader.audit(rows[1].ts_ms + 1).unwrap().is_empty());
+        // The table refuses changes even from a raw connection.
+        let raw = Connection::open(dir.path().join(JOURNAL_FILE)).unwrap();
+        let err = raw.execute("DELETE FROM audit", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        assert!(raw.execute("UPDATE audit SET detail = 'x'", []).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{
-    DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow, ProjectTotals,
-    RunRow, SqlContext as _, StoredPlan,
+    AuditRow, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow,
+    ProjectTotals, RunRow, SqlContext as _, StoredPlan,
 };
 use crate::model::{ByteRange, ProjectId, RemotePart, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
@@ -490,6 +490,35 @@ pub(crate) fn last_run(conn: &Connection) -> Result<Option<RunRow>, JournalError
     })
     .optional()
     .sql_ctx("reading runs")
+}
+
+/// Audit records at or after `since_ms`, oldest first.
+pub(crate) fn audit(conn: &Connection, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, ts_ms, action, project_id, file_id, identity, size, sha256, detail \
+             FROM audit WHERE ts_ms >= ?1 ORDER BY id",
+        )
+        .sql_ctx("reading the audit trail")?;
+    let rows = stmt
+        .query_map(params![since_ms], |r| {
+            let size: Option<i64> = r.get(6)?;
+            Ok(AuditRow {
+                id: r.get(0)?,
+                ts_ms: r.get(1)?,
+                action: r.get(2)?,
+                project_id: r.get(3)?,
+                file_id: r.get(4)?,
+                identity: r.get(5)?,
+                size: size.map(|s| u64::try_from(s).unwrap_or(0)),
+                sha256: r.get(7)?,
+                detail: r.get(8)?,
+            })
+        })
+        .sql_ctx("reading the audit trail")?
+        .collect::<Result<Vec<_>, _>>()
+        .sql_ctx("reading the audit trail")?;
+    Ok(rows)
 }
 
 pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalError> {

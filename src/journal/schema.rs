@@ -107,7 +107,27 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             outcome    TEXT
         ) STRICT;
         "#,
-        // 2: the daemon's state, one row (`dxmirror status` shows it).
+        // 2: the append-only audit trail (purges now; issue 5 adds more actions). No foreign
+        // key: a record outlives the project it describes. Triggers refuse UPDATE and DELETE.
+        r#"
+        CREATE TABLE audit (
+            id         INTEGER PRIMARY KEY,
+            ts_ms      INTEGER NOT NULL,
+            action     TEXT NOT NULL,
+            project_id TEXT NOT NULL,
+            file_id    TEXT,
+            identity   TEXT,
+            size       INTEGER,
+            sha256     TEXT,
+            detail     TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX audit_by_time ON audit(ts_ms);
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+        "#,
+        // 3: the daemon's state, one row (`dxmirror status` shows it).
         r#"
         CREATE TABLE daemon (
             id                INTEGER PRIMARY KEY CHECK (id = 1),
@@ -272,7 +292,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(n_tables, 7);
+        assert_eq!(n_tables, 8);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();

@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::read::parts_to_json;
 use super::{
-    now_ms, sql_u64, DaemonRow, EventLevel, FileKey, FileListing, FileState, JournalError,
-    ListingDiff, ProjectRow, SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
+    now_ms, sql_u64, DaemonRow, DeletedRows, EventLevel, FileKey, FileListing, FileState,
+    JournalError, ListingDiff, NewAudit, ProjectRow, SqlContext as _, StatCounters, MAX_BATCH,
+    MAX_EVENTS,
 };
 use crate::model::{FileId, ProjectId};
 use crate::planner::FilePlan;
@@ -72,6 +73,13 @@ pub(crate) enum Op {
         run: i64,
         outcome: String,
     },
+    /// Append an audit record.
+    Audit(NewAudit),
+    /// Delete a project's rows and append the audit record saying so, atomically.
+    DeleteProject {
+        project: ProjectId,
+        audit: NewAudit,
+    },
     SetRelPath {
         key: FileKey,
         rel_path: String,
@@ -87,6 +95,8 @@ pub(crate) enum Reply {
     Attempts(u32),
     Diff(ListingDiff),
     Run(i64),
+    Id(i64),
+    Deleted(DeletedRows),
 }
 
 /// A write and the channel its result goes to, after the commit.
@@ -281,6 +291,10 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 return Err(JournalError::UnknownSegment { file: key, seg_idx });
             }
             Ok(Reply::Done)
+        }
+        Op::Audit(rec) => insert_audit(conn, &rec).map(Reply::Id),
+        Op::DeleteProject { project, audit } => {
+            delete_project(conn, &project, &audit).map(Reply::Deleted)
         }
         Op::Event {
             level,
@@ -708,4 +722,58 @@ fn reset_chunks(conn: &Connection, key: &FileKey, chunk_idxs: &[u32]) -> Result<
             .sql_ctx("resetting chunks")?;
     }
     Ok(())
+}
+
+fn insert_audit(conn: &Connection, rec: &NewAudit) -> Result<i64, JournalError> {
+    let size = rec.size.map(sql_u64).transpose()?;
+    conn.prepare_cached(
+        "INSERT INTO audit (ts_ms, action, project_id, file_id, identity, size, sha256, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+    )
+    .sql_ctx("writing an audit record")?
+    .query_row(
+        params![
+            now_ms(),
+            rec.action,
+            rec.project_id,
+            rec.file_id,
+            rec.identity,
+            size,
+            rec.sha256,
+            rec.detail
+        ],
+        |r| r.get(0),
+    )
+    .sql_ctx("writing an audit record")
+}
+
+fn delete_project(
+    conn: &Connection,
+    project: &ProjectId,
+    audit: &NewAudit,
+) -> Result<DeletedRows, JournalError> {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let del = |sql: &str| -> Result<u64, JournalError> {
+        conn.prepare_cached(sql)
+            .sql_ctx("deleting a project")?
+            .execute(params![project])
+            .map(count)
+            .sql_ctx("deleting a project")
+    };
+    let chunks = del("DELETE FROM chunks WHERE project_id = ?1")?;
+    let segments = del("DELETE FROM segments WHERE project_id = ?1")?;
+    let files = del("DELETE FROM files WHERE project_id = ?1")?;
+    let events = del("DELETE FROM events WHERE project_id = ?1")?;
+    let projects = del("DELETE FROM projects WHERE id = ?1")?;
+    if projects == 0 {
+        return Err(JournalError::UnknownProject(project.clone()));
+    }
+    let audit_id = insert_audit(conn, audit)?;
+    Ok(DeletedRows {
+        files,
+        segments,
+        chunks,
+        events,
+        audit_id,
+    })
 }

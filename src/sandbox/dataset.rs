@@ -33,7 +33,9 @@ pub enum DatasetError {
         name: String,
     },
     /// A dataset name `--dataset` does not know.
-    #[error("unknown dataset {0:?}: expected demo, large[:SIZE], small[:N] or many[:N]")]
+    #[error(
+        "unknown dataset {0:?}: expected demo, large[:SIZE], small[:N], many[:N] or mixed[:SIZE]"
+    )]
     UnknownDataset(String),
 }
 
@@ -756,7 +758,88 @@ impl Dataset {
         Dataset::build(11, vec![p]).unwrap_or_else(|_| Dataset::new(11))
     }
 
-    /// Parses a `--dataset` value: `demo`, `large[:SIZE]`, `small[:N]`, `many[:N]`.
+    /// A St. Jude-shaped data request of about `total` bytes for benchmarks: eight samples,
+    /// each with a WGS BAM in 64 MiB md5 parts, a germline BAM behind a parts-less symlink, a
+    /// single-part RNA-Seq BAM, gVCF and somatic VCF with CRC32C / SHA-256 part checksums, their
+    /// small indexes, and a CNV table without any checksum. Every file is closed and live, and
+    /// no two share a path, so every client has the same work to do.
+    pub fn mixed(total: u64) -> Dataset {
+        const SAMPLES: u64 = 8;
+        let per = (total / SAMPLES).max(1 << 20);
+        let share = |permille: u64| (per / 1000 * permille).max(1);
+        let mut files = Vec::new();
+        for i in 0..SAMPLES {
+            let t = BASE_TIME_MS + i as i64 * 86_400_000;
+            let subject = format!("SJBALL0201{i:02}");
+            let bam = "/restricted/bam";
+            files.push(
+                FileSpec::new(bam, &format!("{subject}_D1.WGS.bam"), share(440))
+                    .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(64 << 20)))
+                    .times(t, t),
+            );
+            files.push(
+                FileSpec::new(bam, &format!("{subject}_D1.WGS.bam.bai"), 1_500_000 + i)
+                    .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(64 << 20)))
+                    .times(t, t),
+            );
+            files.push(
+                FileSpec::new(bam, &format!("{subject}_G1.WGS.bam"), share(250))
+                    .kind(FileSpecKind::SymlinkWholeMd5)
+                    .times(t + 1, t + 1),
+            );
+            files.push(
+                FileSpec::new(bam, &format!("{subject}_G1.WGS.bam.bai"), 1_200_000 + i)
+                    .kind(FileSpecKind::SymlinkWholeMd5)
+                    .times(t + 1, t + 1),
+            );
+            files.push(
+                FileSpec::new(bam, &format!("{subject}_D1.RNA-Seq.bam"), share(200))
+                    .kind(FileSpecKind::SinglePart)
+                    .times(t + 2, t + 2),
+            );
+            let gvcf = "/restricted/gVCF";
+            files.push(
+                FileSpec::new(gvcf, &format!("{subject}_G1.gvcf.gz"), share(90))
+                    .kind(FileSpecKind::PartsChecksum(
+                        ChecksumType::Crc32c,
+                        PartSizes::Uniform(16 << 20),
+                    ))
+                    .times(t + 3, t + 3),
+            );
+            files.push(
+                FileSpec::new(gvcf, &format!("{subject}_G1.gvcf.gz.tbi"), 300_000 + i)
+                    .kind(FileSpecKind::PartsChecksum(
+                        ChecksumType::Crc32c,
+                        PartSizes::Uniform(16 << 20),
+                    ))
+                    .times(t + 3, t + 3),
+            );
+            let vcf = "/restricted/Somatic_VCF";
+            files.push(
+                FileSpec::new(vcf, &format!("{subject}_D1.somatic.vcf.gz"), share(15))
+                    .kind(FileSpecKind::PartsChecksum(
+                        ChecksumType::Sha256,
+                        PartSizes::Uniform(16 << 20),
+                    ))
+                    .times(t + 4, t + 4),
+            );
+            files.push(
+                FileSpec::new(
+                    "/restricted/CNV",
+                    &format!("{subject}_D1.CNV.txt"),
+                    250_000 + i,
+                )
+                .kind(FileSpecKind::NoChecksum(PartSizes::Uniform(16 << 20)))
+                .times(t + 5, t + 5),
+            );
+        }
+        let mut p = ProjectSpec::new("SJ Data Request MIXED").tag("sjcp-project-data");
+        p.files = files;
+        Dataset::build(13, vec![p]).unwrap_or_else(|_| Dataset::new(13))
+    }
+
+    /// Parses a `--dataset` value: `demo`, `large[:SIZE]`, `small[:N]`, `many[:N]`,
+    /// `mixed[:SIZE]`.
     pub fn from_name(spec: &str) -> Result<Dataset, DatasetError> {
         let (name, arg) = match spec.split_once(':') {
             Some((n, a)) => (n, Some(a)),
@@ -778,6 +861,13 @@ impl Dataset {
                     None => 1000,
                 };
                 Ok(Dataset::many_files("SJ Data Request SMALL", n, 64 << 10))
+            }
+            "mixed" => {
+                let size = match arg {
+                    Some(a) => parse_size(a).ok_or_else(bad)?,
+                    None => 2 << 30,
+                };
+                Ok(Dataset::mixed(size))
             }
             "many" => {
                 let n = match arg {
@@ -1018,6 +1108,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn mixed_is_st_jude_shaped_and_downloadable() {
+        let ds = Dataset::from_name("mixed:64MiB").unwrap();
+        assert_eq!(ds.projects.len(), 1);
+        assert_eq!(ds.files.len(), 8 * 9);
+        let kinds: BTreeSet<&str> = ds.files.iter().map(|f| f.spec.kind.as_str()).collect();
+        for k in [
+            "parts-md5",
+            "parts-checksum",
+            "symlink-md5",
+            "single-part",
+            "no-checksum",
+        ] {
+            assert!(kinds.contains(k), "missing {k}");
+        }
+        let paths: BTreeSet<(String, String)> = ds
+            .files
+            .iter()
+            .map(|f| (f.spec.folder.clone(), f.spec.name.clone()))
+            .collect();
+        assert_eq!(paths.len(), ds.files.len(), "paths are unique");
+        assert!(ds
+            .files
+            .iter()
+            .all(|f| f.spec.state == "closed" && f.spec.archival_state == "live"));
+        let total: u64 = ds.files.iter().map(|f| f.spec.size).sum();
+        // The shares add up to 99.5 % of the size; the indexes and CNV tables add ~3.3 MB a sample.
+        assert!((63 << 20..96 << 20).contains(&total), "{total}");
+        assert!(Dataset::from_name("mixed:x").is_err());
     }
 
     #[test]

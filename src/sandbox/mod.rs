@@ -670,7 +670,7 @@ pub struct SandboxArgs {
     /// Bearer token to accept.
     #[arg(long, default_value = DEFAULT_TOKEN)]
     pub token: String,
-    /// Dataset: `demo`, `large[:SIZE]`, `small[:N]`, `many[:N]`.
+    /// Dataset: `demo`, `large[:SIZE]`, `small[:N]`, `many[:N]`, `mixed[:SIZE]`.
     #[arg(long, default_value = "demo")]
     pub dataset: String,
     /// Faults, e.g. "reset=0.05,flip=0.01,seed=7".

@@ -201,6 +201,9 @@ impl Engine {
         let hash_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("dxmirror-hash-{i}"))
+            // A panic in a hashing job is a bug: log it and let the job's caller fail that
+            // one file (its result channel closes) instead of aborting the process.
+            .panic_handler(|_| tracing::error!("a hashing job panicked; its file will be retried"))
             .build()
             .map_err(std::io::Error::other)?;
         Ok(Engine {
@@ -218,17 +221,36 @@ impl Engine {
         self.progress.clone()
     }
 
-    /// Runs CPU-heavy work on the hashing pool and awaits its result.
-    async fn on_pool<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+    /// Runs CPU-heavy work on the hashing pool and awaits its result; `None` when the job
+    /// panicked (the pool's panic handler logged it).
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.hash_pool.spawn(move || {
             let _ = tx.send(work());
         });
-        match rx.await {
-            Ok(v) => v,
-            // The pool never drops a job without running it unless the closure panicked.
-            Err(_) => std::panic::resume_unwind(Box::new("hashing task panicked")),
-        }
+        rx.await.ok()
+    }
+
+    /// `verify::read_back` on the hashing pool.
+    async fn read_back_on_pool(
+        &self,
+        path: std::path::PathBuf,
+        plan: &FilePlan,
+    ) -> Result<verify::ReadBack, verify::VerifyError> {
+        let plan = plan.clone();
+        let shown = path.clone();
+        self.on_pool(move || verify::read_back(&path, &plan))
+            .await
+            .unwrap_or_else(|| {
+                Err(verify::VerifyError::Io {
+                    op: "read back (the hashing job panicked)",
+                    path: shown,
+                    source: std::io::Error::other("internal error"),
+                })
+            })
     }
 
     /// Mirrors one file to completion or to a recorded failure. Only run-wide failures (bad
@@ -365,9 +387,7 @@ impl Engine {
                 return Ok(outcome);
             }
             // Every segment is in and checked: one sequential read-back of the staged file.
-            let path = staging_path.clone();
-            let plan2 = plan.clone();
-            let report = match self.on_pool(move || verify::read_back(&path, &plan2)).await {
+            let report = match self.read_back_on_pool(staging_path.clone(), &plan).await {
                 Ok(r) => r,
                 Err(e) => {
                     return Ok(FileOutcome::Failed {
@@ -674,10 +694,21 @@ impl Engine {
             })
             .await;
         let mut bad = Vec::new();
-        for (idx, res) in results {
-            if !matches!(res, Ok(true)) {
-                bad.push(idx);
+        match results {
+            Some(results) => {
+                for (idx, res) in results {
+                    if !matches!(res, Ok(true)) {
+                        bad.push(idx);
+                    }
+                }
             }
+            // Could not check: trust nothing of this file's unverified progress.
+            None => bad.extend(
+                plan.chunks
+                    .iter()
+                    .filter(|c| done[c.idx as usize] > 0 && !seg_verified[c.segment as usize])
+                    .map(|c| c.idx),
+            ),
         }
         if !bad.is_empty() {
             warn!(project_id = %key.project, file_id = %key.file, n_chunks = bad.len(), "staged bytes no longer match their journaled digests; fetching them again");
@@ -696,9 +727,9 @@ impl Engine {
         job: &FileJob,
         plan: &FilePlan,
     ) -> Result<Option<FileOutcome>, TransferError> {
-        let path = job.store.final_path(&job.rel_path);
-        let plan2 = plan.clone();
-        let report = self.on_pool(move || verify::read_back(&path, &plan2)).await;
+        let report = self
+            .read_back_on_pool(job.store.final_path(&job.rel_path), plan)
+            .await;
         match report {
             Ok(r) if r.all_ok() => {
                 info!(project_id = %job.project, file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
@@ -719,9 +750,9 @@ impl Engine {
         job: &FileJob,
         plan: &FilePlan,
     ) -> Result<Option<FileOutcome>, TransferError> {
-        let path = job.store.final_path(&job.rel_path);
-        let plan2 = plan.clone();
-        let report = self.on_pool(move || verify::read_back(&path, &plan2)).await;
+        let report = self
+            .read_back_on_pool(job.store.final_path(&job.rel_path), plan)
+            .await;
         match report {
             Ok(r) if r.all_ok() => Ok(Some(self.finish(job, plan, r.sha256).await?)),
             _ => Ok(None),

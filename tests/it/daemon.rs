@@ -14,8 +14,7 @@ use dxmirror::model::{ByteRange, ProjectId};
 use dxmirror::sandbox::{Dataset, FileSpec, ProjectSpec, Sandbox, SandboxOptions, ServeStats};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::resume::SandboxProcess;
-use crate::support::{files_under, wait_for, Env, EnvOptions};
+use crate::support::{files_under, wait_for, Env, EnvOptions, SandboxProcess};
 
 const T: Duration = Duration::from_secs(20);
 

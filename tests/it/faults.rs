@@ -8,14 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use dxmirror::journal::{EventLevel, FileState, JournalReader};
+use dxmirror::journal::{EventLevel, JournalReader};
 use dxmirror::model::{ByteRange, ChecksumType, ProjectId};
 use dxmirror::sandbox::{
     BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
     SandboxOptions, ServeStats,
 };
 
-use crate::support::{files_under, Env, EnvOptions};
+use crate::support::{assert_mirrored, Env, EnvOptions};
 
 /// Seed of every fault decision in this file.
 const SEED: u64 = 7;
@@ -178,46 +178,13 @@ async fn run(faults: FaultConfig, checked_only: bool, extra: &str) -> Run {
         stats,
         elapsed,
     };
-    let n = assert_mirrored(&r);
+    let n = assert_mirrored(&r.sandbox, &r.env, &r.project);
     assert_eq!(n, r.sandbox.files(&r.project).len());
     assert!(
         r.stats.faults_injected.values().sum::<u64>() > 0,
         "no fault fired: the test proves nothing"
     );
     r
-}
-
-/// Every file of the project is at its journaled path with exactly the sandbox's bytes, and no
-/// staging file is left; returns how many files there were.
-fn assert_mirrored(r: &Run) -> usize {
-    let reader = JournalReader::open(&r.env.state()).unwrap();
-    let row = reader.project(&r.project).unwrap().unwrap();
-    let dir = r.env.mirror().join(row.dir_name.unwrap());
-    let mut n = 0;
-    for f in reader.files(&r.project).unwrap() {
-        let sf = r.sandbox.file(&f.file_id).unwrap();
-        assert!(
-            matches!(f.state, FileState::Verified | FileState::Unverified),
-            "{} is {:?}: {:?}",
-            f.rel_path,
-            f.state,
-            f.reason
-        );
-        let local = std::fs::read(dir.join(&f.rel_path)).unwrap();
-        assert_eq!(local.len() as u64, sf.size, "{}", f.rel_path);
-        assert!(
-            local == r.sandbox.content(&f.file_id, ByteRange::new(0, sf.size)),
-            "{} differs from the platform's bytes",
-            f.rel_path
-        );
-        n += 1;
-    }
-    assert_eq!(
-        files_under(&dir.join(".dxmirror/staging")),
-        Vec::<std::path::PathBuf>::new(),
-        "staging files left"
-    );
-    n
 }
 
 /// One fault alone at `rate`; checks that it fired and that no intact byte was fetched twice

@@ -1,6 +1,7 @@
 //! The one integration-test binary: real SQLite files, real directories, real HTTP on
 //! loopback against the crate's DNAnexus sandbox. One binary keeps link times down.
 
+mod check;
 mod daemon;
 mod dxpy;
 mod faults;
@@ -8,6 +9,8 @@ mod journal;
 mod platform;
 mod resume;
 mod sandbox;
+mod security;
+mod selection;
 mod store;
 mod support;
 mod sync;

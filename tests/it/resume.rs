@@ -4,69 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use dxmirror::journal::{FileState, JournalReader};
-use dxmirror::model::ProjectId;
+use dxmirror::journal::JournalReader;
 use dxmirror::sandbox::{Dataset, ServeStats};
 
-use crate::support::{files_under, Env, EnvOptions};
-
-/// `dxmirror sandbox` running as a child process.
-pub struct SandboxProcess {
-    child: Child,
-    pub api_url: String,
-    pub token: String,
-    pub projects: Vec<ProjectId>,
-    http: reqwest::Client,
-}
-
-impl SandboxProcess {
-    pub fn start(args: &[&str]) -> SandboxProcess {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
-            .arg("sandbox")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        SandboxProcess {
-            child,
-            api_url: v["api_url"].as_str().unwrap().to_owned(),
-            token: v["token"].as_str().unwrap().to_owned(),
-            projects: serde_json::from_value(v["projects"].clone()).unwrap(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    pub async fn stats(&self) -> ServeStats {
-        self.http
-            .get(format!("{}/_sandbox/stats", self.api_url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{
+    assert_matches_dataset, kill_when_served, spawn_sync, sync_to_the_end, Env, EnvOptions,
+    SandboxProcess,
+};
 
 /// Served intervals of each file, split by the run (0, 1, ...) that received them.
 fn intervals_by_run(snapshots: &[ServeStats]) -> BTreeMap<String, Vec<(usize, u64, u64)>> {
@@ -140,84 +85,12 @@ async fn sigkill_at_seeded_progress_then_resume_refetches_only_what_was_in_fligh
     fractions.sort_by(f64::total_cmp);
     let mut snapshots = Vec::new();
     for fraction in &fractions {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
-            .args(["-q", "sync", "--config"])
-            .arg(&env.config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let target = (fraction * SIZE as f64) as u64;
-        let start = Instant::now();
-        loop {
-            let served = sandbox.stats().await.bytes_served;
-            if served >= target {
-                break;
-            }
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "sync ended before the kill point"
-            );
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no progress towards {target}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        // Let the sandbox notice the closed connections and count what it wrote.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        snapshots.push(sandbox.stats().await);
+        snapshots.push(kill_when_served(&sandbox, spawn_sync(&env), target).await);
     }
-
-    let out = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
-        .args(["-q", "sync", "--config"])
-        .arg(&env.config_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "final run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sync_to_the_end(&env);
     snapshots.push(sandbox.stats().await);
-
-    // Every file verified and byte-identical to the dataset (rebuilt here from its seed).
-    let reader = JournalReader::open(&env.state()).unwrap();
-    let dir_name = reader.project(&project).unwrap().unwrap().dir_name.unwrap();
-    let dir = env.mirror().join(&dir_name);
-    let dataset = Dataset::large(SIZE);
-    let rows = reader.files(&project).unwrap();
-    assert_eq!(rows.len(), dataset.files.len());
-    for row in &rows {
-        assert_eq!(
-            row.state,
-            FileState::Verified,
-            "{}: {:?}",
-            row.rel_path,
-            row.reason
-        );
-        let built = dataset.files.iter().find(|f| f.id == row.file_id).unwrap();
-        let local = std::fs::read(dir.join(&row.rel_path)).unwrap();
-        let mut expected = vec![0u8; local.len()];
-        built.fill(0, &mut expected);
-        assert_eq!(local.len() as u64, built.spec.size);
-        assert!(local == expected, "{} differs", row.rel_path);
-        // The journal is consistent: every chunk complete.
-        let plan = reader.load_plan(&row.key()).unwrap().unwrap();
-        for (chunk, (done, _)) in plan.plan.chunks.iter().zip(&plan.chunk_done) {
-            assert_eq!(
-                *done, chunk.range.len,
-                "{} chunk {}",
-                row.rel_path, chunk.idx
-            );
-        }
-    }
-    assert!(
-        files_under(&dir.join(".dxmirror/staging")).is_empty(),
-        "staging files left"
-    );
+    assert_matches_dataset(&env, &project, &Dataset::large(SIZE));
 
     // Bytes served more than once were in flight at a kill: each lies in the unsynced tail of
     // a response of an earlier run (at most one progress step plus one write buffer).
@@ -241,26 +114,7 @@ async fn damage_to_a_staged_file_is_found_at_resume_and_only_its_chunk_refetched
         projects: vec![project.clone()],
         extra: "chunk-size = \"2MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 4\nmax-connections-per-file = 2\n".into(),
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
-        .args(["-q", "sync", "--config"])
-        .arg(&env.config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while sandbox.stats().await.bytes_served < SIZE / 2 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "sync ended before the kill point"
-        );
-        assert!(start.elapsed() < Duration::from_secs(60));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let first = sandbox.stats().await;
+    let first = kill_when_served(&sandbox, spawn_sync(&env), SIZE / 2).await;
 
     // Flip one byte inside a chunk the journal says is complete, in every staged file that
     // has one (the symlink with a whole-file md5 and the single-part file among them).
@@ -300,16 +154,7 @@ async fn damage_to_a_staged_file_is_found_at_resume_and_only_its_chunk_refetched
         "too few staged files to damage: {damaged:?}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
-        .args(["-q", "sync", "--config"])
-        .arg(&env.config_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sync_to_the_end(&env);
     let last = sandbox.stats().await;
 
     // The damaged chunks were fetched again, and nothing else but in-flight tails.
@@ -335,20 +180,5 @@ async fn damage_to_a_staged_file_is_found_at_resume_and_only_its_chunk_refetched
     }
     assert_refetched_only_in_flight(&[first, last], (1 << 20) + (1 << 20), &damaged);
 
-    let reader = JournalReader::open(&env.state()).unwrap();
-    let dataset = Dataset::large(SIZE);
-    for row in reader.files(&project).unwrap() {
-        assert_eq!(
-            row.state,
-            FileState::Verified,
-            "{}: {:?}",
-            row.rel_path,
-            row.reason
-        );
-        let built = dataset.files.iter().find(|f| f.id == row.file_id).unwrap();
-        let local = std::fs::read(env.mirror().join(&dir_name).join(&row.rel_path)).unwrap();
-        let mut expected = vec![0u8; local.len()];
-        built.fill(0, &mut expected);
-        assert!(local == expected, "{} differs", row.rel_path);
-    }
+    assert_matches_dataset(&env, &project, &Dataset::large(SIZE));
 }

@@ -13,7 +13,7 @@ use dxmirror::sandbox::{
     Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions,
 };
 
-use crate::support::{files_under, Env, EnvOptions};
+use crate::support::{assert_mirrored, files_under, Env, EnvOptions};
 
 fn env_for(sandbox: &Sandbox, projects: Vec<ProjectId>, extra: &str) -> Env {
     Env::new(EnvOptions {
@@ -22,44 +22,6 @@ fn env_for(sandbox: &Sandbox, projects: Vec<ProjectId>, extra: &str) -> Env {
         projects,
         extra: extra.to_owned(),
     })
-}
-
-/// Every downloadable file of `project` is at its journaled path with exactly the sandbox's
-/// bytes; returns how many there were.
-fn assert_mirrored(sandbox: &Sandbox, env: &Env, project: &ProjectId) -> usize {
-    let reader = JournalReader::open(&env.state()).unwrap();
-    let row = reader.project(project).unwrap().unwrap();
-    let dir = env.mirror().join(row.dir_name.unwrap());
-    let mut n = 0;
-    for f in reader.files(project).unwrap() {
-        let sf = sandbox.file_in(project, &f.file_id).unwrap();
-        if sf.state != "closed" || sf.archival_state != "live" {
-            assert_eq!(f.state, FileState::Skipped, "{}", f.rel_path);
-            continue;
-        }
-        assert!(
-            matches!(f.state, FileState::Verified | FileState::Unverified),
-            "{} is {:?}: {:?}",
-            f.rel_path,
-            f.state,
-            f.reason
-        );
-        let local = std::fs::read(dir.join(&f.rel_path)).unwrap();
-        assert_eq!(local.len() as u64, sf.size, "{}", f.rel_path);
-        assert!(
-            local == sandbox.content(&f.file_id, ByteRange::new(0, sf.size)),
-            "{} differs from the platform's bytes",
-            f.rel_path
-        );
-        n += 1;
-    }
-    let staging = dir.join(".dxmirror/staging");
-    assert_eq!(
-        files_under(&staging),
-        Vec::<std::path::PathBuf>::new(),
-        "staging files left"
-    );
-    n
 }
 
 #[tokio::test]

@@ -1,0 +1,462 @@
+//! `dxmirror verify`: re-hashes what the journal says is mirrored, and finds bit rot and
+//! tampering; with `--repair`, puts damaged files back into staging so that the next pass
+//! fetches only their damaged chunks.
+//!
+//! Finished files are read back in parallel (rayon) and checked three ways: against the
+//! platform's checksums (parts, or the whole-file md5), against the chunk CRC32Cs journaled as
+//! the bytes arrived, and against the SHA-256 recorded when the file was published. Staged
+//! files of unfinished transfers have their journaled chunk digests re-checked. Every finding
+//! is reported; the read-only check never writes (it opens the journal with `JournalReader`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::journal::{
+    EventLevel, FileKey, FileRow, FileState, Journal, JournalError, JournalReader, StoredPlan,
+};
+use crate::model::{ByteRange, ProjectId};
+use crate::store::{ProjectStore, RelPath, StoreError};
+use crate::verify;
+
+/// What is wrong with one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Finding {
+    /// The published file is not there.
+    Missing,
+    /// The published file has the wrong size.
+    Size {
+        /// Size recorded.
+        expected: u64,
+        /// Size found.
+        actual: u64,
+    },
+    /// A platform checksum does not match.
+    Segment {
+        /// Segment (part) index in the plan.
+        seg_idx: u32,
+        /// Platform part number, when the segment is a part.
+        part: Option<u32>,
+        /// Expected digest (`ALGO:hex`).
+        expected: String,
+        /// Digest of the bytes on disk.
+        actual: String,
+    },
+    /// Bytes of a chunk no longer hash to the CRC32C journaled when they arrived.
+    Chunk {
+        /// Chunk index.
+        chunk_idx: u32,
+        /// Byte range of the chunk.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// The whole file's SHA-256 differs from the one recorded at publication.
+    Sha256 {
+        /// Recorded.
+        expected: String,
+        /// Found.
+        actual: String,
+    },
+    /// The file could not be read.
+    Unreadable {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A finding about one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileFinding {
+    /// Project id.
+    pub project: String,
+    /// File id.
+    pub file_id: String,
+    /// Path relative to the project directory.
+    pub path: String,
+    /// `finished` or `staged`.
+    pub place: &'static str,
+    /// What is wrong.
+    pub finding: Finding,
+}
+
+/// The result of a check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Finished files read back.
+    pub files_checked: u64,
+    /// Staged (unfinished) files whose journaled chunks were re-checked.
+    pub staged_checked: u64,
+    /// Bytes read.
+    pub bytes_checked: u64,
+    /// Everything found.
+    pub findings: Vec<FileFinding>,
+    /// Files put back into staging for repair (with `--repair`).
+    pub repaired: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// A check that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The journal cannot be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The project is not in the journal.
+    #[error("project {0} is not in the journal; nothing of it is mirrored")]
+    UnknownProject(ProjectId),
+    /// The local store failed during repair.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One unit of checking work.
+struct Work {
+    row: FileRow,
+    dir: PathBuf,
+    plan: Option<StoredPlan>,
+}
+
+/// Checks the mirror (or one project of it) read-only.
+pub fn check(
+    state_dir: &Path,
+    mirror_root: &Path,
+    project: Option<&ProjectId>,
+) -> Result<CheckReport, CheckError> {
+    let reader = JournalReader::open(state_dir)?;
+    let projects = match project {
+        Some(p) => vec![reader
+            .project(p)?
+            .ok_or_else(|| CheckError::UnknownProject(p.clone()))?],
+        None => reader.projects()?,
+    };
+    let mut work = Vec::new();
+    for p in projects {
+        let Some(dir_name) = p.dir_name.clone() else {
+            continue;
+        };
+        let dir = mirror_root.join(&dir_name);
+        for row in reader.files(&p.id)? {
+            let finished = matches!(row.state, FileState::Verified | FileState::Unverified);
+            let staged = dir
+                .join(crate::store::HIDDEN_DIR)
+                .join("staging")
+                .join(format!("{}.part", row.file_id));
+            if !finished && !staged.exists() {
+                continue;
+            }
+            let plan = reader.load_plan(&row.key())?;
+            work.push(Work {
+                row,
+                dir: dir.clone(),
+                plan,
+            });
+        }
+    }
+    let results: Vec<(u64, u64, u64, Vec<FileFinding>)> = work.par_iter().map(check_one).collect();
+    let mut report = CheckReport::default();
+    for (n_finished, n_staged, bytes, findings) in results {
+        report.files_checked += n_finished;
+        report.staged_checked += n_staged;
+        report.bytes_checked += bytes;
+        report.findings.extend(findings);
+    }
+    Ok(report)
+}
+
+/// Checks one file: `(finished files checked, staged files checked, bytes read, findings)`.
+fn check_one(w: &Work) -> (u64, u64, u64, Vec<FileFinding>) {
+    let finished = matches!(w.row.state, FileState::Verified | FileState::Unverified);
+    let place = if finished { "finished" } else { "staged" };
+    let found = |finding| FileFinding {
+        project: w.row.project_id.to_string(),
+        file_id: w.row.file_id.to_string(),
+        path: w.row.rel_path.clone(),
+        place,
+        finding,
+    };
+    let mut findings = Vec::new();
+    if !finished {
+        // A staged file: the bytes the journal claims must still match their digests.
+        let Some(plan) = &w.plan else {
+            return (0, 0, 0, findings);
+        };
+        let path = w
+            .dir
+            .join(crate::store::HIDDEN_DIR)
+            .join("staging")
+            .join(format!("{}.part", w.row.file_id));
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                findings.push(found(Finding::Unreadable {
+                    error: e.to_string(),
+                }));
+                return (0, 1, 0, findings);
+            }
+        };
+        let mut bytes = 0;
+        for (chunk, (done, crc)) in plan.plan.chunks.iter().zip(&plan.chunk_done) {
+            if *done == 0 {
+                continue;
+            }
+            bytes += done;
+            let ok = verify::chunk_crc(&file, ByteRange::new(chunk.range.offset, *done))
+                .is_ok_and(|got| got == *crc);
+            if !ok {
+                findings.push(found(Finding::Chunk {
+                    chunk_idx: chunk.idx,
+                    offset: chunk.range.offset,
+                    len: chunk.range.len,
+                }));
+            }
+        }
+        return (0, 1, bytes, findings);
+    }
+
+    let path = w.dir.join(&w.row.rel_path);
+    if !path.exists() {
+        findings.push(found(Finding::Missing));
+        return (1, 0, 0, findings);
+    }
+    let Some(stored) = &w.plan else {
+        findings.push(found(Finding::Unreadable {
+            error: "the journal has no plan for this file".into(),
+        }));
+        return (1, 0, 0, findings);
+    };
+    let rb = match verify::read_back(&path, &stored.plan) {
+        Ok(rb) => rb,
+        Err(e) => {
+            findings.push(found(Finding::Unreadable {
+                error: e.to_string(),
+            }));
+            return (1, 0, 0, findings);
+        }
+    };
+    if !rb.size_ok {
+        findings.push(found(Finding::Size {
+            expected: stored.plan.size,
+            actual: rb.actual_size,
+        }));
+    }
+    for seg in rb.bad_segments() {
+        findings.push(found(Finding::Segment {
+            seg_idx: seg.idx,
+            part: stored
+                .plan
+                .segments
+                .get(seg.idx as usize)
+                .and_then(|s| s.part_index),
+            expected: seg
+                .expected
+                .as_ref()
+                .map(|d| d.to_tagged())
+                .unwrap_or_default(),
+            actual: seg
+                .actual
+                .as_ref()
+                .map(|d| d.to_tagged())
+                .unwrap_or_default(),
+        }));
+    }
+    for (chunk, ((done, crc), got)) in stored
+        .plan
+        .chunks
+        .iter()
+        .zip(stored.chunk_done.iter().zip(&rb.chunk_crcs))
+    {
+        if *done == chunk.range.len && crc != got {
+            findings.push(found(Finding::Chunk {
+                chunk_idx: chunk.idx,
+                offset: chunk.range.offset,
+                len: chunk.range.len,
+            }));
+        }
+    }
+    let actual = hex::encode(rb.sha256);
+    if let Some(expected) = &w.row.sha256 {
+        if *expected != actual {
+            findings.push(found(Finding::Sha256 {
+                expected: expected.clone(),
+                actual,
+            }));
+        }
+    }
+    (1, 0, rb.actual_size, findings)
+}
+
+/// Puts every damaged file of `report` back into staging (finished files, by rename) and
+/// resets only its damaged chunks in the journal, so that the next sync pass re-fetches those
+/// chunks and nothing else. The caller holds the writer lock.
+pub async fn repair(
+    journal: &Journal,
+    mirror_root: &Path,
+    report: &mut CheckReport,
+) -> Result<(), CheckError> {
+    let mut by_file: std::collections::BTreeMap<(String, String), Vec<&FileFinding>> =
+        std::collections::BTreeMap::new();
+    for f in &report.findings {
+        by_file
+            .entry((f.project.clone(), f.file_id.clone()))
+            .or_default()
+            .push(f);
+    }
+    let mut repaired = Vec::new();
+    for ((project, file_id), findings) in by_file {
+        let (Ok(project), Ok(file_id)) = (project.parse::<ProjectId>(), file_id.parse()) else {
+            continue;
+        };
+        let key = FileKey::new(&project, &file_id);
+        let (Some(row), Some(prow), Some(stored)) = (
+            journal.file(&key)?,
+            journal.project(&project)?,
+            journal.load_plan(&key)?,
+        ) else {
+            continue;
+        };
+        let Some(dir_name) = prow.dir_name else {
+            continue;
+        };
+        let store = ProjectStore::open(mirror_root, &dir_name)?;
+        let plan = &stored.plan;
+        // The chunks to fetch again: those whose digests changed; for a platform checksum
+        // that fails with every chunk digest intact, all of that segment's chunks; for a
+        // missing file or a wrong size, everything.
+        let mut reset: BTreeSet<u32> = BTreeSet::new();
+        for f in &findings {
+            match &f.finding {
+                Finding::Chunk { chunk_idx, .. } => {
+                    reset.insert(*chunk_idx);
+                }
+                Finding::Segment { seg_idx, .. } => {
+                    let chunk_hit = findings.iter().any(|g| matches!(g.finding, Finding::Chunk { chunk_idx, .. } if plan.chunks.get(chunk_idx as usize).is_some_and(|c| c.segment == *seg_idx)));
+                    if !chunk_hit {
+                        reset.extend(plan.chunks_of(*seg_idx).map(|c| c.idx));
+                    }
+                }
+                Finding::Missing | Finding::Size { .. } | Finding::Unreadable { .. } => {
+                    reset.extend(plan.chunks.iter().map(|c| c.idx));
+                }
+                Finding::Sha256 { .. } => {}
+            }
+        }
+        if reset.is_empty() {
+            // Only the SHA-256 differs: nothing narrower to blame.
+            reset.extend(plan.chunks.iter().map(|c| c.idx));
+        }
+        let finished = matches!(row.state, FileState::Verified | FileState::Unverified);
+        if finished {
+            let rel: RelPath = match row.rel_path.parse() {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            if store.final_path(&rel).exists() {
+                store.unstage(&rel, &file_id)?;
+            } else {
+                store.remove_staging(&file_id)?;
+            }
+        }
+        journal
+            .reset_chunks(&key, reset.iter().copied().collect())
+            .await?;
+        journal
+            .set_file_state(
+                &key,
+                FileState::Pending,
+                Some(format!(
+                    "repair: {} damaged chunk(s) to fetch again",
+                    reset.len()
+                )),
+            )
+            .await?;
+        journal
+            .event(
+                EventLevel::Warn,
+                Some(&project),
+                Some(&file_id),
+                format!(
+                    "verify --repair: {} put back into staging; chunks {:?} will be fetched again",
+                    row.rel_path, reset
+                ),
+            )
+            .await?;
+        repaired.push(format!("{project}:{}", row.rel_path));
+    }
+    report.repaired = repaired;
+    Ok(())
+}
+
+impl std::fmt::Display for FileFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &self.finding {
+            Finding::Missing => "missing".to_owned(),
+            Finding::Size { expected, actual } => {
+                format!("size is {actual} bytes, expected {expected}")
+            }
+            Finding::Segment {
+                seg_idx,
+                part,
+                expected,
+                actual,
+            } => match part {
+                Some(p) => format!("part {p} checksum mismatch: expected {expected}, got {actual}"),
+                None => format!(
+                    "segment {seg_idx} checksum mismatch: expected {expected}, got {actual}"
+                ),
+            },
+            Finding::Chunk {
+                chunk_idx,
+                offset,
+                len,
+            } => format!(
+                "chunk {chunk_idx} (bytes {offset}..{}) changed since it arrived",
+                offset + len
+            ),
+            Finding::Sha256 { expected, actual } => {
+                format!("SHA-256 is {actual}, recorded {expected}")
+            }
+            Finding::Unreadable { error } => format!("unreadable: {error}"),
+        };
+        write!(
+            f,
+            "{} {}:{} ({}): {what}",
+            self.place, self.project, self.path, self.file_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_read_well() {
+        let f = FileFinding {
+            project: "project-000000000000000000000001".into(),
+            file_id: "file-000000000000000000000001".into(),
+            path: "restricted/bam/x.bam".into(),
+            place: "finished",
+            finding: Finding::Chunk {
+                chunk_idx: 3,
+                offset: 48,
+                len: 16,
+            },
+        };
+        assert_eq!(
+            f.to_string(),
+            "finished project-000000000000000000000001:restricted/bam/x.bam (file-000000000000000000000001): chunk 3 (bytes 48..64) changed since it arrived"
+        );
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["finding"]["kind"], "chunk");
+    }
+}
