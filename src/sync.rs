@@ -13,15 +13,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::journal::{
-    EventLevel, FileKey, FileListing, FileState, Journal, JournalError, ProjectRow, ProjectState,
+    EventLevel, FileKey, FileListing, FileRow, FileState, Journal, JournalError, ProjectRow,
+    ProjectState,
 };
 use crate::model::{ApiToken, FileId, ProjectId, RemoteFile};
 use crate::planner::plan_file;
 use crate::platform::{ApiDisposition, DxClient, PlatformConfig, PlatformError};
+use crate::selection::{self, SampleInfo, SelectionRules};
 use crate::store::{self, ProjectStore, RelPath, StoreError};
 use crate::transfer::{Engine, EngineConfig, FileJob, Progress, TransferError};
 
@@ -210,6 +212,9 @@ pub struct PassOptions {
     pub max_files: usize,
     /// Files to mirror even if the project's filters exclude them (dropped in the inbox).
     pub force: HashSet<FileId>,
+    /// When set, only these files (and `SAMPLE_INFO.txt`) are mirrored: the project is known
+    /// only through file ids dropped in the inbox. The others are recorded as skipped.
+    pub only: Option<HashSet<FileId>>,
 }
 
 /// Runs one sync pass. The caller must hold the writer lock.
@@ -309,10 +314,6 @@ pub async fn project_pass(
     }
 }
 
-// ---- part B: selection (`src/selection.rs`). Until it is merged these stubs select every
-// file; integration replaces the bodies of `needs_sample_info`, `is_sample_info` and
-// `apply_selection` with calls to `crate::selection` (signatures agreed in the brief).
-
 /// What the selection decided for one project.
 #[derive(Debug, Default)]
 struct Selected {
@@ -322,32 +323,63 @@ struct Selected {
     findings: Vec<String>,
 }
 
-/// part B: `SelectionRules::from_config(cfg, project).needs_sample_info()`.
-fn needs_sample_info(_cfg: &Config, _project: &ProjectId) -> bool {
-    false
-}
-
-/// part B: `selection::is_sample_info(file)`.
-fn is_sample_info(file: &RemoteFile) -> bool {
-    file.name == "SAMPLE_INFO.txt"
-        && matches!(
-            file.folder.trim_end_matches('/'),
-            "" | "/restricted" | "/immediate"
-        )
-}
-
-/// part B: `SampleInfo::parse`, `selection::select` and `selection::cross_check`.
+/// Parses `SAMPLE_INFO.txt` (when there is one), cross-checks it against the listing and
+/// applies the project's selection rules.
 fn apply_selection(
-    _cfg: &Config,
-    _project: &ProjectId,
-    _files: &[RemoteFile],
-    _paths: &BTreeMap<FileId, RelPath>,
-    _sample_info: Option<&str>,
+    rules: &SelectionRules,
+    files: &[RemoteFile],
+    paths: &BTreeMap<FileId, RelPath>,
+    sample_info: Option<&str>,
 ) -> Selected {
-    Selected::default()
+    let mut findings = Vec::new();
+    let info = sample_info.and_then(|text| match SampleInfo::parse(text) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            findings.push(format!("SAMPLE_INFO.txt cannot be used: {e}"));
+            None
+        }
+    });
+    if let Some(info) = &info {
+        findings.extend(
+            selection::cross_check(info, files)
+                .into_iter()
+                .map(|d| format!("SAMPLE_INFO.txt: {d}")),
+        );
+    }
+    let excluded = if rules.is_empty() {
+        HashMap::new()
+    } else {
+        selection::select(files, paths, rules, info.as_ref())
+            .excluded
+            .into_iter()
+            .map(|(id, why)| (id, format!("excluded by filter: {why}")))
+            .collect()
+    };
+    Selected { excluded, findings }
 }
 
-// ---- end of part B stubs.
+/// Replacements in a project: a listed file whose path is that of a mirrored file no longer
+/// listed (the platform replaced the file with a new id).
+fn find_replacements(
+    rows: &[FileRow],
+    listed: &HashSet<&FileId>,
+    paths: &BTreeMap<FileId, RelPath>,
+) -> Vec<Replacement> {
+    let by_path: HashMap<&str, &FileId> = paths.iter().map(|(id, p)| (p.as_str(), id)).collect();
+    rows.iter()
+        .filter(|row| {
+            !listed.contains(&row.file_id)
+                && matches!(row.state, FileState::Verified | FileState::Unverified)
+        })
+        .filter_map(|row| {
+            Some(Replacement {
+                old: row.key(),
+                new: (*by_path.get(row.rel_path.as_str())?).clone(),
+                keep_as: keep_name(&row.rel_path, &row.file_id)?,
+            })
+        })
+        .collect()
+}
 
 /// A file whose path now belongs to a new file id upstream: the old copy is kept as
 /// `<old-file-id>__<name>` once the new version is verified.
@@ -478,7 +510,7 @@ async fn sync_project(
                     excluded
                         .get(&f.id)
                         .filter(|_| !opts.force.contains(&f.id))
-                        .map(|why| format!("excluded by filter: {why}"))
+                        .cloned()
                 });
                 Some(FileListing {
                     kind: plan_file(f, cfg.chunk_size).ok().map(|p| p.kind),
@@ -491,7 +523,12 @@ async fn sync_project(
     };
 
     // SAMPLE_INFO.txt is mirrored first and parsed, so the selection can use its columns.
-    let sample_infos: Vec<&RemoteFile> = remote.iter().filter(|f| is_sample_info(f)).collect();
+    let listed: HashSet<&FileId> = remote.iter().map(|f| &f.id).collect();
+    let rules = SelectionRules::from_config(cfg, project);
+    let sample_infos: Vec<&RemoteFile> = remote
+        .iter()
+        .filter(|f| selection::is_sample_info(f))
+        .collect();
     let read_sample_info = |journal: &Journal| -> Result<Option<String>, SyncError> {
         for f in &sample_infos {
             let key = FileKey::new(project, &f.id);
@@ -507,10 +544,12 @@ async fn sync_project(
         Ok(None)
     };
     let mut sample_text = read_sample_info(journal)?;
+    let mut fresh_sample_info = false;
     if sample_text.is_none() && !sample_infos.is_empty() {
         journal
             .record_listing(project, listings(&HashMap::new()))
             .await?;
+        let replacements = find_replacements(&journal.files(project)?, &listed, &paths);
         let jobs: Vec<FileJob> = sample_infos
             .iter()
             .filter_map(|f| {
@@ -519,7 +558,10 @@ async fn sync_project(
                     remote: (*f).clone(),
                     rel_path: paths.get(&f.id)?.clone(),
                     store: pstore.clone(),
-                    replaces: None,
+                    replaces: replacements
+                        .iter()
+                        .find(|r| r.new == f.id)
+                        .map(|r| r.keep_as.clone()),
                 })
             })
             .collect();
@@ -528,16 +570,32 @@ async fn sync_project(
             return Err(e.into());
         }
         sample_text = read_sample_info(journal)?;
+        fresh_sample_info = sample_text.is_some();
     }
-    if sample_text.is_none() && needs_sample_info(cfg, project) {
-        warn!(project_id = %project, "the filters use SAMPLE_INFO.txt columns but the project has no usable SAMPLE_INFO.txt");
+    if sample_text.is_none() && rules.needs_sample_info() {
+        warn!(project_id = %project, "the filters use SAMPLE_INFO.txt columns but the project has no usable SAMPLE_INFO.txt; only SAMPLE_INFO.txt itself is selected");
     }
-    let selected = apply_selection(cfg, project, &remote, &paths, sample_text.as_deref());
+    let mut selected = apply_selection(&rules, &remote, &paths, sample_text.as_deref());
+    if let Some(only) = &opts.only {
+        for f in &remote {
+            if !only.contains(&f.id) && !selection::is_sample_info(f) {
+                selected.excluded.entry(f.id.clone()).or_insert_with(|| {
+                    "not requested: only some files of this project were dropped in the inbox"
+                        .to_owned()
+                });
+            }
+        }
+    }
+    // Reported once, when a (new) SAMPLE_INFO.txt arrives, not at every re-listing.
     for finding in &selected.findings {
-        warn!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagrees with the listing");
-        journal
-            .event(EventLevel::Warn, Some(project), None, finding.clone())
-            .await?;
+        if fresh_sample_info {
+            warn!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagrees with the listing");
+            journal
+                .event(EventLevel::Warn, Some(project), None, finding.clone())
+                .await?;
+        } else {
+            debug!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagreement (already reported)");
+        }
     }
 
     let diff = journal
@@ -560,25 +618,7 @@ async fn sync_project(
 
     // A listed file that takes the path of a mirrored file no longer listed: a replacement.
     let rows = journal.files(project)?;
-    let by_path: HashMap<&str, &FileId> = paths.iter().map(|(id, p)| (p.as_str(), id)).collect();
-    let mut replacements: Vec<Replacement> = Vec::new();
-    for row in &rows {
-        if !removed.contains(&row.file_id)
-            || !matches!(row.state, FileState::Verified | FileState::Unverified)
-        {
-            continue;
-        }
-        if let (Some(new), Some(keep_as)) = (
-            by_path.get(row.rel_path.as_str()),
-            keep_name(&row.rel_path, &row.file_id),
-        ) {
-            replacements.push(Replacement {
-                old: row.key(),
-                new: (*new).clone(),
-                keep_as,
-            });
-        }
-    }
+    let replacements = find_replacements(&rows, &listed, &paths);
 
     // Work: everything not published, plus published files whose local copy went missing.
     let mut jobs = Vec::new();

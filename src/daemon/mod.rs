@@ -16,7 +16,7 @@ pub mod signals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, Date};
+use crate::inbox::{self, InboxItem};
 use crate::journal::{
     DaemonRow, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState,
 };
@@ -84,29 +85,12 @@ pub enum Event {
 enum Source {
     Configured,
     Discovered,
+    /// Dropped in the inbox as a whole project.
     Inbox,
+    /// Known only through file ids dropped in the inbox: only those files are mirrored.
+    InboxFiles,
     Journal,
 }
-
-// ---- part B: inbox (`src/inbox.rs`). Until it is merged the stub finds nothing;
-// integration replaces the body with `crate::inbox::scan(dir)` mapping
-// `InboxItem::Projects(p)` to `InboxWork::Projects(p)` and `InboxItem::Files(f)` to
-// `InboxWork::Files(f)` (it moves accepted and rejected files itself).
-
-/// Work found in the drop-in directory.
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // constructed by part B's scan once merged
-enum InboxWork {
-    Projects(Vec<ProjectId>),
-    Files(Vec<(ProjectId, FileId)>),
-}
-
-/// part B: `crate::inbox::scan`.
-fn inbox_scan(_dir: &Path) -> Result<Vec<(PathBuf, InboxWork)>, String> {
-    Ok(Vec::new())
-}
-
-// ---- end of part B stub.
 
 /// Runs the daemon until `shutdown` resolves (or SIGTERM/SIGINT, which the caller wires into
 /// `shutdown`); SIGHUP reloads the config. Returns `Ok` after a clean stop.
@@ -155,6 +139,8 @@ struct Daemon {
     known: BTreeMap<ProjectId, Source>,
     due: BTreeSet<ProjectId>,
     force: HashMap<ProjectId, HashSet<FileId>>,
+    /// The requested files of `Source::InboxFiles` projects.
+    only: HashMap<ProjectId, HashSet<FileId>>,
     running: HashSet<ProjectId>,
     tasks: JoinSet<(ProjectId, Result<ProjectSummary, SyncError>)>,
     next_discovery: Instant,
@@ -198,6 +184,7 @@ impl Daemon {
             known: BTreeMap::new(),
             due: BTreeSet::new(),
             force: HashMap::new(),
+            only: HashMap::new(),
             running: HashSet::new(),
             tasks: JoinSet::new(),
             next_discovery: now,
@@ -268,6 +255,19 @@ impl Daemon {
         self.build_context().await?;
         for p in self.cfg.projects.clone() {
             self.known.insert(p, Source::Configured);
+        }
+        for (p, f) in self.journal.requests()? {
+            match f {
+                None => {
+                    self.known.entry(p).or_insert(Source::Inbox);
+                }
+                Some(f) => {
+                    self.only.entry(p).or_default().insert(f);
+                }
+            }
+        }
+        for p in self.only.keys() {
+            self.known.entry(p.clone()).or_insert(Source::InboxFiles);
         }
         for p in self.journal.projects()? {
             self.known.entry(p.id).or_insert(Source::Journal);
@@ -488,6 +488,11 @@ impl Daemon {
                 self.due.remove(&p.id);
                 continue;
             }
+            if self.known.get(&p.id) == Some(&Source::InboxFiles) {
+                // Now visible as a whole project: mirror all of it.
+                self.known.insert(p.id.clone(), Source::Discovered);
+                self.due.insert(p.id.clone());
+            }
             if !self.known.contains_key(&p.id) {
                 new += 1;
                 info!(project_id = %p.id, name = %p.name, "new project discovered; queued");
@@ -526,20 +531,68 @@ impl Daemon {
         let Some(w) = self.cfg.watch.clone() else {
             return Ok(());
         };
-        match inbox_scan(&w.dir) {
-            Ok(items) => {
-                for (path, work) in items {
+        let dir = w.dir.clone();
+        // Directory IO: off the async threads.
+        let scanned =
+            tokio::task::spawn_blocking(move || inbox::scan_with(&dir, inbox::DEFAULT_MIN_AGE))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        match scanned {
+            Ok(report) => {
+                for (path, why) in &report.rejected {
+                    warn!(path = %path.display(), reason = %why, "inbox file rejected");
+                    self.journal
+                        .event(
+                            EventLevel::Warn,
+                            None,
+                            None,
+                            format!("inbox file rejected ({}): {why}", path.display()),
+                        )
+                        .await?;
+                }
+                if !report.deferred.is_empty() {
+                    // Still being written: look again soon.
+                    self.next_rescan = self
+                        .next_rescan
+                        .min(Instant::now() + inbox::DEFAULT_MIN_AGE);
+                }
+                for (path, work) in report.accepted {
                     info!(path = %path.display(), "inbox file accepted; work queued");
+                    self.journal
+                        .event(
+                            EventLevel::Info,
+                            None,
+                            None,
+                            format!("inbox file accepted ({}); work queued", path.display()),
+                        )
+                        .await?;
                     match work {
-                        InboxWork::Projects(ps) => {
+                        InboxItem::Projects(ps) => {
+                            self.journal
+                                .add_requests(ps.iter().map(|p| (p.clone(), None)).collect())
+                                .await?;
                             for p in ps {
-                                self.known.entry(p.clone()).or_insert(Source::Inbox);
+                                let s = self.known.entry(p.clone()).or_insert(Source::Inbox);
+                                if *s == Source::InboxFiles {
+                                    *s = Source::Inbox;
+                                }
                                 self.due.insert(p);
                             }
                         }
-                        InboxWork::Files(fs) => {
+                        InboxItem::Files(fs) => {
+                            self.journal
+                                .add_requests(
+                                    fs.iter()
+                                        .map(|(p, f)| (p.clone(), Some(f.clone())))
+                                        .collect(),
+                                )
+                                .await?;
                             for (p, f) in fs {
-                                self.known.entry(p.clone()).or_insert(Source::Inbox);
+                                let s = self.known.entry(p.clone()).or_insert(Source::InboxFiles);
+                                if *s == Source::InboxFiles {
+                                    self.only.entry(p.clone()).or_default().insert(f.clone());
+                                }
                                 self.force.entry(p.clone()).or_default().insert(f);
                                 self.due.insert(p);
                             }
@@ -715,9 +768,14 @@ impl Daemon {
         for p in start {
             self.due.remove(&p);
             self.running.insert(p.clone());
+            let only = match self.known.get(&p) {
+                Some(Source::InboxFiles) => Some(self.only.get(&p).cloned().unwrap_or_default()),
+                _ => None,
+            };
             let opts = PassOptions {
                 max_files: share,
                 force: self.force.remove(&p).unwrap_or_default(),
+                only,
             };
             let ctx = ctx.clone();
             info!(project_id = %p, priority = prio(&p), max_files = share, "project pass started");

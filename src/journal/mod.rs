@@ -37,6 +37,8 @@
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
 //!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
 //!   ([`DaemonRow`]), for `status`.
+//! - `requests(project_id, file_id, ts_ms)`: work dropped in the daemon's inbox, a whole
+//!   project (`file_id` empty) or single files; it survives restarts.
 //!
 //! # Locking
 //!
@@ -1110,6 +1112,20 @@ impl Journal {
         .await
     }
 
+    /// Records work dropped in the daemon's inbox: whole projects (`None`) or single files.
+    /// Already recorded requests are kept as they are.
+    pub async fn add_requests(
+        &self,
+        requests: Vec<(ProjectId, Option<FileId>)>,
+    ) -> Result<(), JournalError> {
+        self.send_unit(Op::AddRequests(requests)).await
+    }
+
+    /// The inbox requests recorded so far, by project.
+    pub fn requests(&self) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
+        self.read(read::requests)
+    }
+
     /// Records the daemon's state (the one `daemon` row; `updated_ms` is set to now).
     pub async fn put_daemon(&self, row: DaemonRow) -> Result<(), JournalError> {
         self.send_unit(Op::PutDaemon(row)).await
@@ -1207,6 +1223,11 @@ impl JournalReader {
     /// The daemon's state, if a daemon ever ran.
     pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
         read::daemon(&self.conn)
+    }
+
+    /// The inbox requests recorded so far, by project.
+    pub fn requests(&self) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
+        read::requests(&self.conn)
     }
 }
 

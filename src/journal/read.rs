@@ -11,7 +11,7 @@ use super::{
     AuditRow, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow,
     ProjectTotals, RunRow, SqlContext as _, StoredPlan,
 };
-use crate::model::{ByteRange, ProjectId, RemotePart, RemoteState};
+use crate::model::{ByteRange, FileId, ProjectId, RemotePart, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
 
 /// The platform parts as stored in `files.parts_json`.
@@ -543,4 +543,31 @@ pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalErro
     })
     .optional()
     .sql_ctx("reading the daemon state")
+}
+
+pub(crate) fn requests(
+    conn: &Connection,
+) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
+    let rows: Vec<(ProjectId, String)> = conn
+        .prepare_cached("SELECT project_id, file_id FROM requests ORDER BY project_id, file_id")
+        .sql_ctx("reading inbox requests")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .sql_ctx("reading inbox requests")?
+        .collect::<Result<Vec<_>, _>>()
+        .sql_ctx("reading inbox requests")?;
+    rows.into_iter()
+        .map(|(p, f)| {
+            if f.is_empty() {
+                return Ok((p, None));
+            }
+            let id: FileId =
+                f.parse()
+                    .map_err(|e: crate::model::IdError| JournalError::BadRow {
+                        table: "requests",
+                        key: format!("{p}:{f}"),
+                        detail: e.to_string(),
+                    })?;
+            Ok((p, Some(id)))
+        })
+        .collect()
 }

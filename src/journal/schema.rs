@@ -142,6 +142,13 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             stopped_ms        INTEGER,
             bytes_per_s       INTEGER
         ) STRICT;
+        -- Work dropped in the daemon's inbox: a whole project (file_id '') or single files.
+        CREATE TABLE requests (
+            project_id TEXT NOT NULL,
+            file_id    TEXT NOT NULL,
+            ts_ms      INTEGER NOT NULL,
+            PRIMARY KEY (project_id, file_id)
+        ) STRICT, WITHOUT ROWID;
         "#,
     ]
 }
@@ -292,7 +299,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(n_tables, 8);
+        assert_eq!(n_tables, 9);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();

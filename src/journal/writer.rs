@@ -85,6 +85,7 @@ pub(crate) enum Op {
         rel_path: String,
     },
     PutDaemon(DaemonRow),
+    AddRequests(Vec<(ProjectId, Option<FileId>)>),
     /// Commit what came before, ack, and stop.
     Close,
 }
@@ -347,6 +348,20 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 .execute(params![key.project, key.file, rel_path, now_ms()])
                 .sql_ctx("setting a file path")?;
             known_file(n, key)
+        }
+        Op::AddRequests(reqs) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO requests (project_id, file_id, ts_ms) VALUES (?1, ?2, ?3)",
+                )
+                .sql_ctx("recording inbox requests")?;
+            let now = now_ms();
+            for (p, f) in reqs {
+                let f = f.map(|f| f.as_str().to_owned()).unwrap_or_default();
+                stmt.execute(params![p, f, now])
+                    .sql_ctx("recording inbox requests")?;
+            }
+            Ok(Reply::Done)
         }
         Op::PutDaemon(row) => {
             conn.prepare_cached(

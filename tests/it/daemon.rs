@@ -606,3 +606,173 @@ fn systemd_analyze_security_exposure_is_printed() {
         .expect("a score");
     assert!(score <= 3.0, "exposure too high: {exposure}");
 }
+
+/// Names of the files of `project` in `state`, sorted.
+fn names_in_state(env: &Env, project: &ProjectId, state: FileState) -> Vec<String> {
+    let mut v: Vec<String> = reader(env)
+        .unwrap()
+        .files(project)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.state == state)
+        .map(|f| f.name)
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_applies_path_type_and_sample_info_filters_exactly() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let p = sandbox.projects()[0].clone();
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "sample-info = { sequencing_type = [\"RNA-Seq\"] }",
+            &["SAMPLE_INFO.txt", "SJOS001101_D1.RNA-Seq.bam"],
+        ),
+        (
+            "include = [\"restricted/**\"]\nexclude = [\"restricted/bam\"]\nfile-types = [\"gVCF\", \"index\"]",
+            &[
+                "SAMPLE_INFO.txt",
+                "SJBALL020073_G1.gvcf.gz",
+                "SJBALL020073_G1.gvcf.gz.tbi",
+                "SJOS001101_G1.gvcf.gz",
+            ],
+        ),
+    ];
+    for (rules, expected) in cases {
+        let env = env_with(
+            sandbox.api_url(),
+            sandbox.token(),
+            Vec::new(),
+            &format!("[[project]]\nid = \"{p}\"\n{rules}\n"),
+        );
+        let summary = env.sync().await.unwrap();
+        assert!(summary.is_ok(), "{summary:#?}");
+        let mut done = names_in_state(&env, &p, FileState::Verified);
+        done.extend(names_in_state(&env, &p, FileState::Unverified));
+        done.sort();
+        done.dedup();
+        assert_eq!(done, expected, "{rules}");
+        let rows = reader(&env).unwrap().files(&p).unwrap();
+        for f in rows.iter().filter(|f| f.state == FileState::Skipped) {
+            let why = f.reason.clone().unwrap_or_default();
+            assert!(
+                why.starts_with("excluded by filter") || why.starts_with("file is"),
+                "{}: {why}",
+                f.name
+            );
+        }
+        let dir = project_dir(&env, &p);
+        let local: Vec<String> = files_under(&dir)
+            .into_iter()
+            .filter(|f| !f.starts_with(".dxmirror") && f.as_os_str() != "SHA256SUMS")
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let mut local = local;
+        local.sort();
+        local.dedup();
+        assert_eq!(local, expected, "only the selected files are on disk");
+    }
+}
+
+fn age(path: &Path) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected() {
+    let sandbox = empty_sandbox().await;
+    let whole = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-inbox-whole")
+                .file(FileSpec::new("/", "w1.txt", 4_000))
+                .file(FileSpec::new("/restricted/bam", "w2.bam", 9_000)),
+        )
+        .unwrap();
+    let partial = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-inbox-files")
+                .file(FileSpec::new("/restricted/CNV", "a.cnv", 3_000))
+                .file(FileSpec::new("/restricted/CNV", "b.cnv", 5_000))
+                .file(FileSpec::new("/restricted/bam", "c.bam", 7_000)),
+        )
+        .unwrap();
+    let wanted = sandbox
+        .files(&partial)
+        .into_iter()
+        .find(|f| f.name == "b.cnv")
+        .unwrap();
+    let env = env_with(
+        sandbox.api_url(),
+        sandbox.token(),
+        Vec::new(),
+        "[watch]\ndir = \"INBOX\"\nrescan = \"200ms\"\n",
+    );
+    // The inbox lives in the test's directory.
+    let inbox = env.dir.path().join("inbox");
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("\"INBOX\"", &format!("{:?}", inbox));
+    std::fs::write(&env.config_path, text).unwrap();
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the inbox to be created", T, || {
+        inbox.is_dir().then_some(())
+    })
+    .await;
+
+    std::fs::write(
+        inbox.join("request.txt"),
+        format!("# data request 7\n{whole}\n"),
+    )
+    .unwrap();
+    let manifest = serde_json::json!({
+        partial.to_string(): [{"id": wanted.id.to_string(), "name": "b.cnv", "folder": "/restricted/CNV"}]
+    });
+    dxmirror::inbox::write_bzip2(
+        &inbox.join("manifest.json.bz2"),
+        manifest.to_string().as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(inbox.join("junk.txt"), "hello, please mirror everything\n").unwrap();
+    for name in ["request.txt", "manifest.json.bz2", "junk.txt"] {
+        age(&inbox.join(name));
+    }
+
+    wait_for("the whole project to be mirrored", T, || {
+        all_verified(&env, &whole, 2)
+    })
+    .await;
+    wait_for("the requested file to be mirrored", T, || {
+        let f = reader(&env)?
+            .files(&partial)
+            .ok()?
+            .into_iter()
+            .find(|f| f.file_id == wanted.id)?;
+        (f.state == FileState::Verified).then_some(())
+    })
+    .await;
+    // Only the requested file of the partial project.
+    assert_eq!(
+        names_in_state(&env, &partial, FileState::Verified),
+        ["b.cnv"]
+    );
+    let others = reader(&env).unwrap().files(&partial).unwrap();
+    for f in others.iter().filter(|f| f.file_id != wanted.id) {
+        assert_eq!(f.state, FileState::Skipped, "{}", f.name);
+        assert!(f.reason.as_deref().unwrap_or("").contains("not requested"));
+    }
+    let reason = std::fs::read_to_string(inbox.join("rejected/junk.txt.reason")).unwrap();
+    assert!(!reason.trim().is_empty());
+    assert!(inbox.join("rejected/junk.txt").is_file());
+    assert!(inbox.join("accepted/request.txt").is_file());
+    assert!(inbox.join("accepted/manifest.json.bz2").is_file());
+    running.stop().await.unwrap();
+
+    // After a restart the partial project is still limited to its requested file.
+    let requests = reader(&env).unwrap().requests().unwrap();
+    assert!(requests.contains(&(whole.clone(), None)));
+    assert!(requests.contains(&(partial.clone(), Some(wanted.id.clone()))));
+}
