@@ -1313,6 +1313,7 @@ mod tests {
             j.event(EventLevel::Info, Some(p), None, "listed".into())
                 .await
                 .unwrap();
+            j.add_requests(vec![(p.clone(), None)]).await.unwrap();
         }
         let audit = |action: &str| NewAudit {
             action: action.into(),
@@ -1329,6 +1330,7 @@ mod tests {
         assert!(j.files(&a).unwrap().is_empty());
         assert_eq!(j.files(&b).unwrap().len(), 3);
         assert!(j.project(&b).unwrap().is_some());
+        assert_eq!(j.requests().unwrap(), vec![(b.clone(), None)]);
         // Deleting it again is an error and writes no second record.
         assert!(matches!(
             j.delete_project(&a, audit("purge")).await,

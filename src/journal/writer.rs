@@ -779,6 +779,8 @@ fn delete_project(
     let segments = del("DELETE FROM segments WHERE project_id = ?1")?;
     let files = del("DELETE FROM files WHERE project_id = ?1")?;
     let events = del("DELETE FROM events WHERE project_id = ?1")?;
+    // The daemon must not bring a purged project back from an old inbox request.
+    del("DELETE FROM requests WHERE project_id = ?1")?;
     let projects = del("DELETE FROM projects WHERE id = ?1")?;
     if projects == 0 {
         return Err(JournalError::UnknownProject(project.clone()));
