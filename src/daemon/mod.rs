@@ -156,7 +156,6 @@ struct Daemon {
     /// The last rate sample: when, the engine it came from, its byte counter.
     rate_sample: Option<(Instant, usize, u64)>,
     watcher: Option<::notify::RecommendedWatcher>,
-    ready_sent: bool,
 }
 
 fn now_ms() -> i64 {
@@ -198,7 +197,6 @@ impl Daemon {
             inbox_rx: None,
             rate_sample: None,
             watcher: None,
-            ready_sent: false,
         }
     }
 
@@ -213,6 +211,9 @@ impl Daemon {
         // while the loop itself is responsive.
         let notify = self.notify.clone();
         let wd = notify.watchdog_interval();
+        // Ready once the lock and the journal are ours: the first API call may wait on a
+        // network outage, which must not look like a failed start to systemd.
+        notify.ready("starting: checking the API token");
         match guarded(&mut shutdown, &notify, wd, self.start()).await {
             None => return self.stop_requested(),
             Some(r) => r?,
@@ -299,11 +300,6 @@ impl Daemon {
         }
         self.on_timers().await?;
         self.schedule();
-        if !self.ready_sent {
-            self.ready_sent = true;
-            let status = self.status_line();
-            self.notify.ready(&status);
-        }
         Ok(())
     }
 
