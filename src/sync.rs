@@ -545,10 +545,14 @@ async fn sync_project(
     };
     let mut sample_text = read_sample_info(journal)?;
     let mut fresh_sample_info = false;
+    // Files first seen by the preliminary listing (recorded before SAMPLE_INFO.txt).
+    let mut added_early = 0usize;
     if sample_text.is_none() && !sample_infos.is_empty() {
-        journal
+        added_early = journal
             .record_listing(project, listings(&HashMap::new()))
-            .await?;
+            .await?
+            .added
+            .len();
         let replacements = find_replacements(&journal.files(project)?, &listed, &paths);
         let jobs: Vec<FileJob> = sample_infos
             .iter()
@@ -604,7 +608,7 @@ async fn sync_project(
     info!(
         project_id = %project,
         n_files = remote.len(),
-        added = diff.added.len(),
+        added = diff.added.len() + added_early,
         removed = diff.removed.len(),
         excluded = selected.excluded.len(),
         list_ms,
