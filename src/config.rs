@@ -165,6 +165,10 @@ pub struct RawProject {
     /// `SAMPLE_INFO.txt` column to accepted values.
     #[serde(default)]
     pub sample_info: BTreeMap<String, OneOrMany>,
+    /// Queue priority: higher first (default 0).
+    pub priority: Option<i64>,
+    /// End of the data access agreement, `YYYY-MM-DD` (a TOML date or a string).
+    pub access_expires: Option<toml::Value>,
 }
 
 /// The global `[filter]` table: the selection keys of `[[project]]`, applied to every project.
@@ -217,6 +221,44 @@ fn build_filter(
     Filter::new(include, exclude, file_types, sample_info)
 }
 
+/// `[discovery]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// Discover projects through `/system/findProjects` (default false).
+    pub enabled: Option<bool>,
+    /// How often.
+    pub interval: Option<HumanDuration>,
+    /// Minimum permission level (default `VIEW`).
+    pub level: Option<String>,
+    /// Tags a project must all carry.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Glob on the project name.
+    pub name: Option<String>,
+    /// Properties a project must carry with these values.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[relist]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawRelist {
+    /// How often every known project is listed again.
+    pub interval: Option<HumanDuration>,
+}
+
+/// `[watch]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawWatch {
+    /// The drop-in directory.
+    pub dir: Option<PathBuf>,
+    /// Full rescan interval (the source of truth; file events only make it sooner).
+    pub rescan: Option<HumanDuration>,
+}
+
 /// The config file exactly as serde reads it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -250,6 +292,113 @@ pub struct RawConfig {
     pub project: Vec<RawProject>,
     /// Selection rules applied to every project.
     pub filter: Option<RawFilter>,
+    /// Project discovery (daemon).
+    #[serde(default)]
+    pub discovery: RawDiscovery,
+    /// Re-listing (daemon).
+    #[serde(default)]
+    pub relist: RawRelist,
+    /// Drop-in directory (daemon).
+    #[serde(default)]
+    pub watch: RawWatch,
+}
+
+/// Validated `[discovery]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// Whether the daemon discovers projects.
+    pub enabled: bool,
+    /// How often.
+    pub interval: Duration,
+    /// Minimum permission level, always sent.
+    pub level: String,
+    /// Tags a project must all carry.
+    pub tags: Vec<String>,
+    /// Glob on the project name.
+    pub name: Option<String>,
+    /// Properties a project must carry with these values.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Validated `[watch]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// The drop-in directory.
+    pub dir: PathBuf,
+    /// Full rescan interval.
+    pub rescan: Duration,
+}
+
+/// A calendar date (`YYYY-MM-DD`), kept as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    /// Days since the Unix epoch.
+    pub days: i64,
+}
+
+impl Date {
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(s: &str) -> Result<Date, String> {
+        let bad = || format!("{s:?} is not a date (expected YYYY-MM-DD)");
+        let mut it = s.trim().splitn(3, '-');
+        let y: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let m: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let d: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return Err(bad());
+        }
+        let days = days_from_civil(y, m, d);
+        let back = Date { days };
+        if back.to_string() != format!("{y:04}-{m:02}-{d:02}") {
+            return Err(bad());
+        }
+        Ok(back)
+    }
+
+    /// Today (UTC).
+    pub fn today() -> Date {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Date {
+            days: (secs / 86_400) as i64,
+        }
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Howard Hinnant's civil_from_days.
+        let z = self.days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Per-project settings of the daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectSettings {
+    /// Queue priority, higher first.
+    pub priority: i64,
+    /// End of the access agreement.
+    pub access_expires: Option<Date>,
 }
 
 /// A validated configuration.
@@ -287,6 +436,24 @@ pub struct Config {
     pub filter: Filter,
     /// Each configured project's own selection rules (absent or empty: everything).
     pub project_filters: HashMap<ProjectId, Filter>,
+    /// Per-project daemon settings of configured projects (absent: defaults).
+    pub project_settings: BTreeMap<ProjectId, ProjectSettings>,
+    /// Project discovery.
+    pub discovery: Discovery,
+    /// Re-listing interval of every known project.
+    pub relist_interval: Duration,
+    /// The drop-in directory, if any.
+    pub watch: Option<Watch>,
+}
+
+impl Config {
+    /// The settings of a project (defaults for a discovered one).
+    pub fn settings(&self, project: &ProjectId) -> ProjectSettings {
+        self.project_settings
+            .get(project)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// Where a token was found, for `check-config` (never the token itself).
@@ -394,11 +561,21 @@ impl Config {
             .file_patience
             .map_or(Duration::from_secs(30 * 60), |d| d.0);
         let mut projects = Vec::new();
+        let mut project_settings = BTreeMap::new();
         let mut project_filters = HashMap::new();
         for p in raw.project {
             let id: ProjectId =
                 p.id.parse()
                     .map_err(|e| invalid(format!("[[project]]: {e}")))?;
+            let access_expires = match &p.access_expires {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(toml::Value::Datetime(d)) => Some(d.to_string()),
+                Some(other) => Some(other.to_string()),
+            }
+            .map(|s| Date::parse(&s))
+            .transpose()
+            .map_err(|e| invalid(format!("[[project]] {id}: access-expires: {e}")))?;
             let filter = build_filter(&p.include, &p.exclude, &p.file_types, p.sample_info)
                 .map_err(|e| invalid(format!("[[project]] {id}: {e}")))?;
             if projects.contains(&id) {
@@ -409,6 +586,13 @@ impl Config {
                 }
                 continue;
             }
+            project_settings.insert(
+                id.clone(),
+                ProjectSettings {
+                    priority: p.priority.unwrap_or(0),
+                    access_expires,
+                },
+            );
             projects.push(id.clone());
             if !filter.is_empty() {
                 project_filters.insert(id, filter);
@@ -419,6 +603,45 @@ impl Config {
                 .map_err(|e| invalid(format!("[filter]: {e}")))?,
             None => Filter::default(),
         };
+        let level = raw
+            .discovery
+            .level
+            .unwrap_or_else(|| "VIEW".to_owned())
+            .to_ascii_uppercase();
+        if !["VIEW", "UPLOAD", "CONTRIBUTE", "ADMINISTER"].contains(&level.as_str()) {
+            return Err(invalid(format!(
+                "[discovery] level = {level:?} must be VIEW, UPLOAD, CONTRIBUTE or ADMINISTER"
+            )));
+        }
+        let min_interval = Duration::from_millis(100);
+        let discovery = Discovery {
+            enabled: raw.discovery.enabled.unwrap_or(false),
+            interval: raw
+                .discovery
+                .interval
+                .map_or(Duration::from_secs(15 * 60), |d| d.0),
+            level,
+            tags: raw.discovery.tags,
+            name: raw.discovery.name,
+            properties: raw.discovery.properties,
+        };
+        let relist_interval = raw
+            .relist
+            .interval
+            .map_or(Duration::from_secs(3600), |d| d.0);
+        let watch = raw.watch.dir.map(|dir| Watch {
+            dir,
+            rescan: raw.watch.rescan.map_or(Duration::from_secs(60), |d| d.0),
+        });
+        if discovery.interval < min_interval
+            || relist_interval < min_interval
+            || watch.as_ref().is_some_and(|w| w.rescan < min_interval)
+        {
+            return Err(invalid(
+                "[discovery] interval, [relist] interval and [watch] rescan must be at least 100ms"
+                    .into(),
+            ));
+        }
         Ok(Config {
             source: path.to_owned(),
             api_url,
@@ -434,6 +657,10 @@ impl Config {
             file_patience,
             max_verify_retries: raw.max_verify_retries.unwrap_or(3),
             projects,
+            project_settings,
+            discovery,
+            relist_interval,
+            watch,
             filter,
             project_filters,
         })
@@ -572,6 +799,53 @@ mod tests {
         assert!(err.contains("project-x"), "{err}");
         let err = parse("state-dir = \"/x\"\n").unwrap_err().to_string();
         assert!(err.contains("mirror-root"), "{err}");
+    }
+
+    #[test]
+    fn daemon_sections_parse() {
+        let c = parse(&format!(
+            "{MINIMAL}[discovery]\nenabled = true\ninterval = \"5m\"\nlevel = \"view\"\ntags = [\"sjcp-project-data\"]\nname = \"SJC-*\"\nproperties = {{ k = \"v\" }}\n[relist]\ninterval = \"2h\"\n[watch]\ndir = \"/in\"\n[[project]]\nid = \"project-GZ0yq4Q0fXbqfKZ3Bj0xYv7P\"\npriority = 10\naccess-expires = 2027-05-01\n"
+        ))
+        .unwrap();
+        assert!(c.discovery.enabled);
+        assert_eq!(c.discovery.interval, Duration::from_secs(300));
+        assert_eq!(c.discovery.level, "VIEW");
+        assert_eq!(
+            c.discovery.properties.get("k").map(String::as_str),
+            Some("v")
+        );
+        assert_eq!(c.relist_interval, Duration::from_secs(7200));
+        assert_eq!(c.watch.as_ref().unwrap().rescan, Duration::from_secs(60));
+        let s = c.settings(&c.projects[0]);
+        assert_eq!(s.priority, 10);
+        assert_eq!(s.access_expires.unwrap().to_string(), "2027-05-01");
+        let err = parse(&format!(
+            "{MINIMAL}[[project]]\nid = \"project-GZ0yq4Q0fXbqfKZ3Bj0xYv7P\"\naccess-expires = \"2027-02-30\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("2027-02-30"), "{err}");
+    }
+
+    #[test]
+    fn the_annotated_example_config_parses() {
+        let text = include_str!("../config/dxmirror.toml");
+        let c = parse(text).unwrap();
+        assert!(c.discovery.enabled);
+        assert_eq!(c.discovery.tags, vec!["sjcp-project-data".to_owned()]);
+        assert_eq!(c.relist_interval, Duration::from_secs(3600));
+        assert!(c.watch.is_some());
+        assert_eq!(c.projects.len(), 1);
+        assert_eq!(c.settings(&c.projects[0]).priority, 10);
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for s in ["1970-01-01", "2000-02-29", "2027-05-01", "2100-12-31"] {
+            assert_eq!(Date::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(Date::parse("1970-01-02").unwrap().days, 1);
+        assert!(Date::parse("2027-13-01").is_err());
     }
 
     #[test]

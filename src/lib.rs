@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod hashing;
 pub mod inbox;

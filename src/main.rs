@@ -38,6 +38,13 @@ enum Command {
         /// Projects to mirror (default: the config's [[project]] list).
         projects: Vec<ProjectId>,
     },
+    /// Run unattended: discover projects, re-list them, mirror what is new, watch the inbox
+    /// (SIGHUP reloads the config; SIGTERM/SIGINT stop cleanly with exit status 0).
+    Daemon {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Show what the journal knows: projects, files, bytes, failures (read-only).
     Status {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
@@ -134,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { config, projects } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
+            dxmirror::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
             let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
             let summary = dxmirror::sync::run(
                 &cfg,
@@ -151,10 +159,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Daemon { config } => {
+            let path = config_path(config);
+            let shutdown =
+                dxmirror::daemon::signals::terminate().context("cannot install signal handlers")?;
+            dxmirror::daemon::run(path, shutdown, dxmirror::daemon::Notifier::from_env())
+                .await
+                .context("daemon failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config, json } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
-            let text = dxmirror::status::render(&cfg.state_dir, json)?;
+            let text = dxmirror::status::render_with_config(&cfg, json)?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
@@ -197,10 +214,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             println!("  filter                   {}", cfg.filter.describe());
             for p in &cfg.projects {
-                println!("  project                  {p}");
+                let st = cfg.settings(p);
+                println!(
+                    "  project                  {p} (priority {}{})",
+                    st.priority,
+                    st.access_expires
+                        .map(|d| format!(", access expires {d}"))
+                        .unwrap_or_default()
+                );
                 if let Some(f) = cfg.project_filters.get(p) {
                     println!("    selects                {}", f.describe());
                 }
+            }
+            let d = &cfg.discovery;
+            if d.enabled {
+                println!(
+                    "  discovery                every {}, level {}, tags {:?}, name {:?}, properties {:?}",
+                    humantime::format_duration(d.interval),
+                    d.level,
+                    d.tags,
+                    d.name.as_deref().unwrap_or("*"),
+                    d.properties
+                );
+            } else {
+                println!("  discovery                off");
+            }
+            println!(
+                "  relist                   every {}",
+                humantime::format_duration(cfg.relist_interval)
+            );
+            if let Some(w) = &cfg.watch {
+                println!(
+                    "  watch                    {} (rescan every {})",
+                    w.dir.display(),
+                    humantime::format_duration(w.rescan)
+                );
+            }
+            if let Err(e) = dxmirror::daemon::fscheck::require_local_state_dir(&cfg.state_dir) {
+                println!("  state-dir                NOT USABLE: {e}");
+                return Ok(ExitCode::FAILURE);
             }
             match cfg.token() {
                 Ok((_, origin)) => println!("  token                    from {origin} (not shown)"),

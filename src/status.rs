@@ -7,18 +7,47 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::human_bytes;
+use crate::config::{human_bytes, Config, Date};
 use crate::journal::{FileState, JournalError, JournalReader};
 
 /// Everything `status` shows.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusReport {
+    /// The daemon, if one ever ran on this journal.
+    pub daemon: Option<DaemonLine>,
     /// The last run, if any: (command, started ms, ended ms, outcome).
     pub last_run: Option<RunLine>,
     /// Per project.
     pub projects: Vec<ProjectLine>,
     /// Files that need attention.
     pub problems: Vec<ProblemLine>,
+}
+
+/// The daemon's state as it last recorded it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DaemonLine {
+    /// `starting`, `running`, `bad-token`, `stopped`.
+    pub state: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Running since, ms since the epoch.
+    pub started_ms: i64,
+    /// Last update of its row, ms since the epoch.
+    pub updated_ms: i64,
+    /// True when a daemon that says it runs has not updated its row for a minute (it died).
+    pub stale: bool,
+    /// Its progress summary.
+    pub status: Option<String>,
+    /// Last successful discovery, ms since the epoch.
+    pub last_discovery_ms: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// When, ms since the epoch.
+    pub last_error_ms: Option<i64>,
+    /// Download rate over the last few seconds, bytes per second.
+    pub bytes_per_s: Option<i64>,
+    /// Estimated seconds to mirror what is known and left, at that rate.
+    pub eta_s: Option<u64>,
 }
 
 /// One run of a writer.
@@ -61,6 +90,10 @@ pub struct ProjectLine {
     pub bytes_total: u64,
     /// Bytes on disk and journaled.
     pub bytes_done: u64,
+    /// `access-expires` from the config (`YYYY-MM-DD`), if set.
+    pub access_expires: Option<String>,
+    /// `expired`, `expires in N days` (within 30 days), or none.
+    pub access_warning: Option<String>,
 }
 
 /// One file that needs attention.
@@ -91,7 +124,33 @@ pub enum StatusError {
 
 /// Reads the journal under `state_dir` into a report.
 pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
+    report_inner(state_dir, None)
+}
+
+/// Like [`report`], adding what only the config knows (access expiry of its projects).
+pub fn report_with_config(cfg: &Config) -> Result<StatusReport, StatusError> {
+    report_inner(&cfg.state_dir, Some(cfg))
+}
+
+fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, StatusError> {
     let reader = JournalReader::open(state_dir)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let daemon = reader.daemon()?.map(|d| DaemonLine {
+        stale: d.state != "stopped" && now_ms - d.updated_ms > 60_000,
+        state: d.state,
+        pid: d.pid,
+        started_ms: d.started_ms,
+        updated_ms: d.updated_ms,
+        status: d.status,
+        last_discovery_ms: d.last_discovery_ms,
+        last_error: d.last_error,
+        last_error_ms: d.last_error_ms,
+        bytes_per_s: d.bytes_per_s,
+        eta_s: None,
+    });
+    let today = Date::today();
     let last_run = reader.last_run()?.map(|r| RunLine {
         command: r.command,
         started_ms: r.started_ms,
@@ -101,7 +160,20 @@ pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
     let mut projects = Vec::new();
     for t in reader.project_totals()? {
         let count = |s: FileState| t.files_by_state.get(&s).copied().unwrap_or(0);
+        let expires = cfg.and_then(|c| c.settings(&t.project.id).access_expires);
+        let access_warning = expires.and_then(|e| {
+            let left = e.days - today.days;
+            if left < 0 {
+                Some(format!("access expired on {e}: purge the local copy as the agreement requires (dxmirror purge {} --yes)", t.project.id))
+            } else if left <= crate::daemon::EXPIRY_WARN_DAYS {
+                Some(format!("access expires on {e} ({left} days left)"))
+            } else {
+                None
+            }
+        });
         projects.push(ProjectLine {
+            access_expires: expires.map(|e| e.to_string()),
+            access_warning,
             id: t.project.id.to_string(),
             name: t.project.name.clone(),
             dir: t.project.dir_name.clone(),
@@ -127,7 +199,20 @@ pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
             reason: f.reason.clone().unwrap_or_default(),
         })
         .collect();
+    let mut daemon = daemon;
+    if let Some(d) = daemon.as_mut() {
+        let left: u64 = projects
+            .iter()
+            .filter(|p| p.state == "active")
+            .map(|p| p.bytes_total.saturating_sub(p.bytes_done))
+            .sum();
+        d.eta_s = match d.bytes_per_s {
+            Some(r) if r > 0 && d.state == "running" && !d.stale => Some(left / r as u64),
+            _ => None,
+        };
+    }
     Ok(StatusReport {
+        daemon,
         last_run,
         projects,
         problems,
@@ -136,11 +221,63 @@ pub fn report(state_dir: &Path) -> Result<StatusReport, StatusError> {
 
 /// Renders the status as text or JSON.
 pub fn render(state_dir: &Path, json: bool) -> Result<String, StatusError> {
-    let r = report(state_dir)?;
+    render_report(&report(state_dir)?, json)
+}
+
+/// Renders the status with the config's knowledge (access expiry) as text or JSON.
+pub fn render_with_config(cfg: &Config, json: bool) -> Result<String, StatusError> {
+    render_report(&report_with_config(cfg)?, json)
+}
+
+fn render_report(r: &StatusReport, json: bool) -> Result<String, StatusError> {
     if json {
         return Ok(serde_json::to_string_pretty(&r)? + "\n");
     }
     let mut out = String::new();
+    if let Some(d) = &r.daemon {
+        let _ = writeln!(
+            out,
+            "daemon: {}{} (pid {}, running since {}, updated {})",
+            d.state,
+            if d.stale {
+                ", NOT RESPONDING (no update for over a minute)"
+            } else {
+                ""
+            },
+            d.pid,
+            fmt_ms(d.started_ms),
+            fmt_ms(d.updated_ms)
+        );
+        if let Some(s) = &d.status {
+            let _ = writeln!(out, "  {s}");
+        }
+        if let Some(rate) = d.bytes_per_s.filter(|_| d.state == "running" && !d.stale) {
+            let _ = writeln!(
+                out,
+                "  rate: {}/s{}",
+                human_bytes(rate.max(0) as u64),
+                d.eta_s
+                    .map(|e| format!(
+                        ", about {} left",
+                        humantime::format_duration(std::time::Duration::from_secs(e))
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  last discovery: {}",
+            d.last_discovery_ms
+                .map_or_else(|| "never".to_owned(), fmt_ms)
+        );
+        if let Some(e) = &d.last_error {
+            let _ = writeln!(
+                out,
+                "  last error ({}): {e}",
+                d.last_error_ms.map_or_else(String::new, fmt_ms)
+            );
+        }
+    }
     match &r.last_run {
         Some(run) => {
             let _ = writeln!(
@@ -177,6 +314,16 @@ pub fn render(state_dir: &Path, json: bool) -> Result<String, StatusError> {
             human_bytes(p.bytes_done),
             human_bytes(p.bytes_total),
         );
+        if let Some(e) = &p.access_expires {
+            let _ = writeln!(
+                out,
+                "  access expires: {e}{}",
+                p.access_warning
+                    .as_deref()
+                    .map(|w| format!(" -- WARNING: {w}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     if !r.problems.is_empty() {
         out.push_str("files needing attention:\n");

@@ -4,21 +4,27 @@
 //!
 //! The caller holds the writer lock (`lock::WriterLock`); this module only orchestrates the
 //! other modules and holds no state of its own between runs: the journal is the truth.
+//! [`project_pass`] is the per-project pass shared by `dxmirror sync` ([`run`]) and the
+//! daemon; it must not schedule, sleep or loop (the daemon decides when passes run).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::journal::{FileListing, FileState, Journal, JournalError, ProjectRow, ProjectState};
-use crate::model::{ApiToken, ProjectId};
+use crate::journal::{
+    EventLevel, FileKey, FileListing, FileRow, FileState, Journal, JournalError, ProjectRow,
+    ProjectState,
+};
+use crate::model::{ApiToken, FileId, ProjectId, RemoteFile};
 use crate::planner::plan_file;
 use crate::platform::{ApiDisposition, DxClient, PlatformConfig, PlatformError};
-use crate::store::{self, ProjectStore, StoreError};
+use crate::selection::{self, SampleInfo, SelectionRules};
+use crate::store::{self, ProjectStore, RelPath, StoreError};
 use crate::transfer::{Engine, EngineConfig, FileJob, Progress, TransferError};
 
 /// How progress is shown while a sync runs.
@@ -65,6 +71,9 @@ pub enum SyncError {
     /// The engine stopped the run.
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    /// The state directory is on a file system the journal cannot use.
+    #[error(transparent)]
+    StateDir(#[from] crate::daemon::fscheck::FsCheckError),
 }
 
 /// One file that did not end published.
@@ -156,6 +165,58 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     }
 }
 
+/// What one project pass shares with the others of its run (the daemon builds one per
+/// config generation).
+pub struct PassContext {
+    /// The config in force.
+    pub cfg: Config,
+    /// The platform client.
+    pub client: DxClient,
+    /// The journal.
+    pub journal: Journal,
+    /// The transfer engine (its connection semaphore is shared by every pass).
+    pub engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for PassContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassContext")
+            .field("config", &self.cfg.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassContext {
+    /// Builds the client and the engine for `cfg` around an open journal.
+    pub fn new(cfg: Config, journal: Journal) -> Result<PassContext, SyncError> {
+        let (token, _origin) = cfg.token()?;
+        let client = client_for(&cfg, token)?;
+        let engine = Arc::new(
+            Engine::new(client.clone(), journal.clone(), engine_config(&cfg))
+                .map_err(|e| SyncError::Transfer(TransferError::Io(e.to_string())))?,
+        );
+        Ok(PassContext {
+            cfg,
+            client,
+            journal,
+            engine,
+        })
+    }
+}
+
+/// Settings of one project pass.
+#[derive(Debug, Clone, Default)]
+pub struct PassOptions {
+    /// Files run at once in this pass (0: `max-connections`). The daemon lowers it so
+    /// concurrent projects share the connections.
+    pub max_files: usize,
+    /// Files to mirror even if the project's filters exclude them (dropped in the inbox).
+    pub force: HashSet<FileId>,
+    /// When set, only these files (and `SAMPLE_INFO.txt`) are mirrored: the project is known
+    /// only through file ids dropped in the inbox. The others are recorded as skipped.
+    pub only: Option<HashSet<FileId>>,
+}
+
 /// Runs one sync pass. The caller must hold the writer lock.
 pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncError> {
     let projects = if opts.projects.is_empty() {
@@ -166,35 +227,18 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
     if projects.is_empty() {
         return Err(SyncError::NoProjects(cfg.source.clone()));
     }
-    let (token, _origin) = cfg.token()?;
-    let client = client_for(cfg, token)?;
+    crate::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
     let journal = Journal::open(&cfg.state_dir)?;
+    let ctx = PassContext::new(cfg.clone(), journal.clone())?;
     let run_id = journal.start_run("sync").await?;
     let started = Instant::now();
-    let engine = Arc::new(
-        Engine::new(client.clone(), journal.clone(), engine_config(cfg))
-            .map_err(|e| SyncError::Transfer(TransferError::Io(e.to_string())))?,
-    );
-    let display = spawn_display(engine.progress(), opts.progress);
+    let display = spawn_display(ctx.engine.progress(), opts.progress);
 
     let mut summaries = Vec::new();
     let mut fatal = None;
     for project in &projects {
-        match sync_project(cfg, &client, &journal, &engine, project).await {
+        match project_pass(&ctx, project, &PassOptions::default()).await {
             Ok(s) => summaries.push(s),
-            Err(SyncError::Transfer(TransferError::PermissionDenied { project, message })) => {
-                journal
-                    .upsert_project(ProjectRow::new(
-                        project.clone(),
-                        ProjectState::Inaccessible,
-                        Some(message.clone()),
-                    ))
-                    .await?;
-                summaries.push(ProjectSummary::failed(
-                    &project,
-                    format!("permission denied: {message}"),
-                ));
-            }
             Err(e) => {
                 fatal = Some(e);
                 break;
@@ -208,6 +252,7 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
         Some(_) => "error",
     };
     journal.end_run(run_id, outcome).await?;
+    drop(ctx);
     journal.close().await?;
     if let Some(e) = fatal {
         return Err(e);
@@ -238,13 +283,176 @@ impl ProjectSummary {
     }
 }
 
-async fn sync_project(
-    cfg: &Config,
-    client: &DxClient,
-    journal: &Journal,
-    engine: &Arc<Engine>,
+/// One pass over one project, shared by `sync` and the daemon: describe, list, select,
+/// journal the listing, mirror `SAMPLE_INFO.txt` first, then every selected file not yet
+/// mirrored (small first), handle replaced files, and rewrite the manifest. A project the
+/// token may not read is recorded `inaccessible` and summarised, not an error; only
+/// run-wide failures (bad token, journal, disk full) are errors.
+pub async fn project_pass(
+    ctx: &PassContext,
     project: &ProjectId,
+    opts: &PassOptions,
 ) -> Result<ProjectSummary, SyncError> {
+    match sync_project(ctx, project, opts).await {
+        Err(SyncError::Transfer(TransferError::PermissionDenied { project, message })) => {
+            error!(project_id = %project, "permission denied while mirroring; project marked inaccessible, nothing deleted");
+            let mut row = ProjectRow::new(
+                project.clone(),
+                ProjectState::Inaccessible,
+                Some(format!("permission denied: {message}")),
+            );
+            if let Some(known) = ctx.journal.project(&project)? {
+                row.name = known.name;
+            }
+            ctx.journal.upsert_project(row).await?;
+            Ok(ProjectSummary::failed(
+                &project,
+                format!("permission denied: {message}"),
+            ))
+        }
+        other => other,
+    }
+}
+
+/// What the selection decided for one project.
+#[derive(Debug, Default)]
+struct Selected {
+    /// Files the filters exclude, with why.
+    excluded: HashMap<FileId, String>,
+    /// SAMPLE_INFO.txt parse errors and cross-check disagreements, reported as events.
+    findings: Vec<String>,
+}
+
+/// Parses `SAMPLE_INFO.txt` (when there is one), cross-checks it against the listing and
+/// applies the project's selection rules.
+fn apply_selection(
+    rules: &SelectionRules,
+    files: &[RemoteFile],
+    paths: &BTreeMap<FileId, RelPath>,
+    sample_info: Option<&str>,
+) -> Selected {
+    let mut findings = Vec::new();
+    let info = sample_info.and_then(|text| match SampleInfo::parse(text) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            findings.push(format!("SAMPLE_INFO.txt cannot be used: {e}"));
+            None
+        }
+    });
+    if let Some(info) = &info {
+        findings.extend(
+            selection::cross_check(info, files)
+                .into_iter()
+                .map(|d| format!("SAMPLE_INFO.txt: {d}")),
+        );
+    }
+    let excluded = if rules.is_empty() {
+        HashMap::new()
+    } else {
+        selection::select(files, paths, rules, info.as_ref())
+            .excluded
+            .into_iter()
+            .map(|(id, why)| (id, format!("excluded by filter: {why}")))
+            .collect()
+    };
+    Selected { excluded, findings }
+}
+
+/// Replacements in a project: a listed file whose path is that of a mirrored file no longer
+/// listed (the platform replaced the file with a new id).
+fn find_replacements(
+    rows: &[FileRow],
+    listed: &HashSet<&FileId>,
+    paths: &BTreeMap<FileId, RelPath>,
+) -> Vec<Replacement> {
+    let by_path: HashMap<&str, &FileId> = paths.iter().map(|(id, p)| (p.as_str(), id)).collect();
+    rows.iter()
+        .filter(|row| {
+            !listed.contains(&row.file_id)
+                && matches!(row.state, FileState::Verified | FileState::Unverified)
+        })
+        .filter_map(|row| {
+            Some(Replacement {
+                old: row.key(),
+                new: (*by_path.get(row.rel_path.as_str())?).clone(),
+                keep_as: keep_name(&row.rel_path, &row.file_id)?,
+            })
+        })
+        .collect()
+}
+
+/// A file whose path now belongs to a new file id upstream: the old copy is kept as
+/// `<old-file-id>__<name>` once the new version is verified.
+#[derive(Debug, Clone)]
+struct Replacement {
+    old: FileKey,
+    new: FileId,
+    keep_as: RelPath,
+}
+
+/// The sibling name an old version is kept under: `<old-file-id>__<name>` in the same folder.
+fn keep_name(rel: &str, old: &FileId) -> Option<RelPath> {
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, rel),
+    };
+    let kept = match parent {
+        Some(p) => format!("{p}/{old}__{name}"),
+        None => format!("{old}__{name}"),
+    };
+    RelPath::new(&kept).ok()
+}
+
+async fn run_jobs(
+    engine: &Arc<Engine>,
+    jobs: Vec<FileJob>,
+    max_files: usize,
+) -> (usize, Option<TransferError>) {
+    let mut fetched_now = 0usize;
+    let mut set = JoinSet::new();
+    let mut pending = jobs.into_iter();
+    let mut run_error = None;
+    loop {
+        while set.len() < max_files && run_error.is_none() {
+            let Some(job) = pending.next() else { break };
+            let engine = engine.clone();
+            set.spawn(async move { engine.run_file(job).await });
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(outcome)) => {
+                if outcome.is_done() {
+                    fetched_now += 1;
+                }
+            }
+            Ok(Err(e)) => {
+                if run_error.is_none() {
+                    run_error = Some(e);
+                }
+                set.abort_all();
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                error!(error = %e, "a file task panicked");
+            }
+        }
+    }
+    (fetched_now, run_error)
+}
+
+async fn sync_project(
+    ctx: &PassContext,
+    project: &ProjectId,
+    opts: &PassOptions,
+) -> Result<ProjectSummary, SyncError> {
+    let (cfg, client, journal, engine) = (&ctx.cfg, &ctx.client, &ctx.journal, &ctx.engine);
+    let max_files = if opts.max_files == 0 {
+        cfg.max_connections.max(1)
+    } else {
+        opts.max_files
+    };
     let info = match client.describe_project(project).await {
         Ok(info) => info,
         Err(e) => return project_api_error(journal, project, e).await,
@@ -293,36 +501,133 @@ async fn sync_project(
     let t_plan = Instant::now();
     let paths = store::assign_paths(&remote);
     let manifest_name = store::manifest_name(paths.values());
-    let listings: Vec<FileListing> = remote
-        .iter()
-        .filter_map(|f| {
-            let rel = paths.get(&f.id)?;
-            Some(FileListing {
-                kind: plan_file(f, cfg.chunk_size).ok().map(|p| p.kind),
-                skip_reason: f.skip_reason(),
-                rel_path: rel.to_string(),
-                remote: f.clone(),
+    let listings = |excluded: &HashMap<FileId, String>| -> Vec<FileListing> {
+        remote
+            .iter()
+            .filter_map(|f| {
+                let rel = paths.get(&f.id)?;
+                let skip_reason = f.skip_reason().or_else(|| {
+                    excluded
+                        .get(&f.id)
+                        .filter(|_| !opts.force.contains(&f.id))
+                        .cloned()
+                });
+                Some(FileListing {
+                    kind: plan_file(f, cfg.chunk_size).ok().map(|p| p.kind),
+                    skip_reason,
+                    rel_path: rel.to_string(),
+                    remote: f.clone(),
+                })
             })
-        })
+            .collect()
+    };
+
+    // SAMPLE_INFO.txt is mirrored first and parsed, so the selection can use its columns.
+    let listed: HashSet<&FileId> = remote.iter().map(|f| &f.id).collect();
+    let rules = SelectionRules::from_config(cfg, project);
+    let sample_infos: Vec<&RemoteFile> = remote
+        .iter()
+        .filter(|f| selection::is_sample_info(f))
         .collect();
-    let diff = journal.record_listing(project, listings).await?;
+    let read_sample_info = |journal: &Journal| -> Result<Option<String>, SyncError> {
+        for f in &sample_infos {
+            let key = FileKey::new(project, &f.id);
+            let done = journal
+                .file(&key)?
+                .is_some_and(|r| matches!(r.state, FileState::Verified | FileState::Unverified));
+            if let (true, Some(rel)) = (done, paths.get(&f.id)) {
+                if let Ok(text) = std::fs::read_to_string(pstore.final_path(rel)) {
+                    return Ok(Some(text));
+                }
+            }
+        }
+        Ok(None)
+    };
+    let mut sample_text = read_sample_info(journal)?;
+    let mut fresh_sample_info = false;
+    // Files first seen by the preliminary listing (recorded before SAMPLE_INFO.txt).
+    let mut added_early = 0usize;
+    if sample_text.is_none() && !sample_infos.is_empty() {
+        added_early = journal
+            .record_listing(project, listings(&HashMap::new()))
+            .await?
+            .added
+            .len();
+        let replacements = find_replacements(&journal.files(project)?, &listed, &paths);
+        let jobs: Vec<FileJob> = sample_infos
+            .iter()
+            .filter_map(|f| {
+                Some(FileJob {
+                    project: project.clone(),
+                    remote: (*f).clone(),
+                    rel_path: paths.get(&f.id)?.clone(),
+                    store: pstore.clone(),
+                    replaces: replacements
+                        .iter()
+                        .find(|r| r.new == f.id)
+                        .map(|r| r.keep_as.clone()),
+                })
+            })
+            .collect();
+        let (_, err) = run_jobs(engine, jobs, max_files).await;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        sample_text = read_sample_info(journal)?;
+        fresh_sample_info = sample_text.is_some();
+    }
+    if sample_text.is_none() && rules.needs_sample_info() {
+        warn!(project_id = %project, "the filters use SAMPLE_INFO.txt columns but the project has no usable SAMPLE_INFO.txt; only SAMPLE_INFO.txt itself is selected");
+    }
+    let mut selected = apply_selection(&rules, &remote, &paths, sample_text.as_deref());
+    if let Some(only) = &opts.only {
+        for f in &remote {
+            if !only.contains(&f.id) && !selection::is_sample_info(f) {
+                selected.excluded.entry(f.id.clone()).or_insert_with(|| {
+                    "not requested: only some files of this project were dropped in the inbox"
+                        .to_owned()
+                });
+            }
+        }
+    }
+    // Reported once, when a (new) SAMPLE_INFO.txt arrives, not at every re-listing.
+    for finding in &selected.findings {
+        if fresh_sample_info {
+            warn!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagrees with the listing");
+            journal
+                .event(EventLevel::Warn, Some(project), None, finding.clone())
+                .await?;
+        } else {
+            debug!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagreement (already reported)");
+        }
+    }
+
+    let diff = journal
+        .record_listing(project, listings(&selected.excluded))
+        .await?;
     info!(
         project_id = %project,
         n_files = remote.len(),
-        added = diff.added.len(),
+        added = diff.added.len() + added_early,
         removed = diff.removed.len(),
+        excluded = selected.excluded.len(),
         list_ms,
         plan_ms = t_plan.elapsed().as_millis() as u64,
         "project listed and journaled"
     );
+    let removed: HashSet<&FileId> = diff.removed.iter().collect();
     for id in &diff.removed {
         warn!(project_id = %project, file_id = %id, "file no longer listed upstream; the local copy is kept");
     }
 
+    // A listed file that takes the path of a mirrored file no longer listed: a replacement.
+    let rows = journal.files(project)?;
+    let replacements = find_replacements(&rows, &listed, &paths);
+
     // Work: everything not published, plus published files whose local copy went missing.
     let mut jobs = Vec::new();
-    for row in journal.files(project)? {
-        if diff.removed.contains(&row.file_id) {
+    for row in &rows {
+        if removed.contains(&row.file_id) {
             continue;
         }
         let Some(rel) = paths.get(&row.file_id) else {
@@ -338,62 +643,67 @@ async fn sync_project(
                     .set_file_state(&row.key(), FileState::Pending, None)
                     .await?;
             }
-            FileState::Skipped if row.remote().skip_reason().is_some() => continue,
+            FileState::Skipped => continue,
             _ => {}
         }
+        let replaces = replacements
+            .iter()
+            .find(|r| r.new == row.file_id)
+            .map(|r| r.keep_as.clone());
         jobs.push(FileJob {
             project: project.clone(),
             remote: row.remote(),
             rel_path: rel.clone(),
             store: pstore.clone(),
+            replaces,
         });
     }
     // Small files first: many files finish early and the metadata table arrives first.
     jobs.sort_by_key(|j| (j.remote.size, j.remote.id.clone()));
 
     let before = engine.progress().snapshot();
-    let mut fetched_now = 0usize;
-    let mut set = JoinSet::new();
-    let mut pending = jobs.into_iter();
-    let max_files = cfg.max_connections.max(1);
-    let mut run_error = None;
-    loop {
-        while set.len() < max_files && run_error.is_none() {
-            let Some(job) = pending.next() else { break };
-            let engine = engine.clone();
-            set.spawn(async move { engine.run_file(job).await });
-        }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(Ok(outcome)) => {
-                if outcome.is_done() {
-                    fetched_now += 1;
-                }
-            }
-            Ok(Err(e)) => {
-                if run_error.is_none() {
-                    run_error = Some(e);
-                }
-                set.abort_all();
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                error!(error = %e, "a file task panicked");
-            }
-        }
-    }
+    let (fetched_now, run_error) = run_jobs(engine, jobs, max_files).await;
     let after = engine.progress().snapshot();
 
+    // The old version of a replaced file now lives under its kept name: say so in its row
+    // (also repairs a kill between the rename and this update).
+    for r in &replacements {
+        let new_done = journal
+            .file(&FileKey::new(project, &r.new))?
+            .is_some_and(|f| matches!(f.state, FileState::Verified | FileState::Unverified));
+        if new_done && pstore.final_path(&r.keep_as).exists() {
+            journal.set_rel_path(&r.old, r.keep_as.to_string()).await?;
+            info!(project_id = %project, file_id = %r.old.file, path = %r.keep_as, new_file_id = %r.new, "replaced upstream; previous version kept");
+            journal
+                .event(
+                    EventLevel::Info,
+                    Some(project),
+                    Some(&r.old.file),
+                    format!(
+                        "replaced upstream by {}; previous version kept as {}",
+                        r.new, r.keep_as
+                    ),
+                )
+                .await?;
+        }
+    }
+
     // The manifest is rebuilt from the journal, so a crash between publishing and writing it
-    // is repaired by the next run.
+    // is repaired by the next run. Files no longer listed upstream stay in it under the path
+    // they have locally.
     let rows = journal.files(project)?;
     let mut entries = Vec::new();
+    let mut in_manifest: HashSet<String> = HashSet::new();
     for row in &rows {
         if matches!(row.state, FileState::Verified | FileState::Unverified) {
-            if let (Some(sha), Some(rel)) = (row.sha256_bytes(), paths.get(&row.file_id)) {
-                entries.push((rel.clone(), sha));
+            let rel = match paths.get(&row.file_id) {
+                Some(rel) => Some(rel.clone()),
+                None => RelPath::new(&row.rel_path).ok(),
+            };
+            if let (Some(sha), Some(rel)) = (row.sha256_bytes(), rel) {
+                if in_manifest.insert(rel.to_string()) && pstore.final_path(&rel).exists() {
+                    entries.push((rel, sha));
+                }
             }
         }
     }
@@ -416,7 +726,7 @@ async fn sync_project(
         problems: Vec::new(),
     };
     for row in rows {
-        if diff.removed.contains(&row.file_id) {
+        if removed.contains(&row.file_id) {
             continue;
         }
         let path = paths

@@ -34,6 +34,11 @@
 //!   append-only (triggers refuse `UPDATE` and `DELETE`, and it is never pruned); one
 //!   [`AuditRow`] per act a data-use agreement may ask about (a purge; later, files
 //!   delivered). No foreign key: a record outlives the project it names.
+//! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
+//!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
+//!   ([`DaemonRow`]), for `status`.
+//! - `requests(project_id, file_id, ts_ms)`: work dropped in the daemon's inbox, a whole
+//!   project (`file_id` empty) or single files; it survives restarts.
 //!
 //! # Locking
 //!
@@ -657,6 +662,31 @@ pub struct DeletedRows {
     pub audit_id: i64,
 }
 
+/// The daemon's state as it last recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonRow {
+    /// Process id.
+    pub pid: u32,
+    /// When this daemon started, ms since the epoch.
+    pub started_ms: i64,
+    /// When the row was last written (set by the journal).
+    pub updated_ms: i64,
+    /// `starting`, `running`, `bad-token`, `stopped`.
+    pub state: String,
+    /// A one-line summary of progress.
+    pub status: Option<String>,
+    /// Last successful discovery, ms since the epoch.
+    pub last_discovery_ms: Option<i64>,
+    /// The last error (never a token).
+    pub last_error: Option<String>,
+    /// When it happened, ms since the epoch.
+    pub last_error_ms: Option<i64>,
+    /// When the daemon stopped cleanly, ms since the epoch.
+    pub stopped_ms: Option<i64>,
+    /// Download rate over the last few seconds, bytes per second.
+    pub bytes_per_s: Option<i64>,
+}
+
 /// Per-project summary for `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectTotals {
@@ -1072,6 +1102,39 @@ impl Journal {
     pub fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
         self.read(|c| read::audit(c, since_ms))
     }
+
+    /// Changes a file's local path (e.g. when a replaced version is kept under another name).
+    pub async fn set_rel_path(&self, key: &FileKey, rel_path: String) -> Result<(), JournalError> {
+        self.send_unit(Op::SetRelPath {
+            key: key.clone(),
+            rel_path,
+        })
+        .await
+    }
+
+    /// Records work dropped in the daemon's inbox: whole projects (`None`) or single files.
+    /// Already recorded requests are kept as they are.
+    pub async fn add_requests(
+        &self,
+        requests: Vec<(ProjectId, Option<FileId>)>,
+    ) -> Result<(), JournalError> {
+        self.send_unit(Op::AddRequests(requests)).await
+    }
+
+    /// The inbox requests recorded so far, by project.
+    pub fn requests(&self) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
+        self.read(read::requests)
+    }
+
+    /// Records the daemon's state (the one `daemon` row; `updated_ms` is set to now).
+    pub async fn put_daemon(&self, row: DaemonRow) -> Result<(), JournalError> {
+        self.send_unit(Op::PutDaemon(row)).await
+    }
+
+    /// The daemon's state, if a daemon ever ran.
+    pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
+        self.read(read::daemon)
+    }
 }
 
 /// A read-only view of a journal, for `status` and other commands that never write. It
@@ -1155,6 +1218,16 @@ impl JournalReader {
     /// Audit records at or after `since_ms` (ms since the epoch; 0 for all), oldest first.
     pub fn audit(&self, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
         read::audit(&self.conn, since_ms)
+    }
+
+    /// The daemon's state, if a daemon ever ran.
+    pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
+        read::daemon(&self.conn)
+    }
+
+    /// The inbox requests recorded so far, by project.
+    pub fn requests(&self) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
+        read::requests(&self.conn)
     }
 }
 
@@ -1240,6 +1313,7 @@ mod tests {
             j.event(EventLevel::Info, Some(p), None, "listed".into())
                 .await
                 .unwrap();
+            j.add_requests(vec![(p.clone(), None)]).await.unwrap();
         }
         let audit = |action: &str| NewAudit {
             action: action.into(),
@@ -1256,6 +1330,7 @@ mod tests {
         assert!(j.files(&a).unwrap().is_empty());
         assert_eq!(j.files(&b).unwrap().len(), 3);
         assert!(j.project(&b).unwrap().is_some());
+        assert_eq!(j.requests().unwrap(), vec![(b.clone(), None)]);
         // Deleting it again is an error and writes no second record.
         assert!(matches!(
             j.delete_project(&a, audit("purge")).await,

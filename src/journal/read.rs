@@ -8,10 +8,10 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{
-    AuditRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow, ProjectTotals,
-    RunRow, SqlContext as _, StoredPlan,
+    AuditRow, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow,
+    ProjectTotals, RunRow, SqlContext as _, StoredPlan,
 };
-use crate::model::{ByteRange, ProjectId, RemotePart, RemoteState};
+use crate::model::{ByteRange, FileId, ProjectId, RemotePart, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
 
 /// The platform parts as stored in `files.parts_json`.
@@ -519,4 +519,55 @@ pub(crate) fn audit(conn: &Connection, since_ms: i64) -> Result<Vec<AuditRow>, J
         .collect::<Result<Vec<_>, _>>()
         .sql_ctx("reading the audit trail")?;
     Ok(rows)
+}
+
+pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalError> {
+    conn.prepare_cached(
+        "SELECT pid, started_ms, updated_ms, state, status, last_discovery_ms, last_error, \
+         last_error_ms, stopped_ms, bytes_per_s FROM daemon WHERE id = 1",
+    )
+    .sql_ctx("reading the daemon state")?
+    .query_row([], |r| {
+        Ok(DaemonRow {
+            pid: get_u32(r, 0)?,
+            started_ms: r.get(1)?,
+            updated_ms: r.get(2)?,
+            state: r.get(3)?,
+            status: r.get(4)?,
+            last_discovery_ms: r.get(5)?,
+            last_error: r.get(6)?,
+            last_error_ms: r.get(7)?,
+            stopped_ms: r.get(8)?,
+            bytes_per_s: r.get(9)?,
+        })
+    })
+    .optional()
+    .sql_ctx("reading the daemon state")
+}
+
+pub(crate) fn requests(
+    conn: &Connection,
+) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
+    let rows: Vec<(ProjectId, String)> = conn
+        .prepare_cached("SELECT project_id, file_id FROM requests ORDER BY project_id, file_id")
+        .sql_ctx("reading inbox requests")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .sql_ctx("reading inbox requests")?
+        .collect::<Result<Vec<_>, _>>()
+        .sql_ctx("reading inbox requests")?;
+    rows.into_iter()
+        .map(|(p, f)| {
+            if f.is_empty() {
+                return Ok((p, None));
+            }
+            let id: FileId =
+                f.parse()
+                    .map_err(|e: crate::model::IdError| JournalError::BadRow {
+                        table: "requests",
+                        key: format!("{p}:{f}"),
+                        detail: e.to_string(),
+                    })?;
+            Ok((p, Some(id)))
+        })
+        .collect()
 }

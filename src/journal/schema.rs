@@ -127,6 +127,29 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
         "#,
+        // 3: the daemon's state, one row (`dxmirror status` shows it).
+        r#"
+        CREATE TABLE daemon (
+            id                INTEGER PRIMARY KEY CHECK (id = 1),
+            pid               INTEGER NOT NULL,
+            started_ms        INTEGER NOT NULL,
+            updated_ms        INTEGER NOT NULL,
+            state             TEXT NOT NULL,
+            status            TEXT,
+            last_discovery_ms INTEGER,
+            last_error        TEXT,
+            last_error_ms     INTEGER,
+            stopped_ms        INTEGER,
+            bytes_per_s       INTEGER
+        ) STRICT;
+        -- Work dropped in the daemon's inbox: a whole project (file_id '') or single files.
+        CREATE TABLE requests (
+            project_id TEXT NOT NULL,
+            file_id    TEXT NOT NULL,
+            ts_ms      INTEGER NOT NULL,
+            PRIMARY KEY (project_id, file_id)
+        ) STRICT, WITHOUT ROWID;
+        "#,
     ]
 }
 
@@ -276,11 +299,31 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(n_tables, 7);
+        assert_eq!(n_tables, 9);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_version_1_journal_gains_the_daemon_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(migrations()[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, current_version());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM daemon", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::read::parts_to_json;
 use super::{
-    now_ms, sql_u64, DeletedRows, EventLevel, FileKey, FileListing, FileState, JournalError,
-    ListingDiff, NewAudit, ProjectRow, SqlContext as _, StatCounters, MAX_BATCH, MAX_EVENTS,
+    now_ms, sql_u64, DaemonRow, DeletedRows, EventLevel, FileKey, FileListing, FileState,
+    JournalError, ListingDiff, NewAudit, ProjectRow, SqlContext as _, StatCounters, MAX_BATCH,
+    MAX_EVENTS,
 };
 use crate::model::{FileId, ProjectId};
 use crate::planner::FilePlan;
@@ -79,6 +80,12 @@ pub(crate) enum Op {
         project: ProjectId,
         audit: NewAudit,
     },
+    SetRelPath {
+        key: FileKey,
+        rel_path: String,
+    },
+    PutDaemon(DaemonRow),
+    AddRequests(Vec<(ProjectId, Option<FileId>)>),
     /// Commit what came before, ack, and stop.
     Close,
 }
@@ -329,6 +336,53 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 .sql_ctx("ending a run")?
                 .execute(params![run, now_ms(), outcome])
                 .sql_ctx("ending a run")?;
+            Ok(Reply::Done)
+        }
+        Op::SetRelPath { key, rel_path } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE files SET rel_path = ?3, updated_ms = ?4 \
+                     WHERE project_id = ?1 AND file_id = ?2",
+                )
+                .sql_ctx("setting a file path")?
+                .execute(params![key.project, key.file, rel_path, now_ms()])
+                .sql_ctx("setting a file path")?;
+            known_file(n, key)
+        }
+        Op::AddRequests(reqs) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO requests (project_id, file_id, ts_ms) VALUES (?1, ?2, ?3)",
+                )
+                .sql_ctx("recording inbox requests")?;
+            let now = now_ms();
+            for (p, f) in reqs {
+                let f = f.map(|f| f.as_str().to_owned()).unwrap_or_default();
+                stmt.execute(params![p, f, now])
+                    .sql_ctx("recording inbox requests")?;
+            }
+            Ok(Reply::Done)
+        }
+        Op::PutDaemon(row) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO daemon (id, pid, started_ms, updated_ms, state, status, \
+                 last_discovery_ms, last_error, last_error_ms, stopped_ms, bytes_per_s) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .sql_ctx("recording the daemon state")?
+            .execute(params![
+                row.pid,
+                row.started_ms,
+                now_ms(),
+                row.state,
+                row.status,
+                row.last_discovery_ms,
+                row.last_error,
+                row.last_error_ms,
+                row.stopped_ms,
+                row.bytes_per_s
+            ])
+            .sql_ctx("recording the daemon state")?;
             Ok(Reply::Done)
         }
         Op::Close => Ok(Reply::Done),
@@ -725,6 +779,8 @@ fn delete_project(
     let segments = del("DELETE FROM segments WHERE project_id = ?1")?;
     let files = del("DELETE FROM files WHERE project_id = ?1")?;
     let events = del("DELETE FROM events WHERE project_id = ?1")?;
+    // The daemon must not bring a purged project back from an old inbox request.
+    del("DELETE FROM requests WHERE project_id = ?1")?;
     let projects = del("DELETE FROM projects WHERE id = ?1")?;
     if projects == 0 {
         return Err(JournalError::UnknownProject(project.clone()));

@@ -84,6 +84,9 @@ pub struct FileJob {
     pub rel_path: RelPath,
     /// The project's local store.
     pub store: Arc<ProjectStore>,
+    /// Set when this file replaces, at `rel_path`, an older version no longer listed: the
+    /// older file is kept under this name once the new one is verified.
+    pub replaces: Option<RelPath>,
 }
 
 impl FileJob {
@@ -316,7 +319,13 @@ impl Engine {
         let final_path = job.store.final_path(&job.rel_path);
         let staging_path = job.store.staging_path(&remote.id);
         if !staging_path.exists() && final_path.exists() {
-            if let Some(outcome) = self.adopt_existing(job, &plan).await? {
+            if job.replaces.is_some() {
+                // Usually the old version, which stays until the new one is verified; the
+                // new one only if a previous run published it and died before the journal.
+                if let Some(outcome) = self.adopt_if_verified(job, &plan).await? {
+                    return Ok(outcome);
+                }
+            } else if let Some(outcome) = self.adopt_existing(job, &plan).await? {
                 return Ok(outcome);
             }
         }
@@ -680,13 +689,34 @@ impl Engine {
         }
     }
 
+    /// A file already at its final path: adopt it if it verifies; `None` otherwise.
+    async fn adopt_if_verified(
+        &self,
+        job: &FileJob,
+        plan: &FilePlan,
+    ) -> Result<Option<FileOutcome>, TransferError> {
+        let report = self
+            .read_back_on_pool(job.store.final_path(&job.rel_path), plan)
+            .await;
+        match report {
+            Ok(r) if r.all_ok() => Ok(Some(self.finish(job, plan, r.sha256).await?)),
+            _ => Ok(None),
+        }
+    }
+
     async fn publish(
         &self,
         job: &FileJob,
         plan: &FilePlan,
         sha256: [u8; 32],
     ) -> Result<FileOutcome, TransferError> {
-        match job.store.publish(&job.remote.id, &job.rel_path) {
+        let published = match &job.replaces {
+            Some(keep) => job
+                .store
+                .publish_replacing(&job.remote.id, &job.rel_path, keep),
+            None => job.store.publish(&job.remote.id, &job.rel_path),
+        };
+        match published {
             Ok(_) => {}
             Err(StoreError::Exists { .. }) => {
                 job.store.remove_staging(&job.remote.id).ok();

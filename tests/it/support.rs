@@ -110,6 +110,26 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Polls `check` (every 25 ms) until it returns `Some`, or panics naming `what` after
+/// `timeout`. For conditions the test cannot be told about; never a bare sleep.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// Every downloadable file of `project` is at its journaled path with exactly the sandbox's
 /// bytes; returns how many there were.
 pub fn assert_mirrored(sandbox: &Sandbox, env: &Env, project: &ProjectId) -> usize {

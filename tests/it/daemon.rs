@@ -1,0 +1,778 @@
+//! The daemon against the sandbox: in-process with an injected shutdown for discovery,
+//! re-listing, replaced files, access loss, sd_notify and the single-writer rule; the real
+//! binary for SIGTERM in mid-transfer, SIGHUP with a bad config and a restart; the systemd
+//! unit's flags (and, with `DXMIRROR_TEST_SYSTEMD=1`, `systemd-analyze`).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dxmirror::daemon::{self, DaemonError, Notifier};
+use dxmirror::journal::{FileState, JournalReader, ProjectState};
+use dxmirror::model::{ByteRange, ProjectId};
+use dxmirror::sandbox::{Dataset, FileSpec, ProjectSpec, Sandbox, SandboxOptions, ServeStats};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::{files_under, wait_for, Env, EnvOptions, SandboxProcess};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A daemon running in this process.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    reload: mpsc::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Running {
+    fn start(env: &Env, notify: Notifier) -> Running {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (reload, reloads) = mpsc::channel(4);
+        let path = env.config_path.clone();
+        let handle = tokio::spawn(daemon::run_with(
+            path,
+            async move {
+                let _ = stopped.await;
+            },
+            reloads,
+            notify,
+        ));
+        Running {
+            stop: Some(stop),
+            reload,
+            handle,
+        }
+    }
+
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("the daemon stops within 10 s")
+            .unwrap()
+    }
+}
+
+fn env_with(api_url: String, token: String, projects: Vec<ProjectId>, extra: &str) -> Env {
+    Env::new(EnvOptions {
+        api_url,
+        token,
+        projects,
+        extra: extra.to_owned(),
+    })
+}
+
+fn reader(env: &Env) -> Option<JournalReader> {
+    JournalReader::open(&env.state()).ok()
+}
+
+fn daemon_state(env: &Env) -> Option<String> {
+    reader(env)?.daemon().ok()?.map(|d| d.state)
+}
+
+/// True when every file of `project` in the journal is verified (and there are `n`).
+fn all_verified(env: &Env, project: &ProjectId, n: usize) -> Option<()> {
+    let files = reader(env)?.files(project).ok()?;
+    (files.len() == n && files.iter().all(|f| f.state == FileState::Verified)).then_some(())
+}
+
+fn project_dir(env: &Env, project: &ProjectId) -> PathBuf {
+    let row = reader(env).unwrap().project(project).unwrap().unwrap();
+    env.mirror().join(row.dir_name.unwrap())
+}
+
+async fn empty_sandbox() -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        dataset: Dataset::new(11),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not() {
+    let sandbox = empty_sandbox().await;
+    let env = env_with(
+        sandbox.api_url(),
+        sandbox.token(),
+        Vec::new(),
+        "[discovery]\nenabled = true\ninterval = \"100ms\"\ntags = [\"sjcp-project-data\"]\n\
+         [relist]\ninterval = \"150ms\"\n",
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the daemon to run", T, || {
+        (daemon_state(&env)? == "running").then_some(())
+    })
+    .await;
+
+    // A project vended later (and one without the tag, and a download-restricted one).
+    let p = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-DT-0001")
+                .tag("sjcp-project-data")
+                .file(FileSpec::new("/restricted/gVCF", "SJ001.g.vcf.gz", 300_000))
+                .file(FileSpec::new("/", "SAMPLE_INFO.txt", 2_000)),
+        )
+        .unwrap();
+    let untagged = sandbox
+        .add_project(ProjectSpec::new("Unrelated").file(FileSpec::new("/", "x.bam", 1_000)))
+        .unwrap();
+    let mut spec = ProjectSpec::new("SJC-DT-restricted")
+        .tag("sjcp-project-data")
+        .file(FileSpec::new("/", "y.bam", 1_000));
+    spec.download_restricted = true;
+    let restricted = sandbox.add_project(spec).unwrap();
+
+    wait_for("the discovered project to be mirrored", T, || {
+        all_verified(&env, &p, 2)
+    })
+    .await;
+    wait_for("the restricted project to be recorded", T, || {
+        let row = reader(&env)?.project(&restricted).ok()??;
+        (row.state == ProjectState::Restricted).then_some(())
+    })
+    .await;
+
+    // A file added later (an extension addendum).
+    let added = sandbox
+        .add_files(
+            &p,
+            vec![FileSpec::new("/restricted/CNV", "SJ001.cnv", 50_000)],
+        )
+        .unwrap();
+    wait_for("the added file to be mirrored", T, || {
+        all_verified(&env, &p, 3)
+    })
+    .await;
+    let dir = project_dir(&env, &p);
+    assert_eq!(
+        std::fs::read(dir.join("restricted/CNV/SJ001.cnv")).unwrap(),
+        sandbox.content(&added[0], ByteRange::new(0, 50_000))
+    );
+
+    // A path whose file id changes upstream: the new version takes the path, the old one
+    // is kept beside it as <old-id>__<name>, and its journal row says so.
+    let old_row = reader(&env)
+        .unwrap()
+        .files(&p)
+        .unwrap()
+        .into_iter()
+        .find(|f| f.name == "SJ001.g.vcf.gz")
+        .unwrap();
+    let old_bytes = std::fs::read(dir.join("restricted/gVCF/SJ001.g.vcf.gz")).unwrap();
+    let new_id = sandbox
+        .replace_file(
+            &p,
+            FileSpec::new("/restricted/gVCF", "SJ001.g.vcf.gz", 120_000),
+        )
+        .unwrap();
+    let kept = format!("restricted/gVCF/{}__SJ001.g.vcf.gz", old_row.file_id);
+    wait_for("the replaced file to be handled", T, || {
+        let r = reader(&env)?;
+        let new = r
+            .files(&p)
+            .ok()?
+            .into_iter()
+            .find(|f| f.file_id == new_id)?;
+        let old = r
+            .files(&p)
+            .ok()?
+            .into_iter()
+            .find(|f| f.file_id == old_row.file_id)?;
+        (new.state == FileState::Verified && old.rel_path == kept).then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(dir.join("restricted/gVCF/SJ001.g.vcf.gz")).unwrap(),
+        sandbox.content(&new_id, ByteRange::new(0, 120_000))
+    );
+    assert_eq!(std::fs::read(dir.join(&kept)).unwrap(), old_bytes);
+    // The manifest is rewritten at the end of the pass that recorded the kept name.
+    wait_for("the manifest to list the kept version", T, || {
+        let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
+        (manifest.contains(&kept) && manifest.contains("restricted/CNV/SJ001.cnv")).then_some(())
+    })
+    .await;
+
+    running.stop().await.unwrap();
+    let r = reader(&env).unwrap();
+    assert!(
+        r.project(&untagged).unwrap().is_none(),
+        "untagged project mirrored"
+    );
+    assert!(r.project(&restricted).unwrap().unwrap().dir_name.is_none());
+    assert_eq!(r.daemon().unwrap().unwrap().state, "stopped");
+    assert_eq!(
+        r.last_run().unwrap().unwrap().outcome.as_deref(),
+        Some("stopped")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_deleted() {
+    let sandbox = empty_sandbox().await;
+    let p = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-DT-0002")
+                .file(FileSpec::new("/restricted/bam", "a.bam", 200_000))
+                .file(FileSpec::new("/", "b.txt", 3_000)),
+        )
+        .unwrap();
+    // An agreement that has already ended: reported, nothing deleted.
+    let env = env_with(
+        sandbox.api_url(),
+        sandbox.token(),
+        Vec::new(),
+        &format!(
+            "[relist]\ninterval = \"100ms\"\n\
+             [[project]]\nid = \"{p}\"\naccess-expires = \"2020-01-01\"\n"
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the project to be mirrored", T, || {
+        all_verified(&env, &p, 2)
+    })
+    .await;
+    let dir = project_dir(&env, &p);
+    let before = wait_for("the manifest", T, || {
+        let files = files_under(&dir);
+        (files.len() == 3).then_some(files) // two files and the manifest
+    })
+    .await;
+
+    sandbox.set_revoked(&p, true);
+    wait_for("the project to be marked inaccessible", T, || {
+        let row = reader(&env)?.project(&p).ok()??;
+        (row.state == ProjectState::Inaccessible).then_some(())
+    })
+    .await;
+    assert_eq!(files_under(&dir), before, "nothing may be deleted");
+    let files = reader(&env).unwrap().files(&p).unwrap();
+    assert!(files.iter().all(|f| f.state == FileState::Verified));
+
+    sandbox.set_token("a-rotated-token-the-daemon-does-not-have");
+    wait_for("the daemon to report the bad token", T, || {
+        let d = reader(&env)?.daemon().ok()??;
+        (d.state == "bad-token" && d.last_error?.contains("token")).then_some(())
+    })
+    .await;
+    assert!(!running.handle.is_finished(), "the daemon stays up");
+    let status = env.bin(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("daemon: bad-token"), "{text}");
+    assert!(text.contains("inaccessible"), "{text}");
+    assert!(text.contains("access expired on 2020-01-01"), "{text}");
+    assert!(
+        !text.contains(&sandbox.token()),
+        "status must not print a token"
+    );
+    let json = env.bin(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["daemon"]["state"], "bad-token");
+    assert_eq!(v["projects"][0]["state"], "inaccessible");
+    assert_eq!(v["projects"][0]["access_expires"], "2020-01-01");
+    let events = reader(&env).unwrap().recent_events(200).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("access expired on 2020-01-01")),
+        "{events:?}"
+    );
+
+    // The operator installs the new token and reloads: the daemon resumes at once, and the
+    // project, readable again, is active.
+    std::fs::write(
+        env.dir.path().join("token"),
+        "a-rotated-token-the-daemon-does-not-have",
+    )
+    .unwrap();
+    sandbox.set_revoked(&p, false);
+    running.reload.send(()).await.unwrap();
+    wait_for("the daemon to resume with the new token", T, || {
+        let r = reader(&env)?;
+        let d = r.daemon().ok()??;
+        let row = r.project(&p).ok()??;
+        (d.state == "running" && row.state == ProjectState::Active).then_some(())
+    })
+    .await;
+    running.stop().await.unwrap();
+    assert_eq!(files_under(&dir), before, "nothing may be deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_an_invalid_config_and_applies_a_valid_one() {
+    let sandbox = empty_sandbox().await;
+    let a = sandbox
+        .add_project(ProjectSpec::new("SJC-A").file(FileSpec::new("/", "a.txt", 5_000)))
+        .unwrap();
+    let b = sandbox
+        .add_project(ProjectSpec::new("SJC-B").file(FileSpec::new("/", "b.txt", 7_000)))
+        .unwrap();
+    let env = env_with(sandbox.api_url(), sandbox.token(), vec![a.clone()], "");
+    let good = std::fs::read_to_string(&env.config_path).unwrap();
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("A mirrored", T, || all_verified(&env, &a, 1)).await;
+
+    std::fs::write(&env.config_path, format!("{good}max-connections = 0\n")).unwrap();
+    running.reload.send(()).await.unwrap();
+    wait_for("the reload to be refused", T, || {
+        let d = reader(&env)?.daemon().ok()??;
+        d.last_error?
+            .contains("config reload refused")
+            .then_some(())
+    })
+    .await;
+    assert!(!running.handle.is_finished(), "the daemon keeps running");
+
+    std::fs::write(
+        &env.config_path,
+        format!("{good}[[project]]\nid = \"{b}\"\n"),
+    )
+    .unwrap();
+    running.reload.send(()).await.unwrap();
+    wait_for("B mirrored after the reload", T, || {
+        all_verified(&env, &b, 1)
+    })
+    .await;
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_socket_gets_ready_status_watchdog_and_stopping() {
+    let sandbox = empty_sandbox().await;
+    let p = sandbox
+        .add_project(ProjectSpec::new("SJC-N").file(FileSpec::new("/", "n.txt", 10_000)))
+        .unwrap();
+    let env = env_with(sandbox.api_url(), sandbox.token(), vec![p], "");
+    let sock_path = env.dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    let path = sock_path.to_str().unwrap().to_owned();
+    let notifier = Notifier::from_vars(&|k| match k {
+        "NOTIFY_SOCKET" => Some(path.clone()),
+        "WATCHDOG_USEC" => Some("200000".into()),
+        _ => None,
+    });
+    let running = Running::start(&env, notifier);
+    let (mut ready, mut status, mut watchdog) = (false, false, 0);
+    let mut buf = vec![0u8; 4096];
+    while !(ready && status && watchdog >= 2) {
+        let n = tokio::time::timeout(T, sock.recv(&mut buf))
+            .await
+            .expect("notifications arrive")
+            .unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        ready |= msg.lines().any(|l| l == "READY=1");
+        status |= msg
+            .lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("projects"));
+        watchdog += usize::from(msg.lines().any(|l| l == "WATCHDOG=1"));
+    }
+    running.stop().await.unwrap();
+    let mut stopping = false;
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await {
+        stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+        if stopping {
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 is sent on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_refused_while_the_daemon_runs() {
+    let sandbox = empty_sandbox().await;
+    let env = env_with(sandbox.api_url(), sandbox.token(), Vec::new(), "");
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the daemon to run", T, || {
+        (daemon_state(&env)? == "running").then_some(())
+    })
+    .await;
+    let (_tx, rx) = mpsc::channel(1);
+    let second = daemon::run_with(
+        env.config_path.clone(),
+        std::future::ready(()),
+        rx,
+        Notifier::disabled(),
+    )
+    .await;
+    assert!(matches!(second, Err(DaemonError::Lock(_))), "{second:?}");
+    let sync = env.bin(&["sync"]);
+    assert!(!sync.status.success());
+    let err = String::from_utf8_lossy(&sync.stderr);
+    assert!(err.contains("already holds"), "{err}");
+    running.stop().await.unwrap();
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+fn spawn_daemon(env: &Env, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dxmirror"))
+        .args(["daemon", "--config"])
+        .arg(&env.config_path)
+        .env_remove("DX_API_TOKEN")
+        .env_remove("DX_SECURITY_CONTEXT")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    wait_for("the daemon to exit", Duration::from_secs(10), || {
+        child.try_wait().unwrap()
+    })
+    .await
+}
+
+/// Bytes served in `later` that were already served in `earlier`, outside the last
+/// `allowance` bytes of an earlier response (in flight at the stop).
+fn refetched_outside_flight(earlier: &ServeStats, later: &ServeStats, allowance: u64) -> u64 {
+    let mut bad = 0;
+    for (file, served) in &later.files {
+        let old = earlier.files.get(file).map_or(&[][..], |v| &v[..]);
+        for s in &served[old.len()..] {
+            for o in old {
+                let durable_end = (o.offset + o.len).saturating_sub(allowance).max(o.offset);
+                let lo = s.offset.max(o.offset);
+                let hi = (s.offset + s.len).min(durable_end);
+                bad += hi.saturating_sub(lo);
+            }
+        }
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_finishes() {
+    let sp = SandboxProcess::start(&["--dataset", "large:3M", "--bandwidth", "1M"]);
+    let env = env_with(
+        sp.api_url.clone(),
+        sp.token.clone(),
+        sp.projects.clone(),
+        "chunk-size = \"256KiB\"\nprogress-step = \"64KiB\"\n",
+    );
+    let good_config = std::fs::read_to_string(&env.config_path).unwrap();
+    let log = env.dir.path().join("daemon1.log");
+    let mut child = spawn_daemon(&env, &log);
+    wait_for("some bytes journaled", T, || {
+        let done: u64 = reader(&env)?
+            .project_totals()
+            .ok()?
+            .iter()
+            .map(|t| t.bytes_done)
+            .sum();
+        (done >= 256 << 10).then_some(())
+    })
+    .await;
+
+    // SIGHUP with an invalid config: refused, logged, the daemon keeps going.
+    std::fs::write(
+        &env.config_path,
+        format!("{good_config}\nno-such-key = 1\n"),
+    )
+    .unwrap();
+    signal(&child, rustix::process::Signal::HUP);
+    wait_for("the refused reload to be logged", T, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("config reload refused").then_some(())
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    std::fs::write(&env.config_path, &good_config).unwrap();
+
+    // SIGTERM in mid-transfer: a clean stop with exit status 0.
+    signal(&child, rustix::process::Signal::TERM);
+    let status = wait_exit(&mut child).await;
+    assert!(status.success(), "exit status {status:?}");
+    let first = sp.stats().await;
+    let p = &sp.projects[0];
+    let n_files = reader(&env).unwrap().files(p).unwrap().len();
+    assert!(
+        all_verified(&env, p, n_files).is_none(),
+        "the stop should come in mid-transfer"
+    );
+
+    // Restart: it finishes, fetching no finished byte twice.
+    let mut child = spawn_daemon(&env, &env.dir.path().join("daemon2.log"));
+    wait_for("the restart to finish", Duration::from_secs(30), || {
+        all_verified(&env, p, n_files)
+    })
+    .await;
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child).await.success());
+    let second = sp.stats().await;
+    assert_eq!(refetched_outside_flight(&first, &second, 64 << 10), 0);
+}
+
+/// `ExecStart=` and `ExecReload=` of the shipped unit, as written.
+fn unit_lines(key: &str) -> Vec<String> {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dxmirror.service"),
+    )
+    .unwrap();
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_units_exec_start_uses_flags_the_binary_has() {
+    let starts = unit_lines("ExecStart");
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    let words: Vec<&str> = starts[0].split_whitespace().collect();
+    assert!(words[0].ends_with("/dxmirror"), "{words:?}");
+    let sub = words[1];
+    let help = Command::new(env!("CARGO_BIN_EXE_dxmirror"))
+        .args([sub, "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "dxmirror {sub} --help fails");
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in words.iter().filter(|w| w.starts_with('-')) {
+        let name = flag.split('=').next().unwrap();
+        assert!(text.contains(name), "dxmirror {sub} has no {name}:\n{text}");
+    }
+    let reload = unit_lines("ExecReload");
+    assert_eq!(reload, vec!["/bin/kill -HUP $MAINPID".to_owned()]);
+    assert_eq!(unit_lines("Type"), vec!["notify".to_owned()]);
+    assert_eq!(unit_lines("StateDirectory"), vec!["dxmirror".to_owned()]);
+    assert_eq!(unit_lines("StateDirectoryMode"), vec!["0750".to_owned()]);
+}
+
+fn systemd_tests_enabled() -> bool {
+    std::env::var("DXMIRROR_TEST_SYSTEMD").is_ok_and(|v| v == "1")
+}
+
+fn systemd_analyze(args: &[&str]) -> std::process::Output {
+    Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("DXMIRROR_TEST_SYSTEMD=1 but systemd-analyze cannot run: {e}"))
+}
+
+#[test]
+fn systemd_analyze_verify_reports_only_the_absent_binary() {
+    if !systemd_tests_enabled() {
+        eprintln!("skipped: set DXMIRROR_TEST_SYSTEMD=1 to run systemd-analyze");
+        return;
+    }
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dxmirror.service");
+    let out = systemd_analyze(&["verify", "--man=no", unit.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.contains("/usr/local/bin/dxmirror"),
+            "systemd-analyze verify complains about more than the absent binary: {line}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn systemd_analyze_security_exposure_is_printed() {
+    if !systemd_tests_enabled() {
+        eprintln!("skipped: set DXMIRROR_TEST_SYSTEMD=1 to run systemd-analyze");
+        return;
+    }
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dxmirror.service");
+    let out = systemd_analyze(&["security", "--offline=yes", unit.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    println!("systemd-analyze security: {}", exposure.trim());
+    let score: f64 = exposure
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("a score");
+    assert!(score <= 3.0, "exposure too high: {exposure}");
+}
+
+/// Names of the files of `project` in `state`, sorted.
+fn names_in_state(env: &Env, project: &ProjectId, state: FileState) -> Vec<String> {
+    let mut v: Vec<String> = reader(env)
+        .unwrap()
+        .files(project)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.state == state)
+        .map(|f| f.name)
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_applies_path_type_and_sample_info_filters_exactly() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let p = sandbox.projects()[0].clone();
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "sample-info = { sequencing_type = [\"RNA-Seq\"] }",
+            &["SAMPLE_INFO.txt", "SJOS001101_D1.RNA-Seq.bam"],
+        ),
+        (
+            "include = [\"restricted/**\"]\nexclude = [\"restricted/bam\"]\nfile-types = [\"gVCF\", \"index\"]",
+            &[
+                "SAMPLE_INFO.txt",
+                "SJBALL020073_G1.gvcf.gz",
+                "SJBALL020073_G1.gvcf.gz.tbi",
+                "SJOS001101_G1.gvcf.gz",
+            ],
+        ),
+    ];
+    for (rules, expected) in cases {
+        let env = env_with(
+            sandbox.api_url(),
+            sandbox.token(),
+            Vec::new(),
+            &format!("[[project]]\nid = \"{p}\"\n{rules}\n"),
+        );
+        let summary = env.sync().await.unwrap();
+        assert!(summary.is_ok(), "{summary:#?}");
+        let mut done = names_in_state(&env, &p, FileState::Verified);
+        done.extend(names_in_state(&env, &p, FileState::Unverified));
+        done.sort();
+        done.dedup();
+        assert_eq!(done, expected, "{rules}");
+        let rows = reader(&env).unwrap().files(&p).unwrap();
+        for f in rows.iter().filter(|f| f.state == FileState::Skipped) {
+            let why = f.reason.clone().unwrap_or_default();
+            assert!(
+                why.starts_with("excluded by filter") || why.starts_with("file is"),
+                "{}: {why}",
+                f.name
+            );
+        }
+        let dir = project_dir(&env, &p);
+        let local: Vec<String> = files_under(&dir)
+            .into_iter()
+            .filter(|f| !f.starts_with(".dxmirror") && f.as_os_str() != "SHA256SUMS")
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let mut local = local;
+        local.sort();
+        local.dedup();
+        assert_eq!(local, expected, "only the selected files are on disk");
+    }
+}
+
+fn age(path: &Path) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected() {
+    let sandbox = empty_sandbox().await;
+    let whole = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-inbox-whole")
+                .file(FileSpec::new("/", "w1.txt", 4_000))
+                .file(FileSpec::new("/restricted/bam", "w2.bam", 9_000)),
+        )
+        .unwrap();
+    let partial = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-inbox-files")
+                .file(FileSpec::new("/restricted/CNV", "a.cnv", 3_000))
+                .file(FileSpec::new("/restricted/CNV", "b.cnv", 5_000))
+                .file(FileSpec::new("/restricted/bam", "c.bam", 7_000)),
+        )
+        .unwrap();
+    let wanted = sandbox
+        .files(&partial)
+        .into_iter()
+        .find(|f| f.name == "b.cnv")
+        .unwrap();
+    let env = env_with(
+        sandbox.api_url(),
+        sandbox.token(),
+        Vec::new(),
+        "[watch]\ndir = \"INBOX\"\nrescan = \"200ms\"\n",
+    );
+    // The inbox lives in the test's directory.
+    let inbox = env.dir.path().join("inbox");
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("\"INBOX\"", &format!("{:?}", inbox));
+    std::fs::write(&env.config_path, text).unwrap();
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the inbox to be created", T, || {
+        inbox.is_dir().then_some(())
+    })
+    .await;
+
+    std::fs::write(
+        inbox.join("request.txt"),
+        format!("# data request 7\n{whole}\n"),
+    )
+    .unwrap();
+    let manifest = serde_json::json!({
+        partial.to_string(): [{"id": wanted.id.to_string(), "name": "b.cnv", "folder": "/restricted/CNV"}]
+    });
+    dxmirror::inbox::write_bzip2(
+        &inbox.join("manifest.json.bz2"),
+        manifest.to_string().as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(inbox.join("junk.txt"), "hello, please mirror everything\n").unwrap();
+    for name in ["request.txt", "manifest.json.bz2", "junk.txt"] {
+        age(&inbox.join(name));
+    }
+
+    wait_for("the whole project to be mirrored", T, || {
+        all_verified(&env, &whole, 2)
+    })
+    .await;
+    wait_for("the requested file to be mirrored", T, || {
+        let f = reader(&env)?
+            .files(&partial)
+            .ok()?
+            .into_iter()
+            .find(|f| f.file_id == wanted.id)?;
+        (f.state == FileState::Verified).then_some(())
+    })
+    .await;
+    // Only the requested file of the partial project.
+    assert_eq!(
+        names_in_state(&env, &partial, FileState::Verified),
+        ["b.cnv"]
+    );
+    let others = reader(&env).unwrap().files(&partial).unwrap();
+    for f in others.iter().filter(|f| f.file_id != wanted.id) {
+        assert_eq!(f.state, FileState::Skipped, "{}", f.name);
+        assert!(f.reason.as_deref().unwrap_or("").contains("not requested"));
+    }
+    let reason = std::fs::read_to_string(inbox.join("rejected/junk.txt.reason")).unwrap();
+    assert!(!reason.trim().is_empty());
+    assert!(inbox.join("rejected/junk.txt").is_file());
+    assert!(inbox.join("accepted/request.txt").is_file());
+    assert!(inbox.join("accepted/manifest.json.bz2").is_file());
+    running.stop().await.unwrap();
+
+    // After a restart the partial project is still limited to its requested file.
+    let requests = reader(&env).unwrap().requests().unwrap();
+    assert!(requests.contains(&(whole.clone(), None)));
+    assert!(requests.contains(&(partial.clone(), Some(wanted.id.clone()))));
+}
