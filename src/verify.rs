@@ -546,7 +546,11 @@ mod tests {
                 for c in check.feed(slice) {
                     // Reported exactly when the fed bytes passed the segment's end.
                     let end = plan.segments[c.idx as usize].range.end();
-                    assert!(end > before || end == 0 && before == 0, "late report of {}", c.idx);
+                    assert!(
+                        end > before || end == 0 && before == 0,
+                        "late report of {}",
+                        c.idx
+                    );
                     assert!(end <= check.pos());
                     reported.push(c);
                 }
@@ -556,7 +560,10 @@ mod tests {
             assert_eq!(check.finish(sha.finish()), expected, "piece {piece}");
         }
         assert!(!expected.all_ok());
-        assert_eq!(expected.bad_segments().map(|s| s.idx).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            expected.bad_segments().map(|s| s.idx).collect::<Vec<_>>(),
+            vec![2]
+        );
     }
 
     #[test]
