@@ -296,6 +296,8 @@ pub struct RawConfig {
     /// Free space kept on the mirror's filesystem: a file starts only if its remaining bytes
     /// fit in the free space minus this reserve.
     pub disk_reserve: Option<ByteSize>,
+    /// How often work waiting for disk space checks again.
+    pub disk_poll: Option<HumanDuration>,
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
@@ -441,6 +443,8 @@ pub struct Config {
     pub max_verify_retries: u32,
     /// Free space (bytes) kept on the mirror's filesystem; work that does not fit waits.
     pub disk_reserve: u64,
+    /// How often work waiting for disk space checks again.
+    pub disk_poll: Duration,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
     /// The global `[filter]` selection rules (empty: everything).
@@ -579,6 +583,10 @@ impl Config {
                 human_bytes(MAX_DISK_RESERVE)
             )));
         }
+        let disk_poll = raw.disk_poll.map_or(Duration::from_secs(10), |d| d.0);
+        if disk_poll < Duration::from_millis(10) {
+            return Err(invalid("disk-poll must be at least 10ms".into()));
+        }
         let mut projects = Vec::new();
         let mut project_settings = BTreeMap::new();
         let mut project_filters = HashMap::new();
@@ -676,6 +684,7 @@ impl Config {
             file_patience,
             max_verify_retries: raw.max_verify_retries.unwrap_or(3),
             disk_reserve,
+            disk_poll,
             projects,
             project_settings,
             discovery,

@@ -162,6 +162,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         file_patience: cfg.file_patience,
         max_verify_retries: cfg.max_verify_retries,
         disk_reserve: cfg.disk_reserve,
+        disk_poll: cfg.disk_poll,
         ..EngineConfig::default()
     }
 }
