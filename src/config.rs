@@ -114,6 +114,12 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// Default `disk-reserve`: free space always left on the mirror's filesystem.
+pub const DEFAULT_DISK_RESERVE: u64 = 1 << 30;
+
+/// Largest accepted `disk-reserve` (a typo guard: 1 PiB).
+const MAX_DISK_RESERVE: u64 = 1 << 50;
+
 /// Formats a byte count with a binary unit, e.g. `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -287,6 +293,11 @@ pub struct RawConfig {
     pub file_patience: Option<HumanDuration>,
     /// How many times a segment failing its checksum is fetched again before the file is corrupt.
     pub max_verify_retries: Option<u32>,
+    /// Free space kept on the mirror's filesystem: a file starts only if its remaining bytes
+    /// fit in the free space minus this reserve.
+    pub disk_reserve: Option<ByteSize>,
+    /// How often work waiting for disk space checks again.
+    pub disk_poll: Option<HumanDuration>,
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
@@ -430,6 +441,10 @@ pub struct Config {
     pub file_patience: Duration,
     /// Bound on re-fetching a segment that fails its checksum.
     pub max_verify_retries: u32,
+    /// Free space (bytes) kept on the mirror's filesystem; work that does not fit waits.
+    pub disk_reserve: u64,
+    /// How often work waiting for disk space checks again.
+    pub disk_poll: Duration,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
     /// The global `[filter]` selection rules (empty: everything).
@@ -560,6 +575,18 @@ impl Config {
         let file_patience = raw
             .file_patience
             .map_or(Duration::from_secs(30 * 60), |d| d.0);
+        let disk_reserve = raw.disk_reserve.map_or(DEFAULT_DISK_RESERVE, |s| s.0);
+        if disk_reserve > MAX_DISK_RESERVE {
+            return Err(invalid(format!(
+                "disk-reserve = {} must be at most {}",
+                human_bytes(disk_reserve),
+                human_bytes(MAX_DISK_RESERVE)
+            )));
+        }
+        let disk_poll = raw.disk_poll.map_or(Duration::from_secs(10), |d| d.0);
+        if disk_poll < Duration::from_millis(10) {
+            return Err(invalid("disk-poll must be at least 10ms".into()));
+        }
         let mut projects = Vec::new();
         let mut project_settings = BTreeMap::new();
         let mut project_filters = HashMap::new();
@@ -656,6 +683,8 @@ impl Config {
             stall_timeout,
             file_patience,
             max_verify_retries: raw.max_verify_retries.unwrap_or(3),
+            disk_reserve,
+            disk_poll,
             projects,
             project_settings,
             discovery,
@@ -772,6 +801,20 @@ mod tests {
         assert_eq!(c.max_connections, 16);
         assert_eq!(c.max_connections_per_file, 8);
         assert_eq!(c.chunk_size, 16 << 20);
+        assert_eq!(c.disk_reserve, DEFAULT_DISK_RESERVE);
+    }
+
+    #[test]
+    fn disk_reserve_parses_and_is_validated() {
+        let c = parse(&format!("{MINIMAL}disk-reserve = \"10GiB\"\n")).unwrap();
+        assert_eq!(c.disk_reserve, 10 << 30);
+        let c = parse(&format!("{MINIMAL}disk-reserve = \"0\"\n")).unwrap();
+        assert_eq!(c.disk_reserve, 0);
+        let err = parse(&format!("{MINIMAL}disk-reserve = \"2048TiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("disk-reserve"), "{err}");
+        assert!(parse(&format!("{MINIMAL}disk-reserve = \"plenty\"\n")).is_err());
     }
 
     #[test]

@@ -212,6 +212,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  file-patience            {}",
                 humantime::format_duration(cfg.file_patience)
             );
+            println!(
+                "  disk-reserve             {}",
+                human_bytes(cfg.disk_reserve)
+            );
             println!("  filter                   {}", cfg.filter.describe());
             for p in &cfg.projects {
                 let st = cfg.settings(p);

@@ -161,6 +161,8 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         progress_step: cfg.progress_step,
         file_patience: cfg.file_patience,
         max_verify_retries: cfg.max_verify_retries,
+        disk_reserve: cfg.disk_reserve,
+        disk_poll: cfg.disk_poll,
         ..EngineConfig::default()
     }
 }

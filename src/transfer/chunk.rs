@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{EngineConfig, FileOutcome, Progress, TransferError};
 use crate::hashing::crc32c_append;
@@ -65,6 +65,7 @@ pub(super) struct ChunkCtx {
     last_progress: Mutex<Instant>,
     last_error: Mutex<Option<String>>,
     tracker: Arc<super::cursor::Tracker>,
+    reservation: Arc<super::space::Reservation>,
 }
 
 impl ChunkCtx {
@@ -79,6 +80,7 @@ impl ChunkCtx {
         progress: Arc<Progress>,
         cfg: EngineConfig,
         tracker: Arc<super::cursor::Tracker>,
+        reservation: Arc<super::space::Reservation>,
     ) -> ChunkCtx {
         ChunkCtx {
             client,
@@ -97,6 +99,7 @@ impl ChunkCtx {
             last_progress: Mutex::new(Instant::now()),
             last_error: Mutex::new(None),
             tracker,
+            reservation,
         }
     }
 
@@ -325,35 +328,113 @@ impl ChunkCtx {
         }
         let data = std::mem::take(buf);
         let offset = chunk.range.offset + *done;
-        let file = self.file.clone();
-        let (data, res) = tokio::task::spawn_blocking(move || {
-            let res = file.write_all_at(&data, offset);
-            (data, res)
-        })
-        .await
-        .map_err(|e| StreamError::Local(TransferError::Io(format!("write task failed: {e}"))))?;
-        res.map_err(|e| StreamError::Local(TransferError::from_write(&self.key.file, e)))?;
+        let mut data = data;
+        let mut paused_since: Option<Instant> = None;
+        loop {
+            let file = self.file.clone();
+            let (back, res) = tokio::task::spawn_blocking(move || {
+                let res = file.write_all_at(&data, offset);
+                (data, res)
+            })
+            .await
+            .map_err(|e| {
+                StreamError::Local(TransferError::Io(format!("write task failed: {e}")))
+            })?;
+            data = back;
+            match res {
+                Ok(()) => break,
+                Err(e) => match TransferError::from_write(&self.key.file, e) {
+                    // The whole buffer is written again at the same offset once space returns;
+                    // `done` has not moved, so nothing unwritten is counted.
+                    TransferError::DiskFull(msg) => {
+                        self.pause_for_disk(chunk, offset, &msg, &mut paused_since)
+                            .await?
+                    }
+                    other => return Err(StreamError::Local(other)),
+                },
+            }
+        }
+        self.resumed_after_disk(chunk, paused_since);
         *crc = crc32c_append(*crc, &data);
         *done += data.len() as u64;
         // The bytes are in the file: the hash cursor may read them back.
         self.tracker.advance(chunk.idx, *done);
         self.progress.add_bytes(data.len() as u64);
+        self.reservation.consumed(data.len() as u64);
         self.note_progress();
         // Reuse the allocation for the next fill.
-        let mut data = data;
         data.clear();
         *buf = data;
         Ok(())
     }
 
+    /// One pause of a chunk whose write or sync found the disk full: reported (log and journal
+    /// event) on the first pause only, then waits `disk_poll` before the caller tries again.
+    /// Waiting for space is not a lack of progress: the file's patience clock is held.
+    async fn pause_for_disk(
+        &self,
+        chunk: Chunk,
+        offset: u64,
+        msg: &str,
+        paused_since: &mut Option<Instant>,
+    ) -> Result<(), StreamError> {
+        if paused_since.is_none() {
+            *paused_since = Some(Instant::now());
+            warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, offset, error = %msg, "disk full; transfer paused until space returns");
+            self.journal
+                .event(
+                    crate::journal::EventLevel::Warn,
+                    Some(&self.key.project),
+                    Some(&self.key.file),
+                    format!("disk full; transfer paused until space returns: {msg}"),
+                )
+                .await
+                .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
+        }
+        self.note_progress();
+        tokio::time::sleep(self.cfg.disk_poll).await;
+        self.note_progress();
+        Ok(())
+    }
+
+    /// Logs the end of a disk-full pause, if there was one.
+    fn resumed_after_disk(&self, chunk: Chunk, paused_since: Option<Instant>) {
+        if let Some(since) = paused_since {
+            info!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, elapsed_ms = since.elapsed().as_millis() as u64, "disk space returned; transfer resumed");
+        }
+    }
+
     /// Makes the written bytes durable, then records them in the journal (and waits for the
     /// commit). Never the other way round.
+    /// A sync failing for lack of space is retried once space returns (nothing is journaled
+    /// before it succeeds); should the kernel have dropped pages with the failure, the hash
+    /// cursor's read-back finds the segment wrong and it is fetched again, never published.
     async fn sync_and_journal(&self, chunk: Chunk, done: u64, crc: u32) -> Result<(), StreamError> {
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| StreamError::Local(TransferError::Io(format!("sync task failed: {e}"))))?
-            .map_err(|e| StreamError::Local(TransferError::from_write(&self.key.file, e)))?;
+        let mut paused_since: Option<Instant> = None;
+        loop {
+            let file = self.file.clone();
+            let res = tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(|e| {
+                    StreamError::Local(TransferError::Io(format!("sync task failed: {e}")))
+                })?;
+            match res {
+                Ok(()) => break,
+                Err(e) => match TransferError::from_write(&self.key.file, e) {
+                    TransferError::DiskFull(msg) => {
+                        self.pause_for_disk(
+                            chunk,
+                            chunk.range.offset + done,
+                            &msg,
+                            &mut paused_since,
+                        )
+                        .await?
+                    }
+                    other => return Err(StreamError::Local(other)),
+                },
+            }
+        }
+        self.resumed_after_disk(chunk, paused_since);
         self.journal
             .chunk_progress(&self.key, chunk.idx, done, crc)
             .await

@@ -17,6 +17,7 @@
 mod chunk;
 mod cursor;
 mod progress;
+mod space;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -56,6 +57,13 @@ pub struct EngineConfig {
     pub backoff: Backoff,
     /// Size of each connection's write buffer.
     pub write_buffer: usize,
+    /// Free space kept on the mirror's filesystem: a file starts only when its remaining
+    /// bytes fit in the free space minus this reserve minus what files in progress still
+    /// have to write.
+    pub disk_reserve: u64,
+    /// How often a file waiting for disk space (before it starts, or paused by a full disk)
+    /// checks again.
+    pub disk_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +77,8 @@ impl Default for EngineConfig {
             max_verify_retries: 3,
             backoff: Backoff::default(),
             write_buffer: 256 << 10,
+            disk_reserve: 1 << 30,
+            disk_poll: Duration::from_secs(10),
         }
     }
 }
@@ -189,6 +199,7 @@ pub struct Engine {
     connections: Arc<Semaphore>,
     hash_pool: Arc<rayon::ThreadPool>,
     progress: Arc<Progress>,
+    disk: Arc<space::DiskBudget>,
 }
 
 impl Engine {
@@ -214,6 +225,7 @@ impl Engine {
             cfg,
             hash_pool: Arc::new(hash_pool),
             progress: Arc::new(Progress::default()),
+            disk: Arc::new(space::DiskBudget::default()),
         })
     }
 
@@ -330,6 +342,12 @@ impl Engine {
             }
         }
 
+        let journaled: u64 = chunk_done.iter().sum();
+        let reservation = Arc::new(
+            self.wait_for_space(job, remote.size.saturating_sub(journaled))
+                .await?,
+        );
+
         let (file, created) = match job.store.open_staging(&remote.id, remote.size) {
             Ok(v) => v,
             Err(StoreError::StagingSize { .. }) => {
@@ -382,6 +400,7 @@ impl Engine {
             self.progress.clone(),
             self.cfg.clone(),
             tracker.clone(),
+            reservation,
         ));
 
         match self
@@ -390,6 +409,63 @@ impl Engine {
         {
             Ok(report) => self.publish(job, &plan, report.sha256).await,
             Err(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Waits until `need` more bytes of this file fit on the mirror's filesystem (free space
+    /// minus the reserve minus what files in progress still have to write), reporting the
+    /// wait once (log, journal event and the file's reason), and reserves them.
+    async fn wait_for_space(
+        &self,
+        job: &FileJob,
+        need: u64,
+    ) -> Result<space::Reservation, TransferError> {
+        use crate::config::human_bytes;
+        let key = job.key();
+        let dir = job.store.dir().to_path_buf();
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            match self.disk.try_reserve(&dir, need, self.cfg.disk_reserve) {
+                Ok(Ok(reservation)) => {
+                    if let Some(since) = waiting_since {
+                        info!(project_id = %key.project, file_id = %key.file, len = need, elapsed_ms = since.elapsed().as_millis() as u64, "disk space available; file starts");
+                        self.journal
+                            .set_file_state(&key, FileState::Fetching, None)
+                            .await?;
+                    }
+                    return Ok(reservation);
+                }
+                Ok(Err(short)) => {
+                    if waiting_since.is_none() {
+                        waiting_since = Some(Instant::now());
+                        let reason = format!(
+                            "waiting for disk space: need {}, free {}, reserve {}, promised to files in progress {}",
+                            human_bytes(short.need),
+                            human_bytes(short.free),
+                            human_bytes(short.reserve),
+                            human_bytes(short.promised)
+                        );
+                        warn!(project_id = %key.project, file_id = %key.file, len = short.need, free = short.free, reserve = short.reserve, promised = short.promised, "waiting for disk space");
+                        self.journal
+                            .event(
+                                crate::journal::EventLevel::Warn,
+                                Some(&key.project),
+                                Some(&key.file),
+                                reason.clone(),
+                            )
+                            .await?;
+                        self.journal
+                            .set_file_state(&key, FileState::Fetching, Some(reason))
+                            .await?;
+                    }
+                }
+                Err(e) => {
+                    // Free space unknown: start anyway; a full disk still pauses the writes.
+                    warn!(project_id = %key.project, file_id = %key.file, error = %e, "cannot read free space; starting without the check");
+                    return Ok(space::Reservation::none(&self.disk));
+                }
+            }
+            tokio::time::sleep(self.cfg.disk_poll).await;
         }
     }
 
@@ -567,6 +643,9 @@ impl Engine {
                     }
                 }
                 _ = tokio::time::sleep(patience_left) => {
+                    if ctx.since_last_progress() < self.cfg.file_patience {
+                        continue; // bytes moved (or the disk was waited for) meanwhile
+                    }
                     tasks.abort_all();
                     let reason = format!(
                         "no progress for {}; last error: {}",

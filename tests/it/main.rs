@@ -3,6 +3,7 @@
 
 mod check;
 mod daemon;
+mod diskspace;
 mod dxpy;
 mod faults;
 mod journal;
