@@ -100,7 +100,11 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
             let path = e.path();
             let ft = e.file_type().unwrap();
             if ft.is_dir() {
-                stack.push(path);
+                // The store's hidden working directory (staging, manifest temp files) is not
+                // part of the mirror; callers that want it name it as `root`.
+                if e.file_name() != ".dxmirror" {
+                    stack.push(path);
+                }
             } else if ft.is_file() {
                 out.push(path.strip_prefix(root).unwrap().to_owned());
             }
