@@ -287,6 +287,8 @@ pub struct RawConfig {
     pub file_patience: Option<HumanDuration>,
     /// How many times a segment failing its checksum is fetched again before the file is corrupt.
     pub max_verify_retries: Option<u32>,
+    /// A JSON-lines copy of the audit trail (one record per line, appended).
+    pub audit_log: Option<PathBuf>,
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
@@ -430,6 +432,8 @@ pub struct Config {
     pub file_patience: Duration,
     /// Bound on re-fetching a segment that fails its checksum.
     pub max_verify_retries: u32,
+    /// The JSON-lines copy of the audit trail, if configured (absolute).
+    pub audit_log: Option<PathBuf>,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
     /// The global `[filter]` selection rules (empty: everything).
@@ -530,6 +534,14 @@ impl Config {
         let state_dir = raw.state_dir.ok_or_else(|| {
             invalid("state-dir is required (a local directory for the journal)".into())
         })?;
+        if let Some(p) = &raw.audit_log {
+            if !p.is_absolute() || p.file_name().is_none() {
+                return Err(invalid(format!(
+                    "audit-log {} must be an absolute path to a file",
+                    p.display()
+                )));
+            }
+        }
         let max_connections = raw.max_connections.unwrap_or(16);
         if !(1..=256).contains(&max_connections) {
             return Err(invalid(format!(
@@ -656,6 +668,7 @@ impl Config {
             stall_timeout,
             file_patience,
             max_verify_retries: raw.max_verify_retries.unwrap_or(3),
+            audit_log: raw.audit_log,
             projects,
             project_settings,
             discovery,

@@ -161,6 +161,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         progress_step: cfg.progress_step,
         file_patience: cfg.file_patience,
         max_verify_retries: cfg.max_verify_retries,
+        audit_log: cfg.audit_log.clone(),
         ..EngineConfig::default()
     }
 }
@@ -204,6 +205,21 @@ impl PassContext {
     }
 }
 
+impl PassContext {
+    /// Asks `/system/whoami` who the token belongs to and gives the answer to the engine for
+    /// its audit records. A failure is logged and leaves the identity unknown (`None`); it
+    /// never fails the run (a refused token shows up again in the first real call).
+    pub async fn learn_identity(&self) {
+        match self.client.whoami().await {
+            Ok(id) => self.engine.set_identity(Some(id)),
+            Err(e) => {
+                warn!(error = %e, "cannot ask the platform who the token belongs to; audit records will carry no identity");
+                self.engine.set_identity(None);
+            }
+        }
+    }
+}
+
 /// Settings of one project pass.
 #[derive(Debug, Clone, Default)]
 pub struct PassOptions {
@@ -230,6 +246,7 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
     crate::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
     let journal = Journal::open(&cfg.state_dir)?;
     let ctx = PassContext::new(cfg.clone(), journal.clone())?;
+    ctx.learn_identity().await;
     let run_id = journal.start_run("sync").await?;
     let started = Instant::now();
     let display = spawn_display(ctx.engine.progress(), opts.progress);

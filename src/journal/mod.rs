@@ -1078,6 +1078,40 @@ impl Journal {
         }
     }
 
+    /// Appends an audit record; returns it as stored (id and time set by the journal).
+    pub async fn audit_record(&self, record: NewAudit) -> Result<AuditRow, JournalError> {
+        match self.send(Op::AuditRecord(record)).await? {
+            Reply::Audit(row) => Ok(row),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
+    /// [`Journal::mark_done`] and the audit record saying so, in one transaction: either
+    /// both are committed or neither. Returns the record as stored.
+    pub async fn mark_done_audited(
+        &self,
+        key: &FileKey,
+        state: FileState,
+        sha256_hex: String,
+        audit: NewAudit,
+    ) -> Result<AuditRow, JournalError> {
+        if !matches!(state, FileState::Verified | FileState::Unverified) {
+            return Err(JournalError::NotFinished(state));
+        }
+        match self
+            .send(Op::MarkDoneAudited {
+                key: key.clone(),
+                state,
+                sha256: sha256_hex,
+                audit,
+            })
+            .await?
+        {
+            Reply::Audit(row) => Ok(row),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
     /// Deletes a project and everything the journal holds about it (chunks, segments, files,
     /// its events, the project row) and appends `audit`, in one transaction: either all of
     /// it is committed or none. An unknown project is an error (and nothing is written).

@@ -253,7 +253,7 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
     assert_eq!(reader.files(&pb).unwrap().len(), 3);
     let audit = reader.audit(started_ms - 1000).unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].action, "purge");
+    assert_eq!(audit[0].action, "purged");
     assert_eq!(audit[0].project_id, pa);
     assert_eq!(audit[0].size, Some(bytes_a));
     assert!(audit[0].identity.as_deref().unwrap().starts_with("uid "));
