@@ -16,7 +16,8 @@
 //!
 //! This module owns the record words, the JSON-lines file (`audit-log` in the config: each
 //! record appended as one line, `O_APPEND`, mode 0640, `fsync`ed per line) and the text and
-//! JSON rendering. It holds no SQL and never writes the journal itself; a failure to append
+//! JSON rendering. Lines of files finishing at the same moment may be appended in either
+//! order; each carries the journal's `id`, which is the order. It holds no SQL and never writes the journal itself; a failure to append
 //! to the JSON-lines file is logged and does not undo the journal row, which is the record.
 
 use std::io::Write as _;
