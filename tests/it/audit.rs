@@ -1,14 +1,17 @@
 //! The audit trail: a sync of the sandbox demo writes one `fetched` record per mirrored file
 //! (size, SHA-256 as in `SHA256SUMS`, the platform identity from `/system/whoami`), in the
 //! journal and in the `audit-log` JSON-lines file; `dxmirror audit` prints them; a repair
-//! writes `repaired`.
+//! writes `repaired`; a file ending corrupt writes `quarantined`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::process::Output;
 
 use dxmirror::journal::{AuditRow, FileState, JournalReader};
-use dxmirror::sandbox::{Sandbox, SandboxOptions};
+use dxmirror::sandbox::{
+    BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
+    SandboxOptions,
+};
 
 use crate::support::{assert_mirrored, Env, EnvOptions};
 
@@ -188,4 +191,46 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     assert_eq!(new[1].sha256, victim.sha256);
     let n_lines = std::fs::read_to_string(&log).unwrap().lines().count();
     assert_eq!(n_lines, rows.len() + 2);
+}
+
+#[tokio::test]
+async fn a_file_ending_corrupt_is_recorded_quarantined() {
+    let spec = ProjectSpec::new("bad").file(
+        FileSpec::new("/restricted/bam", "parts.bam", 256 << 10)
+            .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(128 << 10))),
+    );
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(3, vec![spec]).unwrap(),
+        faults: FaultConfig {
+            seed: 5,
+            ..FaultConfig::default()
+        }
+        .with(BodyFault::Flip, 1.0),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: sandbox.token(),
+        projects: vec![project.clone()],
+        extra: "chunk-size = \"64KiB\"\nmax-verify-retries = 1".into(),
+    });
+    let summary = env.sync().await.unwrap();
+    assert!(!summary.is_ok(), "{summary:#?}");
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let files = reader.files(&project).unwrap();
+    let bad = files
+        .iter()
+        .find(|f| f.state == FileState::Corrupt)
+        .expect("a corrupt file");
+    let rows = reader.audit(0).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].action, "quarantined");
+    assert_eq!(rows[0].file_id.as_ref(), Some(&bad.file_id));
+    assert_eq!(rows[0].size, Some(bad.size));
+    assert_eq!(rows[0].identity.as_deref(), Some("user-sandbox"));
+    assert_eq!(rows[0].sha256, None);
+    assert!(rows[0].detail.starts_with(&bad.rel_path), "{}", rows[0].detail);
 }
