@@ -32,8 +32,10 @@
 //! - `runs(id, started_ms, ended_ms, version, command, pid, outcome)`.
 //! - `audit(id, ts_ms, action, project_id, file_id, identity, size, sha256, detail)`:
 //!   append-only (triggers refuse `UPDATE` and `DELETE`, and it is never pruned); one
-//!   [`AuditRow`] per act a data-use agreement may ask about (a purge; later, files
-//!   delivered). No foreign key: a record outlives the project it names.
+//!   [`AuditRow`] per act a data-use agreement may ask about (the words are
+//!   `crate::audit::Action`'s: a file fetched, repaired or quarantined, a project purged;
+//!   rows written before the word `purged` say `purge`). No foreign key: a record outlives
+//!   the project it names.
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
 //!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
 //!   ([`DaemonRow`]), for `status`.
@@ -608,7 +610,7 @@ pub struct RunRow {
 /// An audit record to append ([`Journal::audit`], [`Journal::delete_project`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAudit {
-    /// What was done, a short stable word (`purge`).
+    /// What was done, a short stable word (`crate::audit::Action::as_str`).
     pub action: String,
     /// The project concerned.
     pub project_id: ProjectId,

@@ -232,5 +232,9 @@ async fn a_file_ending_corrupt_is_recorded_quarantined() {
     assert_eq!(rows[0].size, Some(bad.size));
     assert_eq!(rows[0].identity.as_deref(), Some("user-sandbox"));
     assert_eq!(rows[0].sha256, None);
-    assert!(rows[0].detail.starts_with(&bad.rel_path), "{}", rows[0].detail);
+    assert!(
+        rows[0].detail.starts_with(&bad.rel_path),
+        "{}",
+        rows[0].detail
+    );
 }
