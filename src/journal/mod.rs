@@ -1391,6 +1391,74 @@ mod tests {
         assert!(raw.execute("UPDATE audit SET detail = 'x'", []).is_err());
     }
 
+    #[tokio::test]
+    async fn mark_done_audited_writes_both_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let p: ProjectId = "project-00000000000000000000000a".parse().unwrap();
+        j.upsert_project(ProjectRow::new(p.clone(), ProjectState::Active, None))
+            .await
+            .unwrap();
+        let listing = vec![FileListing {
+            remote: remote(&p, 1),
+            rel_path: "f1".into(),
+            kind: None,
+            skip_reason: None,
+        }];
+        j.record_listing(&p, listing).await.unwrap();
+        let known = remote(&p, 1).id;
+        let unknown = remote(&p, 2).id;
+        let audit = |file: &FileId| NewAudit {
+            action: "fetched".into(),
+            project_id: p.clone(),
+            file_id: Some(file.clone()),
+            identity: Some("user-x".into()),
+            size: Some(10),
+            sha256: Some("ab".repeat(32)),
+            detail: "verified f1".into(),
+        };
+        let sha = "ab".repeat(32);
+        // An unknown file: an error, and no audit record.
+        assert!(j
+            .mark_done_audited(
+                &FileKey::new(&p, &unknown),
+                FileState::Verified,
+                sha.clone(),
+                audit(&unknown)
+            )
+            .await
+            .is_err());
+        assert!(j.audit_since(0).unwrap().is_empty());
+        // Not a finished state: refused before anything is sent.
+        assert!(matches!(
+            j.mark_done_audited(
+                &FileKey::new(&p, &known),
+                FileState::Failed,
+                sha.clone(),
+                audit(&known)
+            )
+            .await,
+            Err(JournalError::NotFinished(_))
+        ));
+        let row = j
+            .mark_done_audited(
+                &FileKey::new(&p, &known),
+                FileState::Verified,
+                sha.clone(),
+                audit(&known),
+            )
+            .await
+            .unwrap();
+        let f = j.file(&FileKey::new(&p, &known)).unwrap().unwrap();
+        assert_eq!(f.state, FileState::Verified);
+        assert_eq!(f.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(j.audit_since(0).unwrap(), vec![row.clone()]);
+        assert_eq!(row.identity.as_deref(), Some("user-x"));
+        let again = j.audit_record(audit(&known)).await.unwrap();
+        assert!(again.id > row.id);
+        j.close().await.unwrap();
+    }
+
     #[test]
     fn bad_stored_rows_are_errors_not_panics() {
         let dir = tempfile::tempdir().unwrap();
