@@ -209,6 +209,7 @@ impl PassContext {
     /// Asks `/system/whoami` who the token belongs to and gives the answer to the engine for
     /// its audit records. A failure is logged and leaves the identity unknown (`None`); it
     /// never fails the run (a refused token shows up again in the first real call).
+    /// [`project_pass`] calls it while the identity is unknown.
     pub async fn learn_identity(&self) {
         match self.client.whoami().await {
             Ok(id) => self.engine.set_identity(Some(id)),
@@ -246,7 +247,6 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
     crate::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
     let journal = Journal::open(&cfg.state_dir)?;
     let ctx = PassContext::new(cfg.clone(), journal.clone())?;
-    ctx.learn_identity().await;
     let run_id = journal.start_run("sync").await?;
     let started = Instant::now();
     let display = spawn_display(ctx.engine.progress(), opts.progress);
@@ -310,6 +310,11 @@ pub async fn project_pass(
     project: &ProjectId,
     opts: &PassOptions,
 ) -> Result<ProjectSummary, SyncError> {
+    // The identity audit records carry: asked once per context, again by a later pass if
+    // the platform could not answer.
+    if ctx.engine.identity().is_none() {
+        ctx.learn_identity().await;
+    }
     match sync_project(ctx, project, opts).await {
         Err(SyncError::Transfer(TransferError::PermissionDenied { project, message })) => {
             error!(project_id = %project, "permission denied while mirroring; project marked inaccessible, nothing deleted");
