@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::audit::Action;
 use crate::journal::{
-    EventLevel, FileKey, FileRow, FileState, Journal, JournalError, JournalReader, StoredPlan,
+    EventLevel, FileKey, FileRow, FileState, Journal, JournalError, JournalReader, NewAudit,
+    StoredPlan,
 };
 use crate::model::{ByteRange, ProjectId};
 use crate::store::{ProjectStore, RelPath, StoreError};
@@ -303,6 +305,18 @@ pub async fn repair(
     mirror_root: &Path,
     report: &mut CheckReport,
 ) -> Result<(), CheckError> {
+    repair_audited(journal, mirror_root, report, None).await
+}
+
+/// [`repair`], appending each `repaired` audit record also to the JSON-lines `audit_log`
+/// when one is configured. Every repaired file gets one `repaired` record in the journal
+/// (identity: the local user; size and SHA-256: those recorded for the file before).
+pub async fn repair_audited(
+    journal: &Journal,
+    mirror_root: &Path,
+    report: &mut CheckReport,
+    audit_log: Option<&Path>,
+) -> Result<(), CheckError> {
     let mut by_file: std::collections::BTreeMap<(String, String), Vec<&FileFinding>> =
         std::collections::BTreeMap::new();
     for f in &report.findings {
@@ -390,6 +404,22 @@ pub async fn repair(
                 ),
             )
             .await?;
+        let record = journal
+            .audit_record(NewAudit {
+                action: Action::Repaired.as_str().into(),
+                project_id: project.clone(),
+                file_id: Some(file_id.clone()),
+                identity: Some(crate::purge::identity()),
+                size: Some(row.size),
+                sha256: row.sha256.clone(),
+                detail: format!(
+                    "{}: put back into staging, {} damaged chunk(s) to fetch again",
+                    row.rel_path,
+                    reset.len()
+                ),
+            })
+            .await?;
+        crate::audit::append_logged(audit_log, &record);
         repaired.push(format!("{project}:{}", row.rel_path));
     }
     report.repaired = repaired;

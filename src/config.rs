@@ -298,6 +298,8 @@ pub struct RawConfig {
     pub disk_reserve: Option<ByteSize>,
     /// How often work waiting for disk space checks again.
     pub disk_poll: Option<HumanDuration>,
+    /// A JSON-lines copy of the audit trail (one record per line, appended).
+    pub audit_log: Option<PathBuf>,
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
@@ -445,6 +447,8 @@ pub struct Config {
     pub disk_reserve: u64,
     /// How often work waiting for disk space checks again.
     pub disk_poll: Duration,
+    /// The JSON-lines copy of the audit trail, if configured (absolute).
+    pub audit_log: Option<PathBuf>,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
     /// The global `[filter]` selection rules (empty: everything).
@@ -545,6 +549,14 @@ impl Config {
         let state_dir = raw.state_dir.ok_or_else(|| {
             invalid("state-dir is required (a local directory for the journal)".into())
         })?;
+        if let Some(p) = &raw.audit_log {
+            if !p.is_absolute() || p.file_name().is_none() {
+                return Err(invalid(format!(
+                    "audit-log {} must be an absolute path to a file",
+                    p.display()
+                )));
+            }
+        }
         let max_connections = raw.max_connections.unwrap_or(16);
         if !(1..=256).contains(&max_connections) {
             return Err(invalid(format!(
@@ -685,6 +697,7 @@ impl Config {
             max_verify_retries: raw.max_verify_retries.unwrap_or(3),
             disk_reserve,
             disk_poll,
+            audit_log: raw.audit_log,
             projects,
             project_settings,
             discovery,

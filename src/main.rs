@@ -70,6 +70,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the audit trail: every file fetched, repaired, quarantined, and every project
+    /// purged, with when, which platform identity, size and SHA-256 (read-only).
+    Audit {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only records at or after this date: YYYY-MM-DD (UTC) or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and show the resolved settings (the token is never printed).
     CheckConfig {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
@@ -172,6 +185,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
             let text = dxmirror::status::render_with_config(&cfg, json)?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            config,
+            since,
+            json,
+        } => {
+            let cfg = Config::load(&config_path(config))?;
+            let since_ms = match since {
+                Some(s) => dxmirror::audit::parse_since(&s)?,
+                None => 0,
+            };
+            let text = dxmirror::audit::report(&cfg.state_dir, since_ms, json)
+                .context("cannot read the audit trail")?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
@@ -339,9 +367,14 @@ async fn verify_command(
     let mut healed = true;
     if repair && !report.is_clean() {
         let journal = dxmirror::journal::Journal::open(&cfg.state_dir)?;
-        dxmirror::check::repair(&journal, &cfg.mirror_root, &mut report)
-            .await
-            .context("repair failed")?;
+        dxmirror::check::repair_audited(
+            &journal,
+            &cfg.mirror_root,
+            &mut report,
+            cfg.audit_log.as_deref(),
+        )
+        .await
+        .context("repair failed")?;
         journal.close().await?;
         let projects: Vec<ProjectId> = report
             .findings

@@ -278,7 +278,7 @@ async fn purge_locked(
         ),
     };
     let record = NewAudit {
-        action: "purge".into(),
+        action: crate::audit::Action::Purged.as_str().into(),
         project_id: project.clone(),
         file_id: None,
         identity: Some(identity()),
@@ -291,6 +291,9 @@ async fn purge_locked(
         .audit_since(0)?
         .into_iter()
         .find(|r| r.id == deleted.audit_id);
+    if let Some(row) = &audit {
+        crate::audit::append_logged(cfg.audit_log.as_deref(), row);
+    }
     tracing::warn!(
         project_id = %project,
         audit_id = deleted.audit_id,

@@ -163,6 +163,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         max_verify_retries: cfg.max_verify_retries,
         disk_reserve: cfg.disk_reserve,
         disk_poll: cfg.disk_poll,
+        audit_log: cfg.audit_log.clone(),
         ..EngineConfig::default()
     }
 }
@@ -203,6 +204,22 @@ impl PassContext {
             journal,
             engine,
         })
+    }
+}
+
+impl PassContext {
+    /// Asks `/system/whoami` who the token belongs to and gives the answer to the engine for
+    /// its audit records. A failure is logged and leaves the identity unknown (`None`); it
+    /// never fails the run (a refused token shows up again in the first real call).
+    /// [`project_pass`] calls it while the identity is unknown.
+    pub async fn learn_identity(&self) {
+        match self.client.whoami().await {
+            Ok(id) => self.engine.set_identity(Some(id)),
+            Err(e) => {
+                warn!(error = %e, "cannot ask the platform who the token belongs to; audit records will carry no identity");
+                self.engine.set_identity(None);
+            }
+        }
     }
 }
 
@@ -295,6 +312,11 @@ pub async fn project_pass(
     project: &ProjectId,
     opts: &PassOptions,
 ) -> Result<ProjectSummary, SyncError> {
+    // The identity audit records carry: asked once per context, again by a later pass if
+    // the platform could not answer.
+    if ctx.engine.identity().is_none() {
+        ctx.learn_identity().await;
+    }
     match sync_project(ctx, project, opts).await {
         Err(SyncError::Transfer(TransferError::PermissionDenied { project, message })) => {
             error!(project_id = %project, "permission denied while mirroring; project marked inaccessible, nothing deleted");

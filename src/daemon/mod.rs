@@ -378,7 +378,9 @@ impl Daemon {
         };
         // Check the token now rather than at the first transfer.
         match ctx.client.whoami().await {
-            Ok(_) => {
+            Ok(identity) => {
+                // The platform identity every audit record of this context carries.
+                ctx.engine.set_identity(Some(identity));
                 if self.token_retry.take().is_some() {
                     info!("the API token is accepted again; resuming");
                 }

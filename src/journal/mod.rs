@@ -32,8 +32,10 @@
 //! - `runs(id, started_ms, ended_ms, version, command, pid, outcome)`.
 //! - `audit(id, ts_ms, action, project_id, file_id, identity, size, sha256, detail)`:
 //!   append-only (triggers refuse `UPDATE` and `DELETE`, and it is never pruned); one
-//!   [`AuditRow`] per act a data-use agreement may ask about (a purge; later, files
-//!   delivered). No foreign key: a record outlives the project it names.
+//!   [`AuditRow`] per act a data-use agreement may ask about (the words are
+//!   `crate::audit::Action`'s: a file fetched, repaired or quarantined, a project purged;
+//!   rows written before the word `purged` say `purge`). No foreign key: a record outlives
+//!   the project it names.
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
 //!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
 //!   ([`DaemonRow`]), for `status`.
@@ -608,7 +610,7 @@ pub struct RunRow {
 /// An audit record to append ([`Journal::audit`], [`Journal::delete_project`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAudit {
-    /// What was done, a short stable word (`purge`).
+    /// What was done, a short stable word (`crate::audit::Action::as_str`).
     pub action: String,
     /// The project concerned.
     pub project_id: ProjectId,
@@ -1078,6 +1080,40 @@ impl Journal {
         }
     }
 
+    /// Appends an audit record; returns it as stored (id and time set by the journal).
+    pub async fn audit_record(&self, record: NewAudit) -> Result<AuditRow, JournalError> {
+        match self.send(Op::AuditRecord(record)).await? {
+            Reply::Audit(row) => Ok(row),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
+    /// [`Journal::mark_done`] and the audit record saying so, in one transaction: either
+    /// both are committed or neither. Returns the record as stored.
+    pub async fn mark_done_audited(
+        &self,
+        key: &FileKey,
+        state: FileState,
+        sha256_hex: String,
+        audit: NewAudit,
+    ) -> Result<AuditRow, JournalError> {
+        if !matches!(state, FileState::Verified | FileState::Unverified) {
+            return Err(JournalError::NotFinished(state));
+        }
+        match self
+            .send(Op::MarkDoneAudited {
+                key: key.clone(),
+                state,
+                sha256: sha256_hex,
+                audit,
+            })
+            .await?
+        {
+            Reply::Audit(row) => Ok(row),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
     /// Deletes a project and everything the journal holds about it (chunks, segments, files,
     /// its events, the project row) and appends `audit`, in one transaction: either all of
     /// it is committed or none. An unknown project is an error (and nothing is written).
@@ -1353,6 +1389,74 @@ mod tests {
         let err = raw.execute("DELETE FROM audit", []).unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
         assert!(raw.execute("UPDATE audit SET detail = 'x'", []).is_err());
+    }
+
+    #[tokio::test]
+    async fn mark_done_audited_writes_both_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let p: ProjectId = "project-00000000000000000000000a".parse().unwrap();
+        j.upsert_project(ProjectRow::new(p.clone(), ProjectState::Active, None))
+            .await
+            .unwrap();
+        let listing = vec![FileListing {
+            remote: remote(&p, 1),
+            rel_path: "f1".into(),
+            kind: None,
+            skip_reason: None,
+        }];
+        j.record_listing(&p, listing).await.unwrap();
+        let known = remote(&p, 1).id;
+        let unknown = remote(&p, 2).id;
+        let audit = |file: &FileId| NewAudit {
+            action: "fetched".into(),
+            project_id: p.clone(),
+            file_id: Some(file.clone()),
+            identity: Some("user-x".into()),
+            size: Some(10),
+            sha256: Some("ab".repeat(32)),
+            detail: "verified f1".into(),
+        };
+        let sha = "ab".repeat(32);
+        // An unknown file: an error, and no audit record.
+        assert!(j
+            .mark_done_audited(
+                &FileKey::new(&p, &unknown),
+                FileState::Verified,
+                sha.clone(),
+                audit(&unknown)
+            )
+            .await
+            .is_err());
+        assert!(j.audit_since(0).unwrap().is_empty());
+        // Not a finished state: refused before anything is sent.
+        assert!(matches!(
+            j.mark_done_audited(
+                &FileKey::new(&p, &known),
+                FileState::Failed,
+                sha.clone(),
+                audit(&known)
+            )
+            .await,
+            Err(JournalError::NotFinished(_))
+        ));
+        let row = j
+            .mark_done_audited(
+                &FileKey::new(&p, &known),
+                FileState::Verified,
+                sha.clone(),
+                audit(&known),
+            )
+            .await
+            .unwrap();
+        let f = j.file(&FileKey::new(&p, &known)).unwrap().unwrap();
+        assert_eq!(f.state, FileState::Verified);
+        assert_eq!(f.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(j.audit_since(0).unwrap(), vec![row.clone()]);
+        assert_eq!(row.identity.as_deref(), Some("user-x"));
+        let again = j.audit_record(audit(&known)).await.unwrap();
+        assert!(again.id > row.id);
+        j.close().await.unwrap();
     }
 
     #[test]

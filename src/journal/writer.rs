@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::read::parts_to_json;
 use super::{
-    now_ms, sql_u64, DaemonRow, DeletedRows, EventLevel, FileKey, FileListing, FileState,
+    now_ms, sql_u64, AuditRow, DaemonRow, DeletedRows, EventLevel, FileKey, FileListing, FileState,
     JournalError, ListingDiff, NewAudit, ProjectRow, SqlContext as _, StatCounters, MAX_BATCH,
     MAX_EVENTS,
 };
@@ -75,6 +75,15 @@ pub(crate) enum Op {
     },
     /// Append an audit record.
     Audit(NewAudit),
+    /// Append an audit record and return it whole.
+    AuditRecord(NewAudit),
+    /// `MarkDone` and its audit record, atomically; returns the record.
+    MarkDoneAudited {
+        key: FileKey,
+        state: FileState,
+        sha256: String,
+        audit: NewAudit,
+    },
     /// Delete a project's rows and append the audit record saying so, atomically.
     DeleteProject {
         project: ProjectId,
@@ -98,6 +107,7 @@ pub(crate) enum Reply {
     Run(i64),
     Id(i64),
     Deleted(DeletedRows),
+    Audit(AuditRow),
 }
 
 /// A write and the channel its result goes to, after the commit.
@@ -253,17 +263,15 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 None => Err(JournalError::UnknownFile(key)),
             }
         }
-        Op::MarkDone { key, state, sha256 } => {
-            let now = now_ms();
-            let n = conn
-                .prepare_cached(
-                    "UPDATE files SET state = ?3, sha256 = ?4, done_ms = ?5, updated_ms = ?5, \
-                     reason = NULL WHERE project_id = ?1 AND file_id = ?2",
-                )
-                .sql_ctx("marking a file done")?
-                .execute(params![key.project, key.file, state, sha256, now])
-                .sql_ctx("marking a file done")?;
-            known_file(n, key)
+        Op::MarkDone { key, state, sha256 } => mark_done(conn, key, state, &sha256),
+        Op::MarkDoneAudited {
+            key,
+            state,
+            sha256,
+            audit,
+        } => {
+            mark_done(conn, key, state, &sha256)?;
+            insert_audit_row(conn, &audit).map(Reply::Audit)
         }
         Op::PutPlan { key, plan } => put_plan(conn, &key, &plan).map(|_| Reply::Done),
         Op::ChunkProgress {
@@ -294,6 +302,7 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
             Ok(Reply::Done)
         }
         Op::Audit(rec) => insert_audit(conn, &rec).map(Reply::Id),
+        Op::AuditRecord(rec) => insert_audit_row(conn, &rec).map(Reply::Audit),
         Op::DeleteProject { project, audit } => {
             delete_project(conn, &project, &audit).map(Reply::Deleted)
         }
@@ -739,27 +748,62 @@ fn reset_chunks(conn: &Connection, key: &FileKey, chunk_idxs: &[u32]) -> Result<
     Ok(())
 }
 
+fn mark_done(
+    conn: &Connection,
+    key: FileKey,
+    state: FileState,
+    sha256: &str,
+) -> Result<Reply, JournalError> {
+    let now = now_ms();
+    let n = conn
+        .prepare_cached(
+            "UPDATE files SET state = ?3, sha256 = ?4, done_ms = ?5, updated_ms = ?5, \
+             reason = NULL WHERE project_id = ?1 AND file_id = ?2",
+        )
+        .sql_ctx("marking a file done")?
+        .execute(params![key.project, key.file, state, sha256, now])
+        .sql_ctx("marking a file done")?;
+    known_file(n, key)
+}
+
 fn insert_audit(conn: &Connection, rec: &NewAudit) -> Result<i64, JournalError> {
+    insert_audit_row(conn, rec).map(|row| row.id)
+}
+
+fn insert_audit_row(conn: &Connection, rec: &NewAudit) -> Result<AuditRow, JournalError> {
     let size = rec.size.map(sql_u64).transpose()?;
-    conn.prepare_cached(
-        "INSERT INTO audit (ts_ms, action, project_id, file_id, identity, size, sha256, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-    )
-    .sql_ctx("writing an audit record")?
-    .query_row(
-        params![
-            now_ms(),
-            rec.action,
-            rec.project_id,
-            rec.file_id,
-            rec.identity,
-            size,
-            rec.sha256,
-            rec.detail
-        ],
-        |r| r.get(0),
-    )
-    .sql_ctx("writing an audit record")
+    let ts_ms = now_ms();
+    let id = conn
+        .prepare_cached(
+            "INSERT INTO audit (ts_ms, action, project_id, file_id, identity, size, sha256, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        )
+        .sql_ctx("writing an audit record")?
+        .query_row(
+            params![
+                ts_ms,
+                rec.action,
+                rec.project_id,
+                rec.file_id,
+                rec.identity,
+                size,
+                rec.sha256,
+                rec.detail
+            ],
+            |r| r.get(0),
+        )
+        .sql_ctx("writing an audit record")?;
+    Ok(AuditRow {
+        id,
+        ts_ms,
+        action: rec.action.clone(),
+        project_id: rec.project_id.clone(),
+        file_id: rec.file_id.clone(),
+        identity: rec.identity.clone(),
+        size: rec.size,
+        sha256: rec.sha256.clone(),
+        detail: rec.detail.clone(),
+    })
 }
 
 fn delete_project(

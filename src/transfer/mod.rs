@@ -27,7 +27,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::journal::{FileKey, FileState, Journal, JournalError};
+use crate::audit::{self, Action};
+use crate::journal::{FileKey, FileState, Journal, JournalError, NewAudit};
 use crate::model::{FileId, ProjectId, RemoteFile};
 use crate::planner::{plan_file, FileKind, FilePlan};
 use crate::platform::{Backoff, DxClient};
@@ -64,6 +65,8 @@ pub struct EngineConfig {
     /// How often a file waiting for disk space (before it starts, or paused by a full disk)
     /// checks again.
     pub disk_poll: Duration,
+    /// The JSON-lines copy of the audit trail (`audit-log`), if any.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +82,7 @@ impl Default for EngineConfig {
             write_buffer: 256 << 10,
             disk_reserve: 1 << 30,
             disk_poll: Duration::from_secs(10),
+            audit_log: None,
         }
     }
 }
@@ -200,6 +204,8 @@ pub struct Engine {
     hash_pool: Arc<rayon::ThreadPool>,
     progress: Arc<Progress>,
     disk: Arc<space::DiskBudget>,
+    /// The platform identity (`/system/whoami`) recorded in audit records.
+    identity: std::sync::Mutex<Option<String>>,
 }
 
 impl Engine {
@@ -226,7 +232,39 @@ impl Engine {
             hash_pool: Arc::new(hash_pool),
             progress: Arc::new(Progress::default()),
             disk: Arc::new(space::DiskBudget::default()),
+            identity: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Sets the platform identity (the user `/system/whoami` names) that audit records of
+    /// fetched and quarantined files carry; `None` when it could not be asked.
+    pub fn set_identity(&self, identity: Option<String>) {
+        // A poisoned lock only means a panic elsewhere while setting a string: keep going.
+        let mut guard = self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = identity;
+    }
+
+    /// The platform identity audit records carry.
+    pub fn identity(&self) -> Option<String> {
+        self.identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn new_audit(&self, job: &FileJob, action: Action, detail: String) -> NewAudit {
+        NewAudit {
+            action: action.as_str().into(),
+            project_id: job.project.clone(),
+            file_id: Some(job.remote.id.clone()),
+            identity: self.identity(),
+            size: Some(job.remote.size),
+            sha256: None,
+            detail,
+        }
     }
 
     /// Live counters for progress display.
@@ -284,6 +322,14 @@ impl Engine {
                 .set_file_state(&key, state, reason.clone())
                 .await?;
             warn!(project_id = %key.project, file_id = %key.file, state = state.as_str(), reason = reason.as_deref().unwrap_or(""), "file not mirrored");
+            if state == FileState::Corrupt {
+                let detail = format!("{}: {}", job.rel_path, reason.as_deref().unwrap_or(""));
+                let row = self
+                    .journal
+                    .audit_record(self.new_audit(&job, Action::Quarantined, detail))
+                    .await?;
+                audit::append_logged(self.cfg.audit_log.as_deref(), &row);
+            }
         } else {
             info!(project_id = %key.project, file_id = %key.file, path = %job.rel_path, elapsed_ms = started.elapsed().as_millis() as u64, "file mirrored");
         }
@@ -826,9 +872,18 @@ impl Engine {
         } else {
             (FileState::Verified, FileOutcome::Verified { sha256 })
         };
-        self.journal
-            .mark_done(&job.key(), state, hex::encode(sha256))
+        let sha256_hex = hex::encode(sha256);
+        let mut record = self.new_audit(
+            job,
+            Action::Fetched,
+            format!("{} {}", state.as_str(), job.rel_path),
+        );
+        record.sha256 = Some(sha256_hex.clone());
+        let row = self
+            .journal
+            .mark_done_audited(&job.key(), state, sha256_hex, record)
             .await?;
+        audit::append_logged(self.cfg.audit_log.as_deref(), &row);
         Ok(outcome)
     }
 }

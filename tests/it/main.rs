@@ -1,6 +1,7 @@
 //! The one integration-test binary: real SQLite files, real directories, real HTTP on
 //! loopback against the crate's DNAnexus sandbox. One binary keeps link times down.
 
+mod audit;
 mod check;
 mod daemon;
 mod diskspace;

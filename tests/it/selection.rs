@@ -251,9 +251,15 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
     assert!(reader.project(&pa).unwrap().is_none());
     assert!(reader.files(&pa).unwrap().is_empty());
     assert_eq!(reader.files(&pb).unwrap().len(), 3);
-    let audit = reader.audit(started_ms - 1000).unwrap();
+    // The syncs above wrote `fetched` records; the purge wrote one `purged`.
+    let audit: Vec<_> = reader
+        .audit(started_ms - 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action != "fetched")
+        .collect();
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].action, "purge");
+    assert_eq!(audit[0].action, "purged");
     assert_eq!(audit[0].project_id, pa);
     assert_eq!(audit[0].size, Some(bytes_a));
     assert!(audit[0].identity.as_deref().unwrap().starts_with("uid "));
@@ -267,6 +273,13 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
     let out = env.bin(&["purge", "--yes", pa.as_str()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the journal"));
-    assert_eq!(reader.audit(0).unwrap().len(), 1);
+    let n_purged = |r: &JournalReader| {
+        r.audit(0)
+            .unwrap()
+            .iter()
+            .filter(|a| a.action == "purged")
+            .count()
+    };
+    assert_eq!(n_purged(&reader), 1);
     assert_eq!(snapshot(env.dir.path(), &keep_out), others_before);
 }

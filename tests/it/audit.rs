@@ -1,0 +1,240 @@
+//! The audit trail: a sync of the sandbox demo writes one `fetched` record per mirrored file
+//! (size, SHA-256 as in `SHA256SUMS`, the platform identity from `/system/whoami`), in the
+//! journal and in the `audit-log` JSON-lines file; `dxmirror audit` prints them; a repair
+//! writes `repaired`; a file ending corrupt writes `quarantined`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::process::Output;
+
+use dxmirror::journal::{AuditRow, FileState, JournalReader};
+use dxmirror::sandbox::{
+    BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
+    SandboxOptions,
+};
+
+use crate::support::{assert_mirrored, Env, EnvOptions};
+
+/// Runs the binary off the async runtime (the in-process sandbox must keep serving).
+async fn bin(env: &Env, args: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_dxmirror");
+    let config = env.config_path.clone();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(&args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("DX_API_TOKEN")
+            .env_remove("DX_SECURITY_CONTEXT")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let project = sandbox.projects()[0].clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("audit.jsonl");
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: sandbox.token(),
+        projects: vec![project.clone()],
+        extra: format!("chunk-size = \"64KiB\"\naudit-log = {log:?}"),
+    });
+    let summary = env.sync().await.unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    let n = assert_mirrored(&sandbox, &env, &project);
+
+    // One `fetched` record per mirrored file, matching the journal and SHA256SUMS.
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let rows = reader.audit(0).unwrap();
+    assert_eq!(rows.len(), n, "{rows:#?}");
+    let dir = env
+        .mirror()
+        .join(reader.project(&project).unwrap().unwrap().dir_name.unwrap());
+    let sums: HashMap<String, String> = std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (h, p) = l.split_once("  ").unwrap();
+            (p.to_owned(), h.to_owned())
+        })
+        .collect();
+    let files = reader.files(&project).unwrap();
+    for f in files
+        .iter()
+        .filter(|f| matches!(f.state, FileState::Verified | FileState::Unverified))
+    {
+        let recs: Vec<&AuditRow> = rows
+            .iter()
+            .filter(|r| r.file_id.as_ref() == Some(&f.file_id))
+            .collect();
+        assert_eq!(recs.len(), 1, "{}: {recs:#?}", f.rel_path);
+        let r = recs[0];
+        assert_eq!(r.action, "fetched");
+        assert_eq!(r.project_id, project);
+        assert_eq!(r.identity.as_deref(), Some("user-sandbox"));
+        assert_eq!(r.size, Some(f.size));
+        assert_eq!(
+            std::fs::metadata(dir.join(&f.rel_path)).unwrap().len(),
+            f.size
+        );
+        assert_eq!(r.sha256.as_deref(), Some(sums[&f.rel_path].as_str()));
+        assert_eq!(r.sha256, f.sha256);
+        let which = if f.state == FileState::Verified {
+            "verified "
+        } else {
+            "unverified "
+        };
+        assert!(r.detail.starts_with(which), "{}", r.detail);
+    }
+    assert!(rows.iter().any(|r| r.detail.starts_with("unverified ")));
+
+    // `dxmirror audit --json` prints the same records.
+    let printed: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&bin(&env, &["audit", "--json"]).await)).unwrap();
+    assert_eq!(printed.len(), rows.len());
+    for (p, r) in printed.iter().zip(&rows) {
+        assert_eq!(p["id"], r.id);
+        assert_eq!(p["action"], "fetched");
+        assert_eq!(p["sha256"].as_str(), r.sha256.as_deref());
+        assert_eq!(p["size"].as_u64(), r.size);
+        assert_eq!(p["identity"], "user-sandbox");
+    }
+    // The text table names every file; a date in the future selects none.
+    let text = stdout(&bin(&env, &["audit"]).await);
+    for r in &rows {
+        assert!(text.contains(&r.file_id.as_ref().unwrap().to_string()));
+    }
+    let none: Vec<serde_json::Value> = serde_json::from_str(&stdout(
+        &bin(&env, &["audit", "--json", "--since", "2999-01-01"]).await,
+    ))
+    .unwrap();
+    assert!(none.is_empty());
+    let all: Vec<serde_json::Value> = serde_json::from_str(&stdout(
+        &bin(
+            &env,
+            &["audit", "--json", "--since", "2000-01-01T00:00:00Z"],
+        )
+        .await,
+    ))
+    .unwrap();
+    assert_eq!(all.len(), rows.len());
+    let bad = bin(&env, &["audit", "--since", "last tuesday"]).await;
+    assert!(!bad.status.success());
+
+    // The JSON-lines file holds the same records, one per line (files finishing together
+    // may append in either order; each line carries the journal's id).
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines.sort_by_key(|l| l["id"].as_i64().unwrap());
+    assert_eq!(lines.len(), rows.len());
+    for (l, r) in lines.iter().zip(&rows) {
+        assert_eq!(l["id"], r.id);
+        assert_eq!(l["ts_ms"], r.ts_ms);
+        assert_eq!(l["sha256"].as_str(), r.sha256.as_deref());
+        assert_eq!(
+            l["file_id"].as_str(),
+            r.file_id.as_ref().map(|f| f.as_str())
+        );
+    }
+    drop(reader);
+
+    // Damage one mirrored file: `verify --repair` records `repaired` (with the SHA-256 the
+    // file had), then fetches it again (a new `fetched`).
+    let victim = files
+        .iter()
+        .find(|f| f.state == FileState::Verified && f.size > 1000)
+        .unwrap();
+    let path = dir.join(&victim.rel_path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[500] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let out = bin(&env, &["verify", "--repair"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let after = reader.audit(rows.last().unwrap().ts_ms).unwrap();
+    let new: Vec<&AuditRow> = after
+        .iter()
+        .filter(|r| r.id > rows.last().unwrap().id)
+        .collect();
+    assert_eq!(new.len(), 2, "{new:#?}");
+    assert_eq!(new[0].action, "repaired");
+    assert_eq!(new[0].file_id.as_ref(), Some(&victim.file_id));
+    assert_eq!(new[0].sha256, victim.sha256);
+    assert!(new[0].identity.as_deref().unwrap().starts_with("uid "));
+    assert_eq!(new[1].action, "fetched");
+    assert_eq!(new[1].file_id.as_ref(), Some(&victim.file_id));
+    assert_eq!(new[1].sha256, victim.sha256);
+    let n_lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(n_lines, rows.len() + 2);
+}
+
+#[tokio::test]
+async fn a_file_ending_corrupt_is_recorded_quarantined() {
+    let spec = ProjectSpec::new("bad").file(
+        FileSpec::new("/restricted/bam", "parts.bam", 256 << 10)
+            .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(128 << 10))),
+    );
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(3, vec![spec]).unwrap(),
+        faults: FaultConfig {
+            seed: 5,
+            ..FaultConfig::default()
+        }
+        .with(BodyFault::Flip, 1.0),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: sandbox.token(),
+        projects: vec![project.clone()],
+        extra: "chunk-size = \"64KiB\"\nmax-verify-retries = 1".into(),
+    });
+    let summary = env.sync().await.unwrap();
+    assert!(!summary.is_ok(), "{summary:#?}");
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let files = reader.files(&project).unwrap();
+    let bad = files
+        .iter()
+        .find(|f| f.state == FileState::Corrupt)
+        .expect("a corrupt file");
+    let rows = reader.audit(0).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].action, "quarantined");
+    assert_eq!(rows[0].file_id.as_ref(), Some(&bad.file_id));
+    assert_eq!(rows[0].size, Some(bad.size));
+    assert_eq!(rows[0].identity.as_deref(), Some("user-sandbox"));
+    assert_eq!(rows[0].sha256, None);
+    assert!(
+        rows[0].detail.starts_with(&bad.rel_path),
+        "{}",
+        rows[0].detail
+    );
+}
