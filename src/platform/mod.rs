@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 pub use error::{IoKind, PlatformError};
-pub use http::{redact_url, DownloadUrl, RangeBody, MAX_REDIRECTS};
+pub use http::{redact_url, DownloadUrl, RangeBody, MAX_REDIRECTS, RANGE_MD5_MAX};
 pub use retry::{ApiDisposition, Backoff, DownloadDisposition};
 
 use crate::model::{ApiToken, ByteRange, FileId, ProjectId, ProjectInfo, RemoteFile};

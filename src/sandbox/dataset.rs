@@ -241,6 +241,10 @@ pub struct BuiltFile {
     pub content_key: u64,
     /// Literal bytes replacing the generated stream (SAMPLE_INFO.txt).
     pub literal: Option<std::sync::Arc<[u8]>>,
+    /// For drive-backed files: the MD5 of each 4 MiB-aligned block, which the storage host
+    /// states as `Content-MD5` for a range asked with `x-ms-range-get-content-md5` (as Azure
+    /// does), precomputed so that serving costs nothing.
+    pub block_md5: Vec<[u8; 16]>,
 }
 
 impl BuiltFile {
@@ -402,6 +406,27 @@ fn md5_of(key: u64, range: ByteRange) -> String {
     hex::encode(h.finalize())
 }
 
+/// Size of the blocks of [`BuiltFile::block_md5`] (Azure's limit for a range's MD5).
+pub const BLOCK_MD5_SIZE: u64 = 4 << 20;
+
+/// The whole-file MD5 (hex) and the MD5 of each [`BLOCK_MD5_SIZE`] block, in one pass.
+fn whole_and_block_md5(key: u64, size: u64) -> (String, Vec<[u8; 16]>) {
+    let mut whole = md5::Md5::new();
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + BLOCK_MD5_SIZE).min(size);
+        let mut block = md5::Md5::new();
+        for_each_piece(key, ByteRange::new(start, end - start), |b| {
+            whole.update(b);
+            block.update(b);
+        });
+        blocks.push(block.finalize().into());
+        start = end;
+    }
+    (hex::encode(whole.finalize()), blocks)
+}
+
 fn checksum_of(kind: ChecksumType, key: u64, range: ByteRange) -> String {
     let raw: Vec<u8> = match kind {
         ChecksumType::Crc32 => {
@@ -434,6 +459,9 @@ fn checksum_of(kind: ChecksumType, key: u64, range: ByteRange) -> String {
 }
 
 /// Work item for the parallel checksum pass.
+/// A hash job's result: (file, part or whole, is md5, value, block MD5s of a whole file).
+type HashResult = (usize, Option<usize>, bool, String, Vec<[u8; 16]>);
+
 enum HashJob {
     PartMd5(usize, usize),
     PartChecksum(usize, usize, ChecksumType),
@@ -557,10 +585,11 @@ impl Dataset {
                 checksum_type,
                 content_key,
                 literal: None,
+                block_md5: Vec::new(),
             });
         }
         let files = &built;
-        let results: Vec<(usize, Option<usize>, bool, String)> = jobs
+        let results: Vec<HashResult> = jobs
             .par_iter()
             .map(|job| match job {
                 HashJob::PartMd5(f, p) => {
@@ -570,6 +599,7 @@ impl Dataset {
                         Some(*p),
                         true,
                         md5_of(file.content_key, file.parts[*p].range),
+                        Vec::new(),
                     )
                 }
                 HashJob::PartChecksum(f, p, t) => {
@@ -579,17 +609,21 @@ impl Dataset {
                         Some(*p),
                         false,
                         checksum_of(*t, file.content_key, file.parts[*p].range),
+                        Vec::new(),
                     )
                 }
                 HashJob::WholeMd5(f) => {
                     let file = &files[*f];
-                    let whole = ByteRange::new(0, file.spec.size);
-                    (*f, None, true, md5_of(file.content_key, whole))
+                    let (whole, blocks) = whole_and_block_md5(file.content_key, file.spec.size);
+                    (*f, None, true, whole, blocks)
                 }
             })
             .collect();
-        for (f, p, is_md5, value) in results {
+        for (f, p, is_md5, value, blocks) in results {
             let file = &mut built[f];
+            if !blocks.is_empty() {
+                file.block_md5 = blocks;
+            }
             match p {
                 Some(p) if is_md5 => file.parts[p].md5 = Some(value),
                 Some(p) => file.parts[p].checksum = Some(value),

@@ -66,6 +66,9 @@ pub(super) struct ChunkCtx {
     last_error: Mutex<Option<String>>,
     tracker: Arc<super::cursor::Tracker>,
     reservation: Arc<super::space::Reservation>,
+    /// Largest range one GET asks for (4 MiB for drive-backed files, so that Azure states
+    /// each range's MD5; unbounded otherwise).
+    range_cap: u64,
 }
 
 impl ChunkCtx {
@@ -83,6 +86,7 @@ impl ChunkCtx {
         reservation: Arc<super::space::Reservation>,
     ) -> ChunkCtx {
         ChunkCtx {
+            range_cap: u64::MAX,
             client,
             journal,
             key,
@@ -104,6 +108,12 @@ impl ChunkCtx {
     }
 
     /// The journal key of the file (its project and id).
+    /// Limits every GET to `cap` bytes.
+    pub(super) fn with_range_cap(mut self, cap: u64) -> ChunkCtx {
+        self.range_cap = cap.max(1);
+        self
+    }
+
     pub(super) fn key(&self) -> &FileKey {
         &self.key
     }
@@ -202,7 +212,10 @@ impl ChunkCtx {
                     })
                 })?;
             let (url, generation) = self.current_url().await?;
-            let range = ByteRange::new(chunk.range.offset + done, chunk.range.len - done);
+            let range = ByteRange::new(
+                chunk.range.offset + done,
+                (chunk.range.len - done).min(self.range_cap),
+            );
             let res = self
                 .stream_range(&url, range, chunk, &mut done, &mut crc, &mut attempt)
                 .await;
@@ -280,6 +293,11 @@ impl ChunkCtx {
         attempt: &mut u32,
     ) -> Result<(), StreamError> {
         let mut body = self.client.get_range(url, range, self.file_size).await?;
+        if let Some(expected) = body.content_md5() {
+            return self
+                .stream_checked_range(&mut body, expected, chunk, done, crc, attempt)
+                .await;
+        }
         let mut buf: Vec<u8> = Vec::with_capacity(self.cfg.write_buffer);
         let mut unsynced: u64 = 0;
         let step = self.cfg.progress_step;
@@ -315,6 +333,70 @@ impl ChunkCtx {
         }
     }
 
+    /// A range the storage host stated an MD5 for (`Content-MD5`, at most 4 MiB): its bytes are
+    /// written as they arrive but count (digest, cursor, journal) only once the whole range
+    /// matches the MD5. A mismatch or a cut leaves `done` where it was: the range is fetched
+    /// again and its bytes overwritten, so a byte damaged in transit is caught here, to the
+    /// range, even where the platform's only checksum covers the whole file.
+    async fn stream_checked_range(
+        &self,
+        body: &mut crate::platform::RangeBody,
+        expected: [u8; 16],
+        chunk: Chunk,
+        done: &mut u64,
+        crc: &mut u32,
+        attempt: &mut u32,
+    ) -> Result<(), StreamError> {
+        use md5::Digest as _;
+        let mut md5 = md5::Md5::new();
+        let mut held: u64 = 0;
+        let mut held_crc = *crc;
+        let mut buf: Vec<u8> = Vec::with_capacity(self.cfg.write_buffer);
+        loop {
+            let bytes = body.next_chunk().await.map_err(StreamError::Remote)?;
+            let finished = bytes.is_none();
+            if let Some(b) = bytes {
+                buf.extend_from_slice(&b);
+                if *attempt > 0 {
+                    *attempt = 0;
+                }
+            }
+            if buf.len() >= self.cfg.write_buffer || (finished && !buf.is_empty()) {
+                let offset = chunk.range.offset + *done + held;
+                let mut data = self
+                    .write_at(std::mem::take(&mut buf), chunk, offset)
+                    .await?;
+                md5.update(&data);
+                held_crc = crc32c_append(held_crc, &data);
+                held += data.len() as u64;
+                data.clear();
+                buf = data;
+                self.note_progress();
+            }
+            if finished {
+                break;
+            }
+        }
+        let got: [u8; 16] = md5.finalize().into();
+        if got != expected {
+            return Err(StreamError::Remote(PlatformError::BadResponse {
+                url: "storage".into(),
+                what: format!(
+                    "Content-MD5 mismatch for bytes {}..{}: the range was damaged in transit",
+                    chunk.range.offset + *done,
+                    chunk.range.offset + *done + held
+                ),
+            }));
+        }
+        *done += held;
+        *crc = held_crc;
+        self.counted(chunk, *done, held);
+        if held > 0 {
+            self.sync_and_journal(chunk, *done, *crc).await?;
+        }
+        Ok(())
+    }
+
     /// Writes the buffer at its offset and advances `done` and `crc`.
     async fn flush(
         &self,
@@ -326,9 +408,35 @@ impl ChunkCtx {
         if buf.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(buf);
-        let offset = chunk.range.offset + *done;
+        let data = self
+            .write_at(std::mem::take(buf), chunk, chunk.range.offset + *done)
+            .await?;
+        *crc = crc32c_append(*crc, &data);
+        *done += data.len() as u64;
+        self.counted(chunk, *done, data.len() as u64);
+        // Reuse the allocation for the next fill.
         let mut data = data;
+        data.clear();
+        *buf = data;
+        Ok(())
+    }
+
+    /// Bytes `..done` of `chunk` are written and count: the hash cursor may read them back.
+    fn counted(&self, chunk: Chunk, done: u64, n: u64) {
+        self.tracker.advance(chunk.idx, done);
+        self.progress.add_bytes(n);
+        self.reservation.consumed(n);
+        self.note_progress();
+    }
+
+    /// Writes `data` at `offset` of the staging file, pausing while the disk is full, and hands
+    /// the buffer back.
+    async fn write_at(
+        &self,
+        mut data: Vec<u8>,
+        chunk: Chunk,
+        offset: u64,
+    ) -> Result<Vec<u8>, StreamError> {
         let mut paused_since: Option<Instant> = None;
         loop {
             let file = self.file.clone();
@@ -355,17 +463,7 @@ impl ChunkCtx {
             }
         }
         self.resumed_after_disk(chunk, paused_since);
-        *crc = crc32c_append(*crc, &data);
-        *done += data.len() as u64;
-        // The bytes are in the file: the hash cursor may read them back.
-        self.tracker.advance(chunk.idx, *done);
-        self.progress.add_bytes(data.len() as u64);
-        self.reservation.consumed(data.len() as u64);
-        self.note_progress();
-        // Reuse the allocation for the next fill.
-        data.clear();
-        *buf = data;
-        Ok(())
+        Ok(data)
     }
 
     /// One pause of a chunk whose write or sync found the disk full: reported (log and journal

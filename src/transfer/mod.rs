@@ -436,18 +436,27 @@ impl Engine {
             last_error: None,
         };
         let tracker = cursor::Tracker::new(&plan, &state.done);
-        let ctx = Arc::new(ChunkCtx::new(
-            self.client.clone(),
-            self.journal.clone(),
-            key.clone(),
-            remote.size,
-            file.clone(),
-            self.connections.clone(),
-            self.progress.clone(),
-            self.cfg.clone(),
-            tracker.clone(),
-            reservation,
-        ));
+        let ctx = Arc::new(
+            ChunkCtx::new(
+                self.client.clone(),
+                self.journal.clone(),
+                key.clone(),
+                remote.size,
+                file.clone(),
+                self.connections.clone(),
+                self.progress.clone(),
+                self.cfg.clone(),
+                tracker.clone(),
+                reservation,
+            )
+            // Drive-backed files redirect to storage (Azure for St. Jude Cloud), which states the
+            // MD5 of ranges up to 4 MiB: fetched in such ranges, each is checked as it arrives.
+            .with_range_cap(if remote.drive.is_some() {
+                crate::platform::RANGE_MD5_MAX
+            } else {
+                u64::MAX
+            }),
+        );
 
         match self
             .fetch_all(&ctx, &plan, &file, &tracker, &mut state)
