@@ -343,9 +343,9 @@ fn file_field(f: &BuiltFile, name: &str) -> Option<Value> {
         "region" => json!("azure:westus"),
         "properties" => json!({}),
         "details" => json!({}),
-        "drive" if s.kind.is_symlink() => json!(DRIVE),
+        "drive" if s.kind.is_drive() => json!(DRIVE),
         "md5" => json!(f.md5.as_ref()?),
-        "symlinkPath" if s.kind.is_symlink() => {
+        "symlinkPath" if s.kind.is_drive() => {
             json!({"object": format!("azure://sjcloud/blobs/{}", f.id)})
         }
         "checksumType" => json!(f.checksum_type?.as_str()),

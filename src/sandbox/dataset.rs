@@ -63,15 +63,24 @@ pub enum FileSpecKind {
     SinglePart,
     /// Parts that carry neither `md5` nor `checksum`.
     NoChecksum(PartSizes),
+    /// A drive-backed file exposing one part (with an `md5`) that covers the whole file, as
+    /// "Symlinks 2.0" files do: described with `drive` and `parts`, served through the 302.
+    DriveSinglePart,
 }
 
 impl FileSpecKind {
-    /// True for drive-backed files served through a 302 to the storage host.
+    /// True for parts-less drive-backed files (old-style symlinks).
     pub fn is_symlink(&self) -> bool {
         matches!(
             self,
             FileSpecKind::SymlinkWholeMd5 | FileSpecKind::SymlinkNoChecksum
         )
+    }
+
+    /// True for every drive-backed file: described with `drive`, served through a 302 to the
+    /// storage host.
+    pub fn is_drive(&self) -> bool {
+        self.is_symlink() || *self == FileSpecKind::DriveSinglePart
     }
 
     /// Short stable name, for listings and stats.
@@ -83,6 +92,7 @@ impl FileSpecKind {
             FileSpecKind::SymlinkNoChecksum => "symlink-no-checksum",
             FileSpecKind::SinglePart => "single-part",
             FileSpecKind::NoChecksum(_) => "no-checksum",
+            FileSpecKind::DriveSinglePart => "drive-single-part",
         }
     }
 }
@@ -546,7 +556,7 @@ impl Dataset {
                     (part_sizes(&spec, l)?, None)
                 }
                 FileSpecKind::PartsChecksum(t, l) => (part_sizes(&spec, l)?, Some(*t)),
-                FileSpecKind::SinglePart => (vec![spec.size], None),
+                FileSpecKind::SinglePart | FileSpecKind::DriveSinglePart => (vec![spec.size], None),
                 FileSpecKind::SymlinkWholeMd5 | FileSpecKind::SymlinkNoChecksum => {
                     (Vec::new(), None)
                 }
@@ -563,9 +573,9 @@ impl Dataset {
                 });
                 offset += size;
                 match &spec.kind {
-                    FileSpecKind::PartsMd5(_) | FileSpecKind::SinglePart => {
-                        jobs.push(HashJob::PartMd5(file_idx, i))
-                    }
+                    FileSpecKind::PartsMd5(_)
+                    | FileSpecKind::SinglePart
+                    | FileSpecKind::DriveSinglePart => jobs.push(HashJob::PartMd5(file_idx, i)),
                     FileSpecKind::PartsChecksum(t, _) => {
                         jobs.push(HashJob::PartChecksum(file_idx, i, *t))
                     }
@@ -872,7 +882,38 @@ impl Dataset {
         Dataset::build(13, vec![p]).unwrap_or_else(|_| Dataset::new(13))
     }
 
-    /// Parses a `--dataset` value: `demo`, `large[:SIZE]`, `small[:N]`, `many[:N]`,
+    /// Every kind the chaos test needs, about `total` bytes in all: plain multi-part (md5), parts
+    /// with only a CRC32C `checksum`, a parts-less symlink with a whole-file md5, and a
+    /// drive-backed single huge part ("Symlinks 2.0").
+    pub fn chaos(total: u64) -> Dataset {
+        let quarter = (total / 4).max(4);
+        let files = vec![
+            FileSpec::new("/restricted/bam", "CHAOS_parts.bam", quarter).kind(
+                FileSpecKind::PartsMd5(PartSizes::Uniform((quarter / 5).max(1))),
+            ),
+            FileSpec::new("/restricted/gVCF", "CHAOS_crc32c.g.vcf.gz", quarter)
+                .kind(FileSpecKind::PartsChecksum(
+                    ChecksumType::Crc32c,
+                    PartSizes::Uniform((quarter / 3).max(1)),
+                ))
+                .times(BASE_TIME_MS + 1, BASE_TIME_MS + 1),
+            FileSpec::new("/restricted/bam", "CHAOS_symlink.bam", quarter)
+                .kind(FileSpecKind::SymlinkWholeMd5)
+                .times(BASE_TIME_MS + 2, BASE_TIME_MS + 2),
+            FileSpec::new(
+                "/restricted/bam",
+                "CHAOS_drive_single_part.bam",
+                total - 3 * quarter,
+            )
+            .kind(FileSpecKind::DriveSinglePart)
+            .times(BASE_TIME_MS + 3, BASE_TIME_MS + 3),
+        ];
+        let mut p = ProjectSpec::new("SJ Data Request CHAOS").tag("sjcp-project-data");
+        p.files = files;
+        Dataset::build(11, vec![p]).unwrap_or_else(|_| Dataset::new(11))
+    }
+
+    /// Parses a `--dataset` value: `demo`, `large[:SIZE]`, `chaos[:SIZE]`, `small[:N]`, `many[:N]`,
     /// `mixed[:SIZE]`.
     pub fn from_name(spec: &str) -> Result<Dataset, DatasetError> {
         let (name, arg) = match spec.split_once(':') {
@@ -882,6 +923,13 @@ impl Dataset {
         let bad = || DatasetError::UnknownDataset(spec.to_owned());
         match name {
             "demo" if arg.is_none() => Ok(Dataset::stjude_demo()),
+            "chaos" => {
+                let size = match arg {
+                    Some(a) => parse_size(a).ok_or_else(bad)?,
+                    None => 64 << 20,
+                };
+                Ok(Dataset::chaos(size))
+            }
             "large" => {
                 let size = match arg {
                     Some(a) => parse_size(a).ok_or_else(bad)?,

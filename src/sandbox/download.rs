@@ -139,7 +139,7 @@ pub(crate) async fn handle_download(
     let Some(file) = found else {
         return refuse(stream, 403, "AccessDenied: no access to the file", true).await;
     };
-    if file.spec.kind.is_symlink() {
+    if file.spec.kind.is_drive() {
         let se = now_ms() + shared.storage_url_ttl.as_millis() as i64;
         let sig = shared.sign(&format!("blob:{}:{se}", file.id));
         let location = format!("{}/blob/{}?se={se}&sig={sig}", shared.storage_base, file.id);
