@@ -422,4 +422,84 @@ mod tests {
         assert_eq!(d.expires, Some(1767225600000));
         assert!(serde_json::from_str::<DownloadAnswer>(r#"{"headers": {}}"#).is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A describe object whose fields are each valid, wrong-typed, absent or absurd.
+        fn describe_json() -> impl Strategy<Value = String> {
+            let value = prop_oneof![
+                Just("null".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[a-zA-Z0-9 ./_-]{0,20}".prop_map(|s| format!("{s:?}")),
+                Just("{}".to_owned()),
+                Just("[]".to_owned()),
+                Just(r#"{"1": {"size": 5, "md5": "d41d8cd98f00b204e9800998ecf8427e"}}"#.to_owned()),
+                Just(r#"{"x": {"size": -1}}"#.to_owned()),
+                Just(r#"{"1": {"size": 18446744073709551615, "state": "pending"}}"#.to_owned()),
+            ];
+            let fields = [
+                "name",
+                "folder",
+                "size",
+                "state",
+                "archivalState",
+                "created",
+                "modified",
+                "parts",
+                "drive",
+                "md5",
+                "checksumType",
+            ];
+            proptest::collection::vec((0..fields.len(), value, any::<bool>()), 0..12).prop_map(
+                move |entries| {
+                    let mut body = String::from(r#"{"id": "file-000000000000000000000001""#);
+                    for (i, v, keep) in entries {
+                        if keep {
+                            body.push_str(&format!(", {:?}: {v}", fields[i]));
+                        }
+                    }
+                    body.push('}');
+                    body
+                },
+            )
+        }
+
+        proptest! {
+            /// Arbitrary bytes never panic the decoders: they are errors (or, for error bodies,
+            /// nothing).
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = decode_error(&bytes);
+                let _ = serde_json::from_slice::<FindDataObjectsPage>(&bytes);
+                let _ = serde_json::from_slice::<FindProjectsPage>(&bytes);
+                let _ = serde_json::from_slice::<DownloadAnswer>(&bytes);
+                let _ = serde_json::from_slice::<ProjectDescribe>(&bytes);
+            }
+
+            /// A page whose describe objects carry any mix of good, missing, mistyped and
+            /// absurd fields is decoded into files or refused with a reason, never a panic;
+            /// whatever is accepted is internally consistent.
+            #[test]
+            fn odd_describe_objects_are_files_or_errors(describes in proptest::collection::vec(describe_json(), 0..4)) {
+                let results: Vec<String> = describes
+                    .iter()
+                    .map(|d| format!(r#"{{"id": "file-000000000000000000000001", "describe": {d}}}"#))
+                    .collect();
+                let page = format!(r#"{{"results": [{}], "next": null}}"#, results.join(","));
+                let project: ProjectId = "project-000000000000000000000001".parse().unwrap();
+                if let Ok(page) = serde_json::from_str::<FindDataObjectsPage>(&page) {
+                    for obj in page.results {
+                        if let Ok(file) = to_remote_file(obj, &project) {
+                            prop_assert_eq!(file.project, project.clone());
+                            if let Some(parts) = &file.parts {
+                                prop_assert!(parts.windows(2).all(|w| w[0].index < w[1].index));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
