@@ -265,6 +265,26 @@ pub struct RawWatch {
     pub rescan: Option<HumanDuration>,
 }
 
+/// `[verify]` as written: scheduled re-verification by the daemon.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawVerify {
+    /// How often the daemon re-hashes the whole mirror; absent: never.
+    pub interval: Option<HumanDuration>,
+    /// Put damaged files back into staging so that only their damaged chunks are fetched
+    /// again (default true); false only reports.
+    pub repair: Option<bool>,
+}
+
+/// Validated `[verify]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledVerify {
+    /// How often.
+    pub interval: Duration,
+    /// Whether findings are repaired.
+    pub repair: bool,
+}
+
 /// The config file exactly as serde reads it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -314,6 +334,9 @@ pub struct RawConfig {
     /// Drop-in directory (daemon).
     #[serde(default)]
     pub watch: RawWatch,
+    /// Scheduled verification (daemon).
+    #[serde(default)]
+    pub verify: RawVerify,
 }
 
 /// Validated `[discovery]`.
@@ -463,6 +486,8 @@ pub struct Config {
     pub relist_interval: Duration,
     /// The drop-in directory, if any.
     pub watch: Option<Watch>,
+    /// Scheduled re-verification of the mirror by the daemon, if configured.
+    pub verify: Option<ScheduledVerify>,
 }
 
 impl Config {
@@ -672,6 +697,13 @@ impl Config {
             dir,
             rescan: raw.watch.rescan.map_or(Duration::from_secs(60), |d| d.0),
         });
+        let verify = raw.verify.interval.map(|d| ScheduledVerify {
+            interval: d.0,
+            repair: raw.verify.repair.unwrap_or(true),
+        });
+        if verify.is_some_and(|v| v.interval < min_interval) {
+            return Err(invalid("[verify] interval must be at least 100ms".into()));
+        }
         if discovery.interval < min_interval
             || relist_interval < min_interval
             || watch.as_ref().is_some_and(|w| w.rescan < min_interval)
@@ -703,6 +735,7 @@ impl Config {
             discovery,
             relist_interval,
             watch,
+            verify,
             filter,
             project_filters,
         })

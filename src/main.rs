@@ -140,7 +140,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Blocking work still running now is read-only (a scheduled verification): abandon it
+    // rather than hold up the exit (a dropped runtime would wait for it however long).
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

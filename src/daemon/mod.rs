@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::check::{self, CheckError, CheckReport};
 use crate::config::{Config, ConfigError, Date};
 use crate::inbox::{self, InboxItem};
 use crate::journal::{
@@ -76,6 +77,8 @@ pub enum Event {
     Reload,
     /// A project pass ended.
     ProjectDone(ProjectId, Box<Result<ProjectSummary, SyncError>>),
+    /// A scheduled verification of the mirror ended (with its report, or why it could not run).
+    VerifyDone(Box<Result<CheckReport, String>>),
     /// SIGTERM, SIGINT or the injected shutdown future.
     Shutdown,
 }
@@ -156,6 +159,10 @@ struct Daemon {
     /// The last rate sample: when, the engine it came from, its byte counter.
     rate_sample: Option<(Instant, usize, u64)>,
     watcher: Option<::notify::RecommendedWatcher>,
+    /// When the next scheduled verification is due (`[verify] interval`).
+    next_verify: Option<Instant>,
+    /// The verification running in the background, if any.
+    verify_task: Option<tokio::task::JoinHandle<Result<CheckReport, CheckError>>>,
 }
 
 fn now_ms() -> i64 {
@@ -197,6 +204,8 @@ impl Daemon {
             inbox_rx: None,
             rate_sample: None,
             watcher: None,
+            next_verify: None,
+            verify_task: None,
         }
     }
 
@@ -233,6 +242,11 @@ impl Daemon {
                     }
                 },
                 Some(()) = recv_opt(&mut self.inbox_rx) => Event::InboxChanged,
+                Some(done) = join_opt(&mut self.verify_task) => Event::VerifyDone(Box::new(match done {
+                    Ok(Ok(report)) => Ok(report),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("the verification task failed: {e}")),
+                })),
                 _ = tokio::time::sleep_until(deadline.into()) => Event::Tick,
             };
             if matches!(event, Event::Shutdown) {
@@ -290,6 +304,7 @@ impl Daemon {
             Event::Shutdown | Event::Tick => {}
             Event::Reload => self.reload().await?,
             Event::ProjectDone(p, r) => self.project_done(p, *r).await?,
+            Event::VerifyDone(r) => self.verify_done(*r).await?,
             Event::InboxChanged => {
                 // Coalesce a burst of file events into one scan.
                 if let Some(rx) = self.inbox_rx.as_mut() {
@@ -319,6 +334,9 @@ impl Daemon {
         }
         if let Some((at, _)) = self.token_retry {
             d = d.min(at);
+        }
+        if let Some(v) = self.next_verify {
+            d = d.min(v);
         }
         d
     }
@@ -359,9 +377,108 @@ impl Daemon {
             self.expiry_checked = Some(Date::today());
             self.check_expiry().await?;
         }
+        self.maybe_verify(now);
         if now >= self.next_status {
             self.next_status = now + STATUS_EVERY;
             self.publish_status().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the scheduled verification when it is due and no pass is running (a pass
+    /// writes the files being checked); it runs in the background, on blocking threads, and
+    /// ends as an `Event::VerifyDone`.
+    fn maybe_verify(&mut self, now: Instant) {
+        let Some(every) = self.cfg.verify.map(|v| v.interval) else {
+            self.next_verify = None;
+            return;
+        };
+        let due = *self.next_verify.get_or_insert(now + every);
+        if now < due || self.verify_task.is_some() {
+            return;
+        }
+        if !self.running.is_empty() {
+            // Busy: look again in a minute (or at the interval, if shorter).
+            self.next_verify = Some(now + every.min(Duration::from_secs(60)));
+            return;
+        }
+        self.next_verify = Some(now + every);
+        let (state_dir, mirror_root) = (self.cfg.state_dir.clone(), self.cfg.mirror_root.clone());
+        info!("scheduled verification of the mirror started");
+        self.verify_task = Some(tokio::task::spawn_blocking(move || {
+            check::check(&state_dir, &mirror_root, None)
+        }));
+    }
+
+    /// Records a scheduled verification's findings and, with `[verify] repair`, puts the
+    /// damaged files back into staging and queues their projects, so that the next passes
+    /// fetch only the damaged chunks again.
+    async fn verify_done(
+        &mut self,
+        result: Result<CheckReport, String>,
+    ) -> Result<(), DaemonError> {
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "scheduled verification could not run");
+                self.journal
+                    .event(
+                        EventLevel::Error,
+                        None,
+                        None,
+                        format!("scheduled verification could not run: {e}"),
+                    )
+                    .await?;
+                return Ok(());
+            }
+        };
+        info!(
+            files = report.files_checked,
+            bytes = report.bytes_checked,
+            findings = report.findings.len(),
+            "scheduled verification done"
+        );
+        if report.is_clean() {
+            return Ok(());
+        }
+        for f in &report.findings {
+            error!(finding = %f, "verification found damage");
+            let project = f.project.parse::<ProjectId>().ok();
+            let file = f.file_id.parse::<FileId>().ok();
+            self.journal
+                .event(
+                    EventLevel::Error,
+                    project.as_ref(),
+                    file.as_ref(),
+                    format!("verify: {f}"),
+                )
+                .await?;
+        }
+        if !self.cfg.verify.is_some_and(|v| v.repair) {
+            return Ok(());
+        }
+        // Files of a project with a pass running now are left for the next verification.
+        let running = self.running.clone();
+        report.findings.retain(|f| {
+            !f.project
+                .parse::<ProjectId>()
+                .is_ok_and(|p| running.contains(&p))
+        });
+        if let Err(e) = check::repair_audited(
+            &self.journal,
+            &self.cfg.mirror_root,
+            &mut report,
+            self.cfg.audit_log.as_deref(),
+        )
+        .await
+        {
+            warn!(error = %e, "repair after verification failed");
+            return Ok(());
+        }
+        for f in &report.findings {
+            if let Ok(p) = f.project.parse::<ProjectId>() {
+                self.due.insert(p);
+            }
         }
         Ok(())
     }
@@ -888,6 +1005,20 @@ async fn guarded<T>(
             r = &mut work => return Some(r),
             _ = feed => notify.watchdog(),
         }
+    }
+}
+
+/// Awaits a background task if there is one (then forgets it); never resolves otherwise.
+async fn join_opt<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    match task {
+        Some(handle) => {
+            let res = handle.await;
+            *task = None;
+            Some(res)
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -776,3 +776,52 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
     assert!(requests.contains(&(whole.clone(), None)));
     assert!(requests.contains(&(partial.clone(), Some(wanted.id.clone()))));
 }
+
+#[tokio::test]
+async fn scheduled_verification_finds_bit_rot_and_the_daemon_heals_only_the_damaged_chunk() {
+    let sandbox = empty_sandbox().await;
+    let p = sandbox
+        .add_project(ProjectSpec::new("SJC-DT-ROT").file(FileSpec::new(
+            "/restricted/bam",
+            "r.bam",
+            400_000,
+        )))
+        .unwrap();
+    let env = env_with(
+        sandbox.api_url(),
+        sandbox.token(),
+        vec![p.clone()],
+        "chunk-size = \"64KiB\"\n[relist]\ninterval = \"1h\"\n[verify]\ninterval = \"300ms\"\n",
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the project to be mirrored", T, || {
+        all_verified(&env, &p, 1)
+    })
+    .await;
+    let file = sandbox.files(&p).remove(0);
+    let path = project_dir(&env, &p).join("restricted/bam/r.bam");
+    let served_before = sandbox.stats().bytes_served(file.id.as_str());
+
+    // Bit rot in the finished file, inside chunk 2.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[150_000] ^= 0x08;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let truth = sandbox.content(&file.id, ByteRange::new(0, file.size));
+    wait_for("the damage to be found and healed", T, || {
+        let healed = std::fs::read(&path).ok()? == truth;
+        let reported = reader(&env)?
+            .recent_events(100)
+            .ok()?
+            .iter()
+            .any(|e| e.message.starts_with("verify:") && e.message.contains("chunk 2"));
+        (healed && reported).then_some(())
+    })
+    .await;
+    // Only that 64 KiB chunk was fetched again.
+    let again = sandbox.stats().bytes_served(file.id.as_str()) - served_before;
+    assert_eq!(again, 64 << 10, "{again} bytes fetched again");
+    let audit = reader(&env).unwrap().audit(0).unwrap();
+    assert!(audit.iter().any(|a| a.action == "repaired"), "{audit:?}");
+    running.stop().await.unwrap();
+}
