@@ -212,7 +212,34 @@ pub(crate) fn not_a_database(path: &Path, e: rusqlite::Error) -> JournalError {
 
 /// Opens the read-write connection the writer thread owns: creates the file, checks it is a
 /// healthy SQLite database, switches to WAL and migrates.
+/// Creates the journal file 0640 if it is missing, and takes away any access by others from an
+/// existing one.
+fn restrict_mode(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| JournalError::NotADatabase {
+        path: path.to_owned(),
+        detail: format!("cannot create or protect the file: {e}"),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o640)
+        .open(path)
+        .map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode();
+    if mode & 0o007 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o770))
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, JournalError> {
+    // The journal names controlled-access files: it is created (and kept) 0640, and SQLite
+    // gives its -wal and -shm files the database file's mode.
+    restrict_mode(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
