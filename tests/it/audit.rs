@@ -15,25 +15,6 @@ use dxmirror::sandbox::{
 
 use crate::support::{assert_mirrored, Env, EnvOptions};
 
-/// Runs the binary off the async runtime (the in-process sandbox must keep serving).
-async fn bin(env: &Env, args: &[&str]) -> Output {
-    let exe = env!("CARGO_BIN_EXE_dxmirror");
-    let config = env.config_path.clone();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(exe)
-            .args(&args)
-            .arg("--config")
-            .arg(config)
-            .env_remove("DX_API_TOKEN")
-            .env_remove("DX_SECURITY_CONTEXT")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -108,7 +89,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
 
     // `dxmirror audit --json` prints the same records.
     let printed: Vec<serde_json::Value> =
-        serde_json::from_str(&stdout(&bin(&env, &["audit", "--json"]).await)).unwrap();
+        serde_json::from_str(&stdout(&env.bin_async(&["audit", "--json"]).await)).unwrap();
     assert_eq!(printed.len(), rows.len());
     for (p, r) in printed.iter().zip(&rows) {
         assert_eq!(p["id"], r.id);
@@ -118,25 +99,23 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
         assert_eq!(p["identity"], "user-sandbox");
     }
     // The text table names every file; a date in the future selects none.
-    let text = stdout(&bin(&env, &["audit"]).await);
+    let text = stdout(&env.bin_async(&["audit"]).await);
     for r in &rows {
         assert!(text.contains(&r.file_id.as_ref().unwrap().to_string()));
     }
     let none: Vec<serde_json::Value> = serde_json::from_str(&stdout(
-        &bin(&env, &["audit", "--json", "--since", "2999-01-01"]).await,
+        &env.bin_async(&["audit", "--json", "--since", "2999-01-01"])
+            .await,
     ))
     .unwrap();
     assert!(none.is_empty());
     let all: Vec<serde_json::Value> = serde_json::from_str(&stdout(
-        &bin(
-            &env,
-            &["audit", "--json", "--since", "2000-01-01T00:00:00Z"],
-        )
-        .await,
+        &env.bin_async(&["audit", "--json", "--since", "2000-01-01T00:00:00Z"])
+            .await,
     ))
     .unwrap();
     assert_eq!(all.len(), rows.len());
-    let bad = bin(&env, &["audit", "--since", "last tuesday"]).await;
+    let bad = env.bin_async(&["audit", "--since", "last tuesday"]).await;
     assert!(!bad.status.success());
 
     // The JSON-lines file holds the same records, one per line (files finishing together
@@ -169,7 +148,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[500] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
-    let out = bin(&env, &["verify", "--repair"]).await;
+    let out = env.bin_async(&["verify", "--repair"]).await;
     assert!(
         out.status.success(),
         "{}",

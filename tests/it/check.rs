@@ -2,8 +2,6 @@
 //! `--repair` fetches only the damaged chunks again.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Output;
-
 use dxmirror::journal::{FileKey, FileState, JournalReader};
 use dxmirror::model::{ByteRange, FileId};
 use dxmirror::sandbox::{
@@ -14,23 +12,6 @@ use crate::support::{
     assert_matches_dataset, assert_mirrored, kill_when_served, spawn_sync, Env, EnvOptions,
     SandboxProcess,
 };
-
-/// Runs the binary off the async runtime (the in-process sandbox must keep serving).
-async fn bin(env: &Env, args: &[&str]) -> Output {
-    let exe = env!("CARGO_BIN_EXE_dxmirror");
-    let config = env.config_path.clone();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(exe)
-            .args(&args)
-            .arg("--config")
-            .arg(config)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 fn flip(path: &std::path::Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -67,7 +48,7 @@ async fn bit_rot_in_finished_files_is_found_and_only_damaged_chunks_refetched() 
         extra: "chunk-size = \"64KiB\"".into(),
     });
     assert!(env.sync().await.unwrap().is_ok());
-    let out = bin(&env, &["verify"]).await;
+    let out = env.bin_async(&["verify"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -87,7 +68,7 @@ async fn bit_rot_in_finished_files_is_found_and_only_damaged_chunks_refetched() 
         damaged.push((f.id.clone(), at));
     }
 
-    let out = bin(&env, &["verify", "--json"]).await;
+    let out = env.bin_async(&["verify", "--json"]).await;
     assert!(!out.status.success(), "damage went unnoticed");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let findings = report["findings"].as_array().unwrap();
@@ -108,7 +89,7 @@ async fn bit_rot_in_finished_files_is_found_and_only_damaged_chunks_refetched() 
         .iter()
         .any(|f| f["finding"]["kind"] == "segment" && f["finding"]["part"] == 1));
 
-    let out = bin(&env, &["verify", "--repair"]).await;
+    let out = env.bin_async(&["verify", "--repair"]).await;
     assert!(
         out.status.success(),
         "{}{}",
@@ -116,7 +97,7 @@ async fn bit_rot_in_finished_files_is_found_and_only_damaged_chunks_refetched() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert_mirrored(&sandbox, &env, &project);
-    assert!(bin(&env, &["verify"]).await.status.success());
+    assert!(env.bin_async(&["verify"]).await.status.success());
 
     // Only the damaged 64 KiB chunks were fetched again.
     let after = sandbox.stats();
@@ -175,7 +156,7 @@ async fn damage_to_a_staged_file_is_found_by_verify_and_repaired() {
     let (file_id, path, chunk_idx, at) = target.expect("a staged file with a complete chunk");
     flip(&path, at);
 
-    let out = bin(&env, &["verify", "--json"]).await;
+    let out = env.bin_async(&["verify", "--json"]).await;
     assert!(
         !out.status.success(),
         "damage in a staged file went unnoticed"
@@ -191,7 +172,7 @@ async fn damage_to_a_staged_file_is_found_by_verify_and_repaired() {
                 && f["finding"]["chunk_idx"] == chunk_idx),
         "{report:#}"
     );
-    let out = bin(&env, &["verify", "--repair"]).await;
+    let out = env.bin_async(&["verify", "--repair"]).await;
     assert!(
         out.status.success(),
         "{}",

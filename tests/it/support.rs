@@ -80,12 +80,29 @@ impl Env {
 
     /// Runs the real binary with this env's config appended after `args`.
     pub fn bin(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dxmirror"));
-        cmd.args(args).arg("--config").arg(&self.config_path);
-        cmd.env_remove("DX_API_TOKEN")
-            .env_remove("DX_SECURITY_CONTEXT");
-        cmd.output().expect("run dxmirror")
+        run_bin(&self.config_path, args)
     }
+
+    /// [`Env::bin`] off the async runtime, so that an in-process sandbox keeps serving.
+    pub async fn bin_async(&self, args: &[&str]) -> Output {
+        let config = self.config_path.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_bin(&config, &args)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Runs `dxmirror ARGS --config CONFIG` without any token from the environment.
+fn run_bin(config: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dxmirror"));
+    cmd.args(args).arg("--config").arg(config);
+    cmd.env_remove("DX_API_TOKEN")
+        .env_remove("DX_SECURITY_CONTEXT");
+    cmd.output().expect("run dxmirror")
 }
 
 /// Every regular file under `root`, relative to it, skipping the hidden `.dxmirror` dirs.
