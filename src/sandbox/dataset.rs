@@ -781,9 +781,7 @@ impl Dataset {
             .kind(FileSpecKind::SinglePart)
             .times(BASE_TIME_MS + 2, BASE_TIME_MS + 2),
         ];
-        let mut p = ProjectSpec::new("SJ Data Request LARGE").tag("sjcp-project-data");
-        p.files = files;
-        Dataset::build(7, vec![p]).unwrap_or_else(|_| Dataset::new(7))
+        Dataset::data_request("SJ Data Request LARGE", 7, files)
     }
 
     /// `n` files of `size` bytes each (one md5 part), spread over folders of 1000.
@@ -877,9 +875,15 @@ impl Dataset {
                 .times(t + 5, t + 5),
             );
         }
-        let mut p = ProjectSpec::new("SJ Data Request MIXED").tag("sjcp-project-data");
+        Dataset::data_request("SJ Data Request MIXED", 13, files)
+    }
+
+    /// One St. Jude data-request project (tagged `sjcp-project-data`) holding `files`, built
+    /// with `seed`; an empty dataset if the files contradict themselves.
+    fn data_request(name: &str, seed: u64, files: Vec<FileSpec>) -> Dataset {
+        let mut p = ProjectSpec::new(name).tag("sjcp-project-data");
         p.files = files;
-        Dataset::build(13, vec![p]).unwrap_or_else(|_| Dataset::new(13))
+        Dataset::build(seed, vec![p]).unwrap_or_else(|_| Dataset::new(seed))
     }
 
     /// Every kind the chaos test needs, about `total` bytes in all: plain multi-part (md5), parts
@@ -908,9 +912,7 @@ impl Dataset {
             .kind(FileSpecKind::DriveSinglePart)
             .times(BASE_TIME_MS + 3, BASE_TIME_MS + 3),
         ];
-        let mut p = ProjectSpec::new("SJ Data Request CHAOS").tag("sjcp-project-data");
-        p.files = files;
-        Dataset::build(11, vec![p]).unwrap_or_else(|_| Dataset::new(11))
+        Dataset::data_request("SJ Data Request CHAOS", 11, files)
     }
 
     /// Parses a `--dataset` value: `demo`, `large[:SIZE]`, `chaos[:SIZE]`, `small[:N]`, `many[:N]`,
