@@ -149,10 +149,7 @@ pub fn check(
         let dir = mirror_root.join(&dir_name);
         for row in reader.files(&p.id)? {
             let finished = matches!(row.state, FileState::Verified | FileState::Unverified);
-            let staged = dir
-                .join(crate::store::HIDDEN_DIR)
-                .join("staging")
-                .join(format!("{}.part", row.file_id));
+            let staged = crate::store::staging_path_in(&dir, &row.file_id);
             if !finished && !staged.exists() {
                 continue;
             }
@@ -192,11 +189,7 @@ fn check_one(w: &Work) -> (u64, u64, u64, Vec<FileFinding>) {
         let Some(plan) = &w.plan else {
             return (0, 0, 0, findings);
         };
-        let path = w
-            .dir
-            .join(crate::store::HIDDEN_DIR)
-            .join("staging")
-            .join(format!("{}.part", w.row.file_id));
+        let path = crate::store::staging_path_in(&w.dir, &w.row.file_id);
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) => {

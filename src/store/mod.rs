@@ -536,6 +536,15 @@ fn is_single_component(name: &str) -> bool {
     RelPath::new(name).is_ok_and(|r| r.components().count() == 1)
 }
 
+/// The staging path of file `id` in the project directory `project_dir`, for readers that
+/// must not create anything (`dxmirror verify`); `ProjectStore::staging_path` is the same.
+pub fn staging_path_in(project_dir: &Path, id: &FileId) -> PathBuf {
+    project_dir
+        .join(HIDDEN_DIR)
+        .join("staging")
+        .join(part_name(id))
+}
+
 fn part_name(id: &FileId) -> String {
     format!("{id}{PART_SUFFIX}")
 }
@@ -567,6 +576,16 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn staging_path_in_is_the_stores_staging_path() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ProjectStore::open(root.path(), "p").unwrap();
+        assert_eq!(
+            staging_path_in(store.dir(), &fid(7)),
+            store.staging_path(&fid(7))
+        );
     }
 
     #[test]
