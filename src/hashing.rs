@@ -2,17 +2,21 @@
 //! SHA-1, SHA-256), the CRC32C used for journaled chunk digests, and the whole-file SHA-256
 //! of the local manifest.
 //!
+//! MD5 is computed with `md5-many` (an x86-64 tuned single-stream compressor, and SIMD lanes
+//! for independent streams, see [`Md5Lanes`]); the sandbox computes the platform's MD5s with
+//! the independent `md-5` crate, so every download test cross-checks the two implementations.
+//!
 //! This module is pure computation: it does no IO, never logs and cannot fail. Reading files
 //! belongs to `verify`; deciding what a digest should be belongs to `planner` and `model`.
 
-use md5::Digest as _;
+use sha2::Digest as _;
 
 use crate::model::{ChecksumType, Digest};
 
 /// The running state of one algorithm.
 #[derive(Clone)]
 enum State {
-    Md5(md5::Md5),
+    Md5(Md5Hasher),
     Crc32(crc32fast::Hasher),
     Crc32c(u32),
     Crc64Nvme(crc64fast_nvme::Digest),
@@ -39,7 +43,7 @@ impl SegmentHasher {
     /// A hasher for MD5.
     pub fn md5() -> SegmentHasher {
         SegmentHasher {
-            state: State::Md5(md5::Md5::new()),
+            state: State::Md5(Md5Hasher::new()),
         }
     }
 
@@ -70,7 +74,7 @@ impl SegmentHasher {
     /// The digest of everything fed, as raw big-endian bytes tagged with its algorithm.
     pub fn finish(self) -> Digest {
         match self.state {
-            State::Md5(h) => Digest::Md5(h.finalize().into()),
+            State::Md5(h) => Digest::Md5(h.finish()),
             State::Crc32(h) => {
                 Digest::Checksum(ChecksumType::Crc32, h.finalize().to_be_bytes().to_vec())
             }
@@ -91,6 +95,27 @@ impl SegmentHasher {
 /// from the stored value with this.
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, data)
+}
+
+/// A streaming MD5 (one stream; `md5-many`'s tuned compressor).
+#[derive(Clone, Default)]
+pub struct Md5Hasher(md5_many::Md5State);
+
+impl Md5Hasher {
+    /// A fresh hasher.
+    pub fn new() -> Md5Hasher {
+        Md5Hasher(md5_many::Md5State::new())
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The 16-byte digest of everything fed.
+    pub fn finish(self) -> [u8; 16] {
+        self.0.finalize()
+    }
 }
 
 /// A whole-file SHA-256 (the local manifest's digest).
@@ -204,6 +229,22 @@ mod tests {
                 }
                 assert_eq!(h.finish(), whole, "{}", expected.algorithm());
             }
+        }
+    }
+
+    #[test]
+    fn md5_agrees_with_the_independent_md5_crate_at_every_length_around_block_edges() {
+        use md5::Digest as _;
+        let mut rng = fastrand::Rng::with_seed(11);
+        let data: Vec<u8> = (0..70_000).map(|_| rng.u8(..)).collect();
+        let lens = (0..=200).chain([1023, 1024, 1025, 4095, 65_536, 69_999]);
+        for len in lens {
+            let mut h = Md5Hasher::new();
+            let (a, b) = data[..len].split_at(len / 3);
+            h.update(a);
+            h.update(b);
+            let want: [u8; 16] = md5::Md5::digest(&data[..len]).into();
+            assert_eq!(h.finish(), want, "length {len}");
         }
     }
 

@@ -347,8 +347,7 @@ impl ChunkCtx {
         crc: &mut u32,
         attempt: &mut u32,
     ) -> Result<(), StreamError> {
-        use md5::Digest as _;
-        let mut md5 = md5::Md5::new();
+        let mut md5 = crate::hashing::Md5Hasher::new();
         let mut held: u64 = 0;
         let mut held_crc = *crc;
         let mut buf: Vec<u8> = Vec::with_capacity(self.cfg.write_buffer);
@@ -377,7 +376,7 @@ impl ChunkCtx {
                 break;
             }
         }
-        let got: [u8; 16] = md5.finalize().into();
+        let got = md5.finish();
         if got != expected {
             return Err(StreamError::Remote(PlatformError::BadResponse {
                 url: "storage".into(),
