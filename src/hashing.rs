@@ -172,7 +172,8 @@ impl Md5Lanes {
         }
         let len = inputs[active[0]].len();
         let equal = active.iter().all(|&i| inputs[i].len() == len);
-        if active.len() == self.states.len() && (!equal || active.len() % self.engine.lanes() == 0)
+        if active.len() == self.states.len()
+            && (!equal || active.len().is_multiple_of(self.engine.lanes().max(1)))
         {
             // Every stream takes bytes and no padding helps: hash in place.
             self.engine.update_many(&mut self.states, inputs);
