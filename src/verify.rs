@@ -789,7 +789,16 @@ fn read_back_many_with(
                     break;
                 };
                 let (path, plan) = files[*f];
-                out.push((*f, *pos, run_task(path, plan, task)));
+                let task_started = Instant::now();
+                let result = run_task(path, plan, task);
+                tracing::debug!(
+                    path = %path.display(),
+                    ?task,
+                    elapsed_ms = task_started.elapsed().as_millis() as u64,
+                    since_start_ms = started.elapsed().as_millis() as u64,
+                    "read-back task done"
+                );
+                out.push((*f, *pos, result));
             }
             out
         })
