@@ -2,7 +2,8 @@
 //! tampering; with `--repair`, puts damaged files back into staging so that the next pass
 //! fetches only their damaged chunks.
 //!
-//! Finished files are read back in parallel (rayon) and checked three ways: against the
+//! Finished files are read back together with `verify::read_back_many` (large files cut into
+//! independent pieces spread over all cores) and checked three ways: against the
 //! platform's checksums (parts, or the whole-file md5), against the chunk CRC32Cs journaled as
 //! the bytes arrived, and against the SHA-256 recorded when the file was published. Staged
 //! files of unfinished transfers have their journaled chunk digests re-checked. Every finding
