@@ -1,6 +1,8 @@
 //! Read-back verification of local bytes against a [`FilePlan`]: one segment's platform
 //! digest, one chunk's CRC32C, or a whole file in one sequential pass that yields every
-//! segment digest, every chunk CRC32C and the whole-file SHA-256 at once.
+//! segment digest, every chunk CRC32C and the whole-file SHA-256 at once; or many files at
+//! once ([`read_back_many`]), large ones cut into independent tasks (a sequential SHA-256
+//! pass; the MD5 parts, many at a time in SIMD lanes) spread over the rayon pool.
 //!
 //! Everything here is blocking and CPU-heavy: call it from a rayon pool or a blocking thread,
 //! never from the async runtime. Findings (a mismatching segment, a wrong size) are data in
