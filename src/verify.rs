@@ -476,10 +476,14 @@ const SPLIT_MIN: u64 = 16 << 20;
 /// Fewer MD5 segments than this in a file are hashed one stream each, as separate tasks; more
 /// share SIMD lanes.
 const LANES_MIN: usize = 4;
-/// At most this many segments share one lanes task (its buffers: `LANES_MAX * PIECE`).
+/// At most this many segments share one lanes task (its buffers: `LANES_MAX * LANES_PIECE`).
 const LANES_MAX: usize = 32;
-/// Read size of the split tasks: per stream and round in a lanes task, per read otherwise.
+/// Read size of a sequential task.
 const PIECE: usize = 256 << 10;
+/// Read size per stream and round in a lanes task.
+const LANES_PIECE: usize = 128 << 10;
+/// Task workers per rayon thread (core) in [`read_back_many`].
+const WORKERS_PER_CORE: usize = 2;
 
 /// One independent unit of a file's split read-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -655,7 +659,10 @@ fn run_task(path: &Path, plan: &FilePlan, task: &Task) -> TaskResult {
             let mut lanes = Md5Lanes::new(segs.len());
             let mut bufs: Vec<Vec<u8>> = segs
                 .iter()
-                .map(|s| vec![0u8; usize::try_from(s.range.len).unwrap_or(PIECE).min(PIECE)])
+                .map(|s| {
+                    let len = usize::try_from(s.range.len).unwrap_or(LANES_PIECE);
+                    vec![0u8; len.min(LANES_PIECE)]
+                })
                 .collect();
             let mut got = vec![0u64; segs.len()];
             let mut ended = vec![false; segs.len()];
@@ -755,8 +762,9 @@ fn merge(
 /// Each large file is cut into independent tasks (a sequential pass for its SHA-256, chunk
 /// CRC32Cs, size and non-MD5 segments; its MD5 segments, many at a time in SIMD lanes, or one
 /// stream each), and all tasks of all files run on the rayon pool, the biggest first, so that
-/// every core stays busy to the end. Memory stays bounded: each worker holds at most
-/// `32 × 256 KiB` of buffers. Results come back in the order of `files`.
+/// every core stays busy to the end (two task workers per rayon thread, in a pool of their
+/// own). Memory stays bounded: each worker holds at most `32 × 128 KiB` of buffers (16 MiB in
+/// all on two cores). Results come back in the order of `files`.
 pub fn read_back_many(files: &[(&Path, &FilePlan)]) -> Vec<Result<ReadBack, VerifyError>> {
     read_back_many_with(files, SPLIT_MIN)
 }
@@ -780,31 +788,49 @@ fn read_back_many_with(
     tasks.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
 
     let next = AtomicUsize::new(0);
-    let workers = rayon::current_num_threads().clamp(1, tasks.len().max(1));
-    let mut done: Vec<(usize, usize, TaskResult)> = (0..workers)
-        .into_par_iter()
-        .flat_map_iter(|_| {
-            let mut out = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((f, pos, task, _)) = tasks.get(i) else {
-                    break;
-                };
-                let (path, plan) = files[*f];
-                let task_started = Instant::now();
-                let result = run_task(path, plan, task);
-                tracing::debug!(
-                    path = %path.display(),
-                    ?task,
-                    elapsed_ms = task_started.elapsed().as_millis() as u64,
-                    since_start_ms = started.elapsed().as_millis() as u64,
-                    "read-back task done"
-                );
-                out.push((*f, *pos, result));
-            }
-            out
-        })
-        .collect();
+    let run_all = |workers: usize| -> Vec<(usize, usize, TaskResult)> {
+        (0..workers.clamp(1, tasks.len().max(1)))
+            .into_par_iter()
+            .flat_map_iter(|_| {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((f, pos, task, _)) = tasks.get(i) else {
+                        break;
+                    };
+                    let (path, plan) = files[*f];
+                    let task_started = Instant::now();
+                    let result = run_task(path, plan, task);
+                    tracing::debug!(
+                        path = %path.display(),
+                        ?task,
+                        elapsed_ms = task_started.elapsed().as_millis() as u64,
+                        since_start_ms = started.elapsed().as_millis() as u64,
+                        "read-back task done"
+                    );
+                    out.push((*f, *pos, result));
+                }
+                out
+            })
+            .collect()
+    };
+    // Tasks cannot be cut further, so with one worker per core the last ones leave a core
+    // idle; two workers per core share the cores to the end (and keep their share of a busy
+    // machine). Each worker holds at most LANES_MAX * LANES_PIECE of buffers.
+    let workers = WORKERS_PER_CORE * rayon::current_num_threads();
+    let mut done = if tasks.len() <= 1 {
+        run_all(1)
+    } else {
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("dxmirror-verify-{i}"))
+            .build()
+        {
+            Ok(pool) => pool.install(|| run_all(workers)),
+            // No threads to be had: the global pool, one worker per thread.
+            Err(_) => run_all(rayon::current_num_threads()),
+        }
+    };
     done.sort_by_key(|(f, pos, _)| (*f, *pos));
 
     let mut results = Vec::with_capacity(files.len());
