@@ -2,7 +2,8 @@
 //! tampering; with `--repair`, puts damaged files back into staging so that the next pass
 //! fetches only their damaged chunks.
 //!
-//! Finished files are read back in parallel (rayon) and checked three ways: against the
+//! Finished files are read back together with `verify::read_back_many` (large files cut into
+//! independent pieces spread over all cores) and checked three ways: against the
 //! platform's checksums (parts, or the whole-file md5), against the chunk CRC32Cs journaled as
 //! the bytes arrived, and against the SHA-256 recorded when the file was published. Staged
 //! files of unfinished transfers have their journaled chunk digests re-checked. Every finding
@@ -161,7 +162,33 @@ pub fn check(
             });
         }
     }
-    let results: Vec<(u64, u64, u64, Vec<FileFinding>)> = work.par_iter().map(check_one).collect();
+    // Finished files are read back together (their pieces spread over all cores, biggest
+    // first); staged files and files with nothing to read are checked one by one.
+    let read_back_paths: Vec<Option<PathBuf>> = work.iter().map(read_back_path).collect();
+    let jobs: Vec<(&Path, &crate::planner::FilePlan)> = work
+        .iter()
+        .zip(&read_back_paths)
+        .filter_map(|(w, p)| Some((p.as_deref()?, &w.plan.as_ref()?.plan)))
+        .collect();
+    let mut read_backs = verify::read_back_many(&jobs).into_iter();
+    let others: Vec<_> = work
+        .par_iter()
+        .zip(&read_back_paths)
+        .map(|(w, p)| p.is_none().then(|| check_one(w)))
+        .collect();
+    let mut results: Vec<(u64, u64, u64, Vec<FileFinding>)> = Vec::with_capacity(work.len());
+    for (w, other) in work.iter().zip(others) {
+        match (other, &w.plan) {
+            (Some(r), _) => results.push(r),
+            // Read back (`read_back_path` gave a path, so there is a plan): the next result.
+            (None, Some(stored)) => {
+                if let Some(rb) = read_backs.next() {
+                    results.push(finished_findings(w, stored, rb));
+                }
+            }
+            (None, None) => {}
+        }
+    }
     let mut report = CheckReport::default();
     for (n_finished, n_staged, bytes, findings) in results {
         report.files_checked += n_finished;
@@ -229,7 +256,32 @@ fn check_one(w: &Work) -> (u64, u64, u64, Vec<FileFinding>) {
         }));
         return (1, 0, 0, findings);
     };
-    let rb = match verify::read_back(&path, &stored.plan) {
+    finished_findings(w, stored, verify::read_back(&path, &stored.plan))
+}
+
+/// The path of a finished file to read back, when there is one and a plan to check it by
+/// (`check_one` reports the other cases).
+fn read_back_path(w: &Work) -> Option<PathBuf> {
+    let finished = matches!(w.row.state, FileState::Verified | FileState::Unverified);
+    let path = w.dir.join(&w.row.rel_path);
+    (finished && w.plan.is_some() && path.exists()).then_some(path)
+}
+
+/// The findings of a finished file's read-back: `(1, 0, bytes read, findings)`.
+fn finished_findings(
+    w: &Work,
+    stored: &StoredPlan,
+    rb: Result<verify::ReadBack, verify::VerifyError>,
+) -> (u64, u64, u64, Vec<FileFinding>) {
+    let found = |finding| FileFinding {
+        project: w.row.project_id.to_string(),
+        file_id: w.row.file_id.to_string(),
+        path: w.row.rel_path.clone(),
+        place: "finished",
+        finding,
+    };
+    let mut findings = Vec::new();
+    let rb = match rb {
         Ok(rb) => rb,
         Err(e) => {
             findings.push(found(Finding::Unreadable {

@@ -180,3 +180,98 @@ async fn damage_to_a_staged_file_is_found_by_verify_and_repaired() {
     );
     assert_matches_dataset(&env, &project, &Dataset::large(SIZE));
 }
+
+/// Large files are verified in independent pieces (a sequential SHA-256 pass, part MD5s in
+/// SIMD lanes or one stream each): every kind of damage is still found, named by its part
+/// and chunk, and a clean mirror verifies clean.
+#[tokio::test]
+async fn large_files_verified_in_pieces_find_damage_in_every_part_kind() {
+    const MIB: u64 = 1 << 20;
+    let spec = ProjectSpec::new("big")
+        .file(
+            // 20 parts: hashed together in SIMD lanes.
+            FileSpec::new("/restricted/bam", "parts.bam", 20 * MIB + 12_345)
+                .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(MIB))),
+        )
+        .file(
+            // Two parts: one MD5 stream each.
+            FileSpec::new("/restricted/bam", "two.bam", 17 * MIB).kind(FileSpecKind::PartsMd5(
+                PartSizes::Explicit(vec![9 * MIB, 8 * MIB]),
+            )),
+        )
+        .file(
+            FileSpec::new("/restricted/bam", "link.bam", 17 * MIB + 1)
+                .kind(FileSpecKind::SymlinkWholeMd5),
+        )
+        .file(
+            FileSpec::new("/restricted/bam", "single.bam", 18 * MIB).kind(FileSpecKind::SinglePart),
+        );
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::build(13, vec![spec]).unwrap(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: sandbox.token(),
+        projects: vec![project.clone()],
+        extra: "chunk-size = \"4MiB\"".into(),
+    });
+    assert!(env.sync().await.unwrap().is_ok());
+    let out = env.bin_async(&["verify", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total: u64 = sandbox.files(&project).iter().map(|f| f.size).sum();
+    assert_eq!(report["bytes_checked"], total);
+    assert_eq!(report["files_checked"], 4);
+
+    // One flipped byte per file, late in it (part 15 of the 20, the second of two parts).
+    let dir = env.mirror().join("big");
+    let at = 14 * MIB + 777;
+    let mut damaged = Vec::new();
+    for f in sandbox.files(&project) {
+        flip(
+            &dir.join(f.folder.trim_start_matches('/')).join(&f.name),
+            at,
+        );
+        damaged.push(f);
+    }
+    let out = env.bin_async(&["verify", "--json"]).await;
+    assert!(!out.status.success(), "damage went unnoticed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let of = |name: &str, kind: &str| -> Vec<serde_json::Value> {
+        let id = damaged.iter().find(|f| f.name == name).unwrap().id.as_str();
+        findings
+            .iter()
+            .filter(|f| f["file_id"] == id && f["finding"]["kind"] == kind)
+            .map(|f| f["finding"].clone())
+            .collect()
+    };
+    for (name, part) in [
+        ("parts.bam", Some(15)),
+        ("two.bam", Some(2)),
+        ("link.bam", None),
+        ("single.bam", Some(1)),
+    ] {
+        let segments = of(name, "segment");
+        assert_eq!(segments.len(), 1, "{name}: {findings:#?}");
+        assert_eq!(segments[0]["part"], serde_json::json!(part), "{name}");
+        let chunks = of(name, "chunk");
+        assert_eq!(chunks.len(), 1, "{name}: {findings:#?}");
+        let (off, len) = (
+            chunks[0]["offset"].as_u64().unwrap(),
+            chunks[0]["len"].as_u64().unwrap(),
+        );
+        assert!(off <= at && at < off + len, "{name}: {chunks:?}");
+        assert_eq!(of(name, "sha256").len(), 1, "{name}");
+        assert!(of(name, "size").is_empty(), "{name}");
+    }
+    assert_eq!(findings.len(), 12, "{findings:#?}");
+}
