@@ -949,6 +949,26 @@ impl Journal {
         }
     }
 
+    /// Starts an attempt at a file in one commit: counts the attempt, sets the state
+    /// `Fetching` with no reason and, for a file planned now, stores `plan` (as
+    /// [`Journal::put_plan`]). Returns the attempt count.
+    pub async fn start_file(
+        &self,
+        key: &FileKey,
+        plan: Option<&FilePlan>,
+    ) -> Result<u32, JournalError> {
+        match self
+            .send(Op::StartFile {
+                key: key.clone(),
+                plan: plan.cloned(),
+            })
+            .await?
+        {
+            Reply::Attempts(n) => Ok(n),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
     /// Marks a file mirrored: `state` must be `Verified` or `Unverified`; records the
     /// SHA-256 and `done_ms`, clears the reason.
     pub async fn mark_done(
@@ -1105,6 +1125,38 @@ impl Journal {
                 key: key.clone(),
                 state,
                 sha256: sha256_hex,
+                audit,
+            })
+            .await?
+        {
+            Reply::Audit(row) => Ok(row),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
+    /// [`Journal::mark_done_audited`] for a file whose chunk progress was not journaled while
+    /// it was fetched (a small file, made durable whole before publishing): records each
+    /// chunk's `(chunk_idx, done_bytes, crc32c)`, marks the segments that have a platform
+    /// checksum verified when `state` is `Verified`, marks the file done and appends the
+    /// audit record, all in one transaction. The caller must have synced the bytes and
+    /// published the file first.
+    pub async fn finish_file(
+        &self,
+        key: &FileKey,
+        state: FileState,
+        sha256_hex: String,
+        chunks: Vec<(u32, u64, u32)>,
+        audit: NewAudit,
+    ) -> Result<AuditRow, JournalError> {
+        if !matches!(state, FileState::Verified | FileState::Unverified) {
+            return Err(JournalError::NotFinished(state));
+        }
+        match self
+            .send(Op::FinishFile {
+                key: key.clone(),
+                state,
+                sha256: sha256_hex,
+                chunks,
                 audit,
             })
             .await?

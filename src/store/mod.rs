@@ -386,19 +386,25 @@ impl ProjectStore {
     /// symlinks), fsyncs the file, renames it and fsyncs the folder. An existing final path
     /// is never overwritten: that is [`StoreError::Exists`] and the caller decides.
     pub fn publish(&self, id: &FileId, rel: &RelPath) -> Result<PathBuf, StoreError> {
-        let part = part_name(id);
         let staging = self.staging_path(id);
-        let final_path = self.final_path(rel);
         let file = rustix::fs::openat(
             &self.staging_fd,
-            part.as_str(),
+            part_name(id).as_str(),
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(io_err("open", &staging))?;
         rustix::fs::fsync(&file).map_err(io_err("fsync", &staging))?;
         drop(file);
+        self.publish_synced(id, rel)
+    }
 
+    /// [`ProjectStore::publish`] for a staging file whose data the caller has already made
+    /// durable (`fdatasync` after its last write): creates the folders, renames it and fsyncs
+    /// the folders, without syncing the file again.
+    pub fn publish_synced(&self, id: &FileId, rel: &RelPath) -> Result<PathBuf, StoreError> {
+        let part = part_name(id);
+        let final_path = self.final_path(rel);
         let (parent, name) = self.parent_of(rel, true)?;
         rename_noreplace(
             self.staging_fd.as_fd(),
@@ -412,7 +418,7 @@ impl ProjectStore {
             final_path.parent().unwrap_or(&self.dir),
         ))?;
         rustix::fs::fsync(&self.staging_fd).map_err(io_err("fsync dir", &self.staging_dir))?;
-        tracing::info!(file_id = %id, path = %final_path.display(), "published");
+        tracing::debug!(file_id = %id, path = %final_path.display(), "published");
         Ok(final_path)
     }
 

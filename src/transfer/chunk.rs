@@ -69,6 +69,10 @@ pub(super) struct ChunkCtx {
     /// Largest range one GET asks for (4 MiB for drive-backed files, so that Azure states
     /// each range's MD5; unbounded otherwise).
     range_cap: u64,
+    /// Neither sync nor journal progress while fetching: the caller makes the whole file
+    /// durable once and journals its chunks with the file's end (small files, at most one
+    /// progress step, so a kill loses no more than the usual unsynced step).
+    deferred: bool,
 }
 
 impl ChunkCtx {
@@ -87,6 +91,7 @@ impl ChunkCtx {
     ) -> ChunkCtx {
         ChunkCtx {
             range_cap: u64::MAX,
+            deferred: false,
             client,
             journal,
             key,
@@ -111,6 +116,13 @@ impl ChunkCtx {
     /// Limits every GET to `cap` bytes.
     pub(super) fn with_range_cap(mut self, cap: u64) -> ChunkCtx {
         self.range_cap = cap.max(1);
+        self
+    }
+
+    /// Defers durability to the caller: chunks neither sync nor journal their progress; the
+    /// caller calls [`ChunkCtx::sync_file`] before it records anything.
+    pub(super) fn with_deferred_durability(mut self) -> ChunkCtx {
+        self.deferred = true;
         self
     }
 
@@ -507,6 +519,19 @@ impl ChunkCtx {
     /// before it succeeds); should the kernel have dropped pages with the failure, the hash
     /// cursor's read-back finds the segment wrong and it is fetched again, never published.
     async fn sync_and_journal(&self, chunk: Chunk, done: u64, crc: u32) -> Result<(), StreamError> {
+        if self.deferred {
+            return Ok(());
+        }
+        self.sync_pausing(chunk, chunk.range.offset + done).await?;
+        self.journal
+            .chunk_progress(&self.key, chunk.idx, done, crc)
+            .await
+            .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
+        Ok(())
+    }
+
+    /// `fdatasync`s the staging file, pausing (reported once) while the disk is full.
+    async fn sync_pausing(&self, chunk: Chunk, offset: u64) -> Result<(), StreamError> {
         let mut paused_since: Option<Instant> = None;
         loop {
             let file = self.file.clone();
@@ -519,23 +544,24 @@ impl ChunkCtx {
                 Ok(()) => break,
                 Err(e) => match TransferError::from_write(&self.key.file, e) {
                     TransferError::DiskFull(msg) => {
-                        self.pause_for_disk(
-                            chunk,
-                            chunk.range.offset + done,
-                            &msg,
-                            &mut paused_since,
-                        )
-                        .await?
+                        self.pause_for_disk(chunk, offset, &msg, &mut paused_since)
+                            .await?
                     }
                     other => return Err(StreamError::Local(other)),
                 },
             }
         }
         self.resumed_after_disk(chunk, paused_since);
-        self.journal
-            .chunk_progress(&self.key, chunk.idx, done, crc)
-            .await
-            .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
         Ok(())
+    }
+
+    /// Makes every byte written so far durable (`fdatasync`, pausing while the disk is full),
+    /// for a file whose chunks defer durability. `chunk` only labels the log lines.
+    pub(super) async fn sync_file(&self, chunk: Chunk) -> Result<(), TransferError> {
+        match self.sync_pausing(chunk, chunk.range.offset).await {
+            Ok(()) => Ok(()),
+            Err(StreamError::Local(e)) => Err(e),
+            Err(StreamError::Remote(e)) => Err(TransferError::Io(e.to_string())),
+        }
     }
 }
