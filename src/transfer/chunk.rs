@@ -120,7 +120,7 @@ impl ChunkCtx {
     }
 
     /// Defers durability to the caller: chunks neither sync nor journal their progress; the
-    /// caller calls [`ChunkCtx::sync_file`] before it records anything.
+    /// caller calls [`ChunkCtx::sync_file_then`] before it records anything.
     pub(super) fn with_deferred_durability(mut self) -> ChunkCtx {
         self.deferred = true;
         self
@@ -532,16 +532,31 @@ impl ChunkCtx {
 
     /// `fdatasync`s the staging file, pausing (reported once) while the disk is full.
     async fn sync_pausing(&self, chunk: Chunk, offset: u64) -> Result<(), StreamError> {
+        self.sync_then(chunk, offset, |_| ()).await
+    }
+
+    /// `fdatasync`s the staging file, pausing (reported once) while the disk is full, then runs
+    /// `then` on the synced file on the same blocking thread (one hand-off for both).
+    async fn sync_then<T: Send + 'static>(
+        &self,
+        chunk: Chunk,
+        offset: u64,
+        then: impl Fn(&std::fs::File) -> T + Send + Sync + 'static,
+    ) -> Result<T, StreamError> {
+        let then = Arc::new(then);
         let mut paused_since: Option<Instant> = None;
         loop {
-            let file = self.file.clone();
-            let res = tokio::task::spawn_blocking(move || file.sync_data())
+            let (file, then) = (self.file.clone(), then.clone());
+            let res = tokio::task::spawn_blocking(move || file.sync_data().map(|()| then(&file)))
                 .await
                 .map_err(|e| {
                     StreamError::Local(TransferError::Io(format!("sync task failed: {e}")))
                 })?;
             match res {
-                Ok(()) => break,
+                Ok(out) => {
+                    self.resumed_after_disk(chunk, paused_since);
+                    return Ok(out);
+                }
                 Err(e) => match TransferError::from_write(&self.key.file, e) {
                     TransferError::DiskFull(msg) => {
                         self.pause_for_disk(chunk, offset, &msg, &mut paused_since)
@@ -551,15 +566,18 @@ impl ChunkCtx {
                 },
             }
         }
-        self.resumed_after_disk(chunk, paused_since);
-        Ok(())
     }
 
-    /// Makes every byte written so far durable (`fdatasync`, pausing while the disk is full),
-    /// for a file whose chunks defer durability. `chunk` only labels the log lines.
-    pub(super) async fn sync_file(&self, chunk: Chunk) -> Result<(), TransferError> {
-        match self.sync_pausing(chunk, chunk.range.offset).await {
-            Ok(()) => Ok(()),
+    /// Makes every byte written so far durable (`fdatasync`, pausing while the disk is full)
+    /// for a file whose chunks defer durability, then runs `then` on the synced file (the
+    /// read-back) on the same blocking thread. `chunk` only labels the log lines.
+    pub(super) async fn sync_file_then<T: Send + 'static>(
+        &self,
+        chunk: Chunk,
+        then: impl Fn(&std::fs::File) -> T + Send + Sync + 'static,
+    ) -> Result<T, TransferError> {
+        match self.sync_then(chunk, chunk.range.offset, then).await {
+            Ok(out) => Ok(out),
             Err(StreamError::Local(e)) => Err(e),
             Err(StreamError::Remote(e)) => Err(TransferError::Io(e.to_string())),
         }

@@ -521,20 +521,25 @@ impl Engine {
                         Ok(Err(ChunkFailure::File(outcome))) => return Ok(Err(outcome)),
                     }
                 }
-                // Durable before it is read back, published or journaled.
-                ctx.sync_file(c).await?;
             }
-            let (file2, plan2) = (file.clone(), plan.clone());
-            let report = match self.on_pool(move || read_back_small(&file2, &plan2)).await {
-                Some(Ok(r)) => r,
-                Some(Err(e)) => {
+            // Durable before it is read back, published or journaled; the read-back runs on
+            // the thread that synced (the file is at most one progress step).
+            let plan2 = plan.clone();
+            let read_back = move |f: &std::fs::File| read_back_small(f, &plan2);
+            let result = match plan.chunks.first() {
+                Some(&c) => ctx.sync_file_then(c, read_back).await?,
+                None => {
+                    let file2 = file.clone();
+                    tokio::task::spawn_blocking(move || read_back(&file2))
+                        .await
+                        .map_err(|e| TransferError::Io(format!("read-back task failed: {e}")))?
+                }
+            };
+            let report = match result {
+                Ok(r) => r,
+                Err(e) => {
                     return Ok(Err(FileOutcome::Failed {
                         reason: format!("reading the staging file back: {e}"),
-                    }))
-                }
-                None => {
-                    return Ok(Err(FileOutcome::Failed {
-                        reason: "internal error in the read-back (the hashing job panicked)".into(),
                     }))
                 }
             };
