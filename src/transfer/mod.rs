@@ -11,6 +11,14 @@
 //! durable only after the journal acknowledges the commit. A kill therefore loses at most the
 //! unsynced step of each connection, never bytes the journal claims.
 //!
+//! Small files (at most one chunk of at most one progress step) take a shorter road: no hash
+//! cursor threads and no journaling on the way. The chunk is fetched, the file `fdatasync`ed
+//! once, read back on the same blocking thread (every platform checksum, the chunk's CRC32C
+//! against the one computed on arrival, the SHA-256), published, and only then is its chunk
+//! journaled, with the file's end, in one commit (`Journal::finish_file`). A kill loses at
+//! most that one step, as for any chunk. Blocking file-system work (creating the staging
+//! file, syncing, publishing) runs off the async runtime.
+//!
 //! This module decides *what to do* on each answer through `platform`'s retry table; it does
 //! not itself know HTTP or JSON, and it never decides paths (that is `store`).
 
