@@ -438,6 +438,8 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Runs `jobs` in order, at most `max_files` at once, with the download URLs of the next
+/// `max_files` jobs asked for ahead of their turn (so URL requests overlap the transfers).
 async fn run_jobs(
     engine: &Arc<Engine>,
     jobs: Vec<FileJob>,
@@ -445,11 +447,26 @@ async fn run_jobs(
 ) -> (usize, Option<TransferError>) {
     let mut fetched_now = 0usize;
     let mut set = JoinSet::new();
+    let keys: Vec<FileKey> = jobs.iter().map(FileJob::key).collect();
+    let wants_url: Vec<bool> = jobs
+        .iter()
+        .map(|j| j.remote.skip_reason().is_none())
+        .collect();
     let mut pending = jobs.into_iter();
+    let (mut started, mut prefetched) = (0usize, 0usize);
     let mut run_error = None;
     loop {
+        // URLs for the jobs about to start.
+        let ahead = (started + max_files).min(keys.len());
+        while run_error.is_none() && prefetched < ahead {
+            if wants_url[prefetched] {
+                engine.prefetch_url(&keys[prefetched]);
+            }
+            prefetched += 1;
+        }
         while set.len() < max_files && run_error.is_none() {
             let Some(job) = pending.next() else { break };
+            started += 1;
             let engine = engine.clone();
             set.spawn(async move { engine.run_file(job).await });
         }
@@ -474,6 +491,8 @@ async fn run_jobs(
             }
         }
     }
+    // Asked for, but their files will not run (the run stopped), or ran and did not take them.
+    engine.forget_prefetched(&keys[..prefetched]);
     (fetched_now, run_error)
 }
 

@@ -119,6 +119,16 @@ impl ChunkCtx {
         self
     }
 
+    /// Starts with `url` (asked for ahead of the file's turn) instead of asking for one; it is
+    /// used like any URL: refreshed when expired or refused.
+    pub(super) fn with_url(self, url: DownloadUrl) -> ChunkCtx {
+        if let Ok(mut slot) = self.url.try_lock() {
+            slot.url = Some(Arc::new(url));
+            slot.generation += 1;
+        }
+        self
+    }
+
     /// Defers durability to the caller: chunks neither sync nor journal their progress; the
     /// caller calls [`ChunkCtx::sync_file_then`] before it records anything.
     pub(super) fn with_deferred_durability(mut self) -> ChunkCtx {
