@@ -918,3 +918,59 @@ fn spawn_display(progress: Arc<Progress>, mode: ProgressMode) -> tokio::task::Jo
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Dataset, Sandbox, SandboxOptions};
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Download URLs asked for ahead of their file's turn are the ones the files use: each
+    /// file's URL is asked for exactly once, and every file is mirrored.
+    #[tokio::test]
+    async fn prefetched_download_urls_are_used_once_each() {
+        let sandbox = Sandbox::start(SandboxOptions {
+            dataset: Dataset::many_files("prefetch", 60, 3000),
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, sandbox.token()).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let project = sandbox.projects()[0].clone();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "api-url = {:?}\ntoken-file = {:?}\nmirror-root = {:?}\nstate-dir = {:?}\n\
+                 max-connections = 4\nmax-connections-per-file = 2\n\
+                 [[project]]\nid = \"{project}\"\n",
+                sandbox.api_url(),
+                token,
+                dir.path().join("mirror"),
+                dir.path().join("state"),
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&config).unwrap();
+        let summary = {
+            let _lock = crate::lock::WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root).unwrap();
+            run(
+                &cfg,
+                SyncOptions {
+                    projects: Vec::new(),
+                    progress: ProgressMode::Quiet,
+                },
+            )
+            .await
+            .unwrap()
+        };
+        assert!(summary.is_ok(), "{summary:?}");
+        assert_eq!(summary.projects[0].fetched_now, 60);
+        let stats = sandbox.stats();
+        assert_eq!(stats.requests("/file-xxxx/download"), 60);
+        assert_eq!(stats.requests("GET download"), 60);
+    }
+}
