@@ -438,6 +438,8 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Runs `jobs` in order, at most `max_files` at once, with the download URLs of the next
+/// `max_files` jobs asked for ahead of their turn (so URL requests overlap the transfers).
 async fn run_jobs(
     engine: &Arc<Engine>,
     jobs: Vec<FileJob>,
@@ -445,11 +447,26 @@ async fn run_jobs(
 ) -> (usize, Option<TransferError>) {
     let mut fetched_now = 0usize;
     let mut set = JoinSet::new();
+    let keys: Vec<FileKey> = jobs.iter().map(FileJob::key).collect();
+    let wants_url: Vec<bool> = jobs
+        .iter()
+        .map(|j| j.remote.skip_reason().is_none())
+        .collect();
     let mut pending = jobs.into_iter();
+    let (mut started, mut prefetched) = (0usize, 0usize);
     let mut run_error = None;
     loop {
+        // URLs for the jobs about to start.
+        let ahead = (started + max_files).min(keys.len());
+        while run_error.is_none() && prefetched < ahead {
+            if wants_url[prefetched] {
+                engine.prefetch_url(&keys[prefetched]);
+            }
+            prefetched += 1;
+        }
         while set.len() < max_files && run_error.is_none() {
             let Some(job) = pending.next() else { break };
+            started += 1;
             let engine = engine.clone();
             set.spawn(async move { engine.run_file(job).await });
         }
@@ -474,6 +491,8 @@ async fn run_jobs(
             }
         }
     }
+    // Asked for, but their files will not run (the run stopped), or ran and did not take them.
+    engine.forget_prefetched(&keys[..prefetched]);
     (fetched_now, run_error)
 }
 
@@ -898,4 +917,60 @@ fn spawn_display(progress: Arc<Progress>, mode: ProgressMode) -> tokio::task::Jo
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Dataset, Sandbox, SandboxOptions};
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Download URLs asked for ahead of their file's turn are the ones the files use: each
+    /// file's URL is asked for exactly once, and every file is mirrored.
+    #[tokio::test]
+    async fn prefetched_download_urls_are_used_once_each() {
+        let sandbox = Sandbox::start(SandboxOptions {
+            dataset: Dataset::many_files("prefetch", 60, 3000),
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, sandbox.token()).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let project = sandbox.projects()[0].clone();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "api-url = {:?}\ntoken-file = {:?}\nmirror-root = {:?}\nstate-dir = {:?}\n\
+                 max-connections = 4\nmax-connections-per-file = 2\n\
+                 [[project]]\nid = \"{project}\"\n",
+                sandbox.api_url(),
+                token,
+                dir.path().join("mirror"),
+                dir.path().join("state"),
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&config).unwrap();
+        let summary = {
+            let _lock = crate::lock::WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root).unwrap();
+            run(
+                &cfg,
+                SyncOptions {
+                    projects: Vec::new(),
+                    progress: ProgressMode::Quiet,
+                },
+            )
+            .await
+            .unwrap()
+        };
+        assert!(summary.is_ok(), "{summary:?}");
+        assert_eq!(summary.projects[0].fetched_now, 60);
+        let stats = sandbox.stats();
+        assert_eq!(stats.requests("/file-xxxx/download"), 60);
+        assert_eq!(stats.requests("GET download"), 60);
+    }
 }

@@ -949,6 +949,26 @@ impl Journal {
         }
     }
 
+    /// Starts an attempt at a file in one commit: counts the attempt, sets the state
+    /// `Fetching` with no reason and, for a file planned now, stores `plan` (as
+    /// [`Journal::put_plan`]). Returns the attempt count.
+    pub async fn start_file(
+        &self,
+        key: &FileKey,
+        plan: Option<&FilePlan>,
+    ) -> Result<u32, JournalError> {
+        match self
+            .send(Op::StartFile {
+                key: key.clone(),
+                plan: plan.cloned(),
+            })
+            .await?
+        {
+            Reply::Attempts(n) => Ok(n),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
     /// Marks a file mirrored: `state` must be `Verified` or `Unverified`; records the
     /// SHA-256 and `done_ms`, clears the reason.
     pub async fn mark_done(
@@ -1105,6 +1125,38 @@ impl Journal {
                 key: key.clone(),
                 state,
                 sha256: sha256_hex,
+                audit,
+            })
+            .await?
+        {
+            Reply::Audit(row) => Ok(row),
+            _ => Err(JournalError::WrongReply),
+        }
+    }
+
+    /// [`Journal::mark_done_audited`] for a file whose chunk progress was not journaled while
+    /// it was fetched (a small file, made durable whole before publishing): records each
+    /// chunk's `(chunk_idx, done_bytes, crc32c)`, marks the segments that have a platform
+    /// checksum verified when `state` is `Verified`, marks the file done and appends the
+    /// audit record, all in one transaction. The caller must have synced the bytes and
+    /// published the file first.
+    pub async fn finish_file(
+        &self,
+        key: &FileKey,
+        state: FileState,
+        sha256_hex: String,
+        chunks: Vec<(u32, u64, u32)>,
+        audit: NewAudit,
+    ) -> Result<AuditRow, JournalError> {
+        if !matches!(state, FileState::Verified | FileState::Unverified) {
+            return Err(JournalError::NotFinished(state));
+        }
+        match self
+            .send(Op::FinishFile {
+                key: key.clone(),
+                state,
+                sha256: sha256_hex,
+                chunks,
                 audit,
             })
             .await?
@@ -1456,6 +1508,94 @@ mod tests {
         assert_eq!(row.identity.as_deref(), Some("user-x"));
         let again = j.audit_record(audit(&known)).await.unwrap();
         assert!(again.id > row.id);
+        j.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn start_file_and_finish_file_commit_everything_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let p: ProjectId = "project-00000000000000000000000a".parse().unwrap();
+        j.upsert_project(ProjectRow::new(p.clone(), ProjectState::Active, None))
+            .await
+            .unwrap();
+        let mut r = remote(&p, 1);
+        r.md5 = Some("0123456789abcdef0123456789abcdef".into());
+        r.drive = Some("drive-x".into());
+        let listing = vec![FileListing {
+            remote: r.clone(),
+            rel_path: "f1".into(),
+            kind: None,
+            skip_reason: None,
+        }];
+        j.record_listing(&p, listing).await.unwrap();
+        let key = FileKey::new(&p, &r.id);
+        let plan = crate::planner::plan_file(&r, 1 << 20).unwrap();
+        assert_eq!(plan.chunks.len(), 1);
+        j.set_file_state(&key, FileState::Failed, Some("earlier".into()))
+            .await
+            .unwrap();
+
+        // A new plan: the attempt, the state (reason cleared) and the plan in one command.
+        assert_eq!(j.start_file(&key, Some(&plan)).await.unwrap(), 1);
+        let f = j.file(&key).unwrap().unwrap();
+        assert_eq!(
+            (f.state, f.reason.as_deref(), f.attempts),
+            (FileState::Fetching, None, 1)
+        );
+        let stored = j.load_plan(&key).unwrap().unwrap();
+        assert_eq!(stored.plan.chunks.len(), 1);
+        assert_eq!(stored.chunk_done, vec![(0, 0)]);
+        // A known plan is kept as it is, progress included.
+        j.chunk_progress(&key, 0, 4, 77).await.unwrap();
+        assert_eq!(j.start_file(&key, None).await.unwrap(), 2);
+        assert_eq!(
+            j.load_plan(&key).unwrap().unwrap().chunk_done,
+            vec![(4, 77)]
+        );
+        // An unknown file is an error.
+        let unknown = FileKey::new(&p, &remote(&p, 2).id);
+        assert!(j.start_file(&unknown, Some(&plan)).await.is_err());
+
+        let audit = NewAudit {
+            action: "fetched".into(),
+            project_id: p.clone(),
+            file_id: Some(r.id.clone()),
+            identity: None,
+            size: Some(10),
+            sha256: Some("cd".repeat(32)),
+            detail: "verified f1".into(),
+        };
+        // Progress beyond the chunk: nothing of the finish is committed.
+        assert!(j
+            .finish_file(
+                &key,
+                FileState::Verified,
+                "cd".repeat(32),
+                vec![(0, 11, 5)],
+                audit.clone()
+            )
+            .await
+            .is_err());
+        assert_eq!(j.file(&key).unwrap().unwrap().state, FileState::Fetching);
+        assert!(j.audit_since(0).unwrap().is_empty());
+        let row = j
+            .finish_file(
+                &key,
+                FileState::Verified,
+                "cd".repeat(32),
+                vec![(0, 10, 99)],
+                audit,
+            )
+            .await
+            .unwrap();
+        let f = j.file(&key).unwrap().unwrap();
+        assert_eq!(f.state, FileState::Verified);
+        assert_eq!(f.sha256.as_deref(), Some("cd".repeat(32).as_str()));
+        let stored = j.load_plan(&key).unwrap().unwrap();
+        assert_eq!(stored.chunk_done, vec![(10, 99)]);
+        assert_eq!(stored.segment_verified, vec![true]);
+        assert_eq!(j.audit_since(0).unwrap(), vec![row]);
         j.close().await.unwrap();
     }
 

@@ -36,6 +36,11 @@ pub(crate) enum Op {
         reason: Option<String>,
     },
     AddAttempt(FileKey),
+    /// `AddAttempt`, the state `Fetching` (reason cleared) and, when given, `PutPlan`, at once.
+    StartFile {
+        key: FileKey,
+        plan: Option<FilePlan>,
+    },
     MarkDone {
         key: FileKey,
         state: FileState,
@@ -82,6 +87,15 @@ pub(crate) enum Op {
         key: FileKey,
         state: FileState,
         sha256: String,
+        audit: NewAudit,
+    },
+    /// The chunks' final progress, the segments verified (when `state` is `Verified`),
+    /// `MarkDone` and its audit record, atomically; returns the record.
+    FinishFile {
+        key: FileKey,
+        state: FileState,
+        sha256: String,
+        chunks: Vec<(u32, u64, u32)>,
         audit: NewAudit,
     },
     /// Delete a project's rows and append the audit record saying so, atomically.
@@ -248,20 +262,49 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
                 .sql_ctx("setting a file state")?;
             known_file(n, key)
         }
-        Op::AddAttempt(key) => {
-            let n: Option<i64> = conn
+        Op::AddAttempt(key) => add_attempt(conn, &key).map(Reply::Attempts),
+        Op::StartFile { key, plan } => {
+            let attempts = add_attempt(conn, &key)?;
+            let n = conn
                 .prepare_cached(
-                    "UPDATE files SET attempts = attempts + 1, updated_ms = ?3 \
-                     WHERE project_id = ?1 AND file_id = ?2 RETURNING attempts",
+                    "UPDATE files SET state = ?3, reason = NULL, updated_ms = ?4 \
+                     WHERE project_id = ?1 AND file_id = ?2",
                 )
-                .sql_ctx("counting an attempt")?
-                .query_row(params![key.project, key.file, now_ms()], |r| r.get(0))
-                .optional()
-                .sql_ctx("counting an attempt")?;
-            match n {
-                Some(n) => Ok(Reply::Attempts(u32::try_from(n).unwrap_or(u32::MAX))),
-                None => Err(JournalError::UnknownFile(key)),
+                .sql_ctx("starting a file")?
+                .execute(params![
+                    key.project,
+                    key.file,
+                    FileState::Fetching,
+                    now_ms()
+                ])
+                .sql_ctx("starting a file")?;
+            known_file(n, key.clone())?;
+            if let Some(plan) = plan {
+                put_plan(conn, &key, &plan)?;
             }
+            Ok(Reply::Attempts(attempts))
+        }
+        Op::FinishFile {
+            key,
+            state,
+            sha256,
+            chunks,
+            audit,
+        } => {
+            for (chunk_idx, done_bytes, crc32c) in chunks {
+                chunk_progress(conn, key.clone(), chunk_idx, done_bytes, crc32c)?;
+            }
+            if state == FileState::Verified {
+                conn.prepare_cached(
+                    "UPDATE segments SET verified = 1 \
+                     WHERE project_id = ?1 AND file_id = ?2 AND expect IS NOT NULL",
+                )
+                .sql_ctx("marking segments")?
+                .execute(params![key.project, key.file])
+                .sql_ctx("marking segments")?;
+            }
+            mark_done(conn, key, state, &sha256)?;
+            insert_audit_row(conn, &audit).map(Reply::Audit)
         }
         Op::MarkDone { key, state, sha256 } => mark_done(conn, key, state, &sha256),
         Op::MarkDoneAudited {
@@ -395,6 +438,23 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
             Ok(Reply::Done)
         }
         Op::Close => Ok(Reply::Done),
+    }
+}
+
+/// Counts one more attempt of a file; returns the new count.
+fn add_attempt(conn: &Connection, key: &FileKey) -> Result<u32, JournalError> {
+    let n: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE files SET attempts = attempts + 1, updated_ms = ?3 \
+             WHERE project_id = ?1 AND file_id = ?2 RETURNING attempts",
+        )
+        .sql_ctx("counting an attempt")?
+        .query_row(params![key.project, key.file, now_ms()], |r| r.get(0))
+        .optional()
+        .sql_ctx("counting an attempt")?;
+    match n {
+        Some(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        None => Err(JournalError::UnknownFile(key.clone())),
     }
 }
 

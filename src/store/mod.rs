@@ -12,6 +12,7 @@
 //! This module does not hash, fetch or journal anything, and it never decides *whether* to
 //! publish, replace or repair a file: callers do, and pass the decision in.
 
+mod dirsync;
 mod paths;
 
 use std::fs::File;
@@ -30,6 +31,9 @@ pub use paths::{assign_paths, manifest_name, project_dir_name, RelPath, HIDDEN_D
 const DIR_MODE: u32 = 0o750;
 /// Mode of every file the store creates.
 const FILE_MODE: u32 = 0o640;
+/// The staging folder's key among the shared directory fsyncs (folder keys of final paths
+/// are relative and never start with `/`).
+const STAGING_SYNC_KEY: &str = "/staging";
 /// Suffix of a staging file.
 const PART_SUFFIX: &str = ".part";
 
@@ -216,6 +220,8 @@ pub struct ProjectStore {
     hidden_fd: OwnedFd,
     staging_dir: PathBuf,
     staging_fd: OwnedFd,
+    /// Directory fsyncs shared by files published at once.
+    dir_syncs: dirsync::DirSyncs,
 }
 
 impl ProjectStore {
@@ -254,6 +260,7 @@ impl ProjectStore {
             hidden_fd,
             staging_dir,
             staging_fd,
+            dir_syncs: dirsync::DirSyncs::default(),
         })
     }
 
@@ -369,7 +376,15 @@ impl ProjectStore {
             shown.push(comp);
             let parent = fd.as_ref().map_or(self.dir_fd.as_fd(), |f| f.as_fd());
             let next = if create {
-                open_or_create_dir(parent, comp, &shown)?
+                // Usually there already: open it, and create it only when missing.
+                match open_dir(parent, comp, &shown) {
+                    Err(StoreError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        open_or_create_dir(parent, comp, &shown)?
+                    }
+                    other => other?,
+                }
             } else {
                 open_dir(parent, comp, &shown)?
             };
@@ -386,19 +401,25 @@ impl ProjectStore {
     /// symlinks), fsyncs the file, renames it and fsyncs the folder. An existing final path
     /// is never overwritten: that is [`StoreError::Exists`] and the caller decides.
     pub fn publish(&self, id: &FileId, rel: &RelPath) -> Result<PathBuf, StoreError> {
-        let part = part_name(id);
         let staging = self.staging_path(id);
-        let final_path = self.final_path(rel);
         let file = rustix::fs::openat(
             &self.staging_fd,
-            part.as_str(),
+            part_name(id).as_str(),
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(io_err("open", &staging))?;
         rustix::fs::fsync(&file).map_err(io_err("fsync", &staging))?;
         drop(file);
+        self.publish_synced(id, rel)
+    }
 
+    /// [`ProjectStore::publish`] for a staging file whose data the caller has already made
+    /// durable (`fdatasync` after its last write): creates the folders, renames it and fsyncs
+    /// the folders, without syncing the file again.
+    pub fn publish_synced(&self, id: &FileId, rel: &RelPath) -> Result<PathBuf, StoreError> {
+        let part = part_name(id);
+        let final_path = self.final_path(rel);
         let (parent, name) = self.parent_of(rel, true)?;
         rename_noreplace(
             self.staging_fd.as_fd(),
@@ -407,12 +428,18 @@ impl ProjectStore {
             name,
             &final_path,
         )?;
-        rustix::fs::fsync(&parent).map_err(io_err(
-            "fsync dir",
-            final_path.parent().unwrap_or(&self.dir),
-        ))?;
-        rustix::fs::fsync(&self.staging_fd).map_err(io_err("fsync dir", &self.staging_dir))?;
-        tracing::info!(file_id = %id, path = %final_path.display(), "published");
+        // Both folders' fsyncs are shared with the files published meanwhile.
+        let (folders, _) = rel.split_parent();
+        self.dir_syncs
+            .sync(&folders.join("/"), parent.as_fd())
+            .map_err(io_err(
+                "fsync dir",
+                final_path.parent().unwrap_or(&self.dir),
+            ))?;
+        self.dir_syncs
+            .sync(STAGING_SYNC_KEY, self.staging_fd.as_fd())
+            .map_err(io_err("fsync dir", &self.staging_dir))?;
+        tracing::debug!(file_id = %id, path = %final_path.display(), "published");
         Ok(final_path)
     }
 

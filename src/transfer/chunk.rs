@@ -69,6 +69,10 @@ pub(super) struct ChunkCtx {
     /// Largest range one GET asks for (4 MiB for drive-backed files, so that Azure states
     /// each range's MD5; unbounded otherwise).
     range_cap: u64,
+    /// Neither sync nor journal progress while fetching: the caller makes the whole file
+    /// durable once and journals its chunks with the file's end (small files, at most one
+    /// progress step, so a kill loses no more than the usual unsynced step).
+    deferred: bool,
 }
 
 impl ChunkCtx {
@@ -87,6 +91,7 @@ impl ChunkCtx {
     ) -> ChunkCtx {
         ChunkCtx {
             range_cap: u64::MAX,
+            deferred: false,
             client,
             journal,
             key,
@@ -111,6 +116,23 @@ impl ChunkCtx {
     /// Limits every GET to `cap` bytes.
     pub(super) fn with_range_cap(mut self, cap: u64) -> ChunkCtx {
         self.range_cap = cap.max(1);
+        self
+    }
+
+    /// Starts with `url` (asked for ahead of the file's turn) instead of asking for one; it is
+    /// used like any URL: refreshed when expired or refused.
+    pub(super) fn with_url(self, url: DownloadUrl) -> ChunkCtx {
+        if let Ok(mut slot) = self.url.try_lock() {
+            slot.url = Some(Arc::new(url));
+            slot.generation += 1;
+        }
+        self
+    }
+
+    /// Defers durability to the caller: chunks neither sync nor journal their progress; the
+    /// caller calls [`ChunkCtx::sync_file_then`] before it records anything.
+    pub(super) fn with_deferred_durability(mut self) -> ChunkCtx {
+        self.deferred = true;
         self
     }
 
@@ -507,35 +529,67 @@ impl ChunkCtx {
     /// before it succeeds); should the kernel have dropped pages with the failure, the hash
     /// cursor's read-back finds the segment wrong and it is fetched again, never published.
     async fn sync_and_journal(&self, chunk: Chunk, done: u64, crc: u32) -> Result<(), StreamError> {
-        let mut paused_since: Option<Instant> = None;
-        loop {
-            let file = self.file.clone();
-            let res = tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(|e| {
-                    StreamError::Local(TransferError::Io(format!("sync task failed: {e}")))
-                })?;
-            match res {
-                Ok(()) => break,
-                Err(e) => match TransferError::from_write(&self.key.file, e) {
-                    TransferError::DiskFull(msg) => {
-                        self.pause_for_disk(
-                            chunk,
-                            chunk.range.offset + done,
-                            &msg,
-                            &mut paused_since,
-                        )
-                        .await?
-                    }
-                    other => return Err(StreamError::Local(other)),
-                },
-            }
+        if self.deferred {
+            return Ok(());
         }
-        self.resumed_after_disk(chunk, paused_since);
+        self.sync_pausing(chunk, chunk.range.offset + done).await?;
         self.journal
             .chunk_progress(&self.key, chunk.idx, done, crc)
             .await
             .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
         Ok(())
+    }
+
+    /// `fdatasync`s the staging file, pausing (reported once) while the disk is full.
+    async fn sync_pausing(&self, chunk: Chunk, offset: u64) -> Result<(), StreamError> {
+        self.sync_then(chunk, offset, |_| ()).await
+    }
+
+    /// `fdatasync`s the staging file, pausing (reported once) while the disk is full, then runs
+    /// `then` on the synced file on the same blocking thread (one hand-off for both).
+    async fn sync_then<T: Send + 'static>(
+        &self,
+        chunk: Chunk,
+        offset: u64,
+        then: impl Fn(&std::fs::File) -> T + Send + Sync + 'static,
+    ) -> Result<T, StreamError> {
+        let then = Arc::new(then);
+        let mut paused_since: Option<Instant> = None;
+        loop {
+            let (file, then) = (self.file.clone(), then.clone());
+            let res = tokio::task::spawn_blocking(move || file.sync_data().map(|()| then(&file)))
+                .await
+                .map_err(|e| {
+                    StreamError::Local(TransferError::Io(format!("sync task failed: {e}")))
+                })?;
+            match res {
+                Ok(out) => {
+                    self.resumed_after_disk(chunk, paused_since);
+                    return Ok(out);
+                }
+                Err(e) => match TransferError::from_write(&self.key.file, e) {
+                    TransferError::DiskFull(msg) => {
+                        self.pause_for_disk(chunk, offset, &msg, &mut paused_since)
+                            .await?
+                    }
+                    other => return Err(StreamError::Local(other)),
+                },
+            }
+        }
+    }
+
+    /// Makes every byte written so far durable (`fdatasync`, pausing while the disk is full)
+    /// for a file whose chunks defer durability, then runs `then` on the synced file (the
+    /// read-back) on the same blocking thread. `chunk` only labels the log lines.
+    pub(super) async fn sync_file_then<T: Send + 'static>(
+        &self,
+        chunk: Chunk,
+        then: impl Fn(&std::fs::File) -> T + Send + Sync + 'static,
+    ) -> Result<T, TransferError> {
+        match self.sync_then(chunk, chunk.range.offset, then).await {
+            Ok(out) => Ok(out),
+            Err(StreamError::Local(e)) => Err(e),
+            Err(StreamError::Remote(e)) => Err(TransferError::Io(e.to_string())),
+        }
     }
 }

@@ -11,6 +11,14 @@
 //! durable only after the journal acknowledges the commit. A kill therefore loses at most the
 //! unsynced step of each connection, never bytes the journal claims.
 //!
+//! Small files (at most one chunk of at most one progress step) take a shorter road: no hash
+//! cursor threads and no journaling on the way. The chunk is fetched, the file `fdatasync`ed
+//! once, read back on the same blocking thread (every platform checksum, the chunk's CRC32C
+//! against the one computed on arrival, the SHA-256), published, and only then is its chunk
+//! journaled, with the file's end, in one commit (`Journal::finish_file`). A kill loses at
+//! most that one step, as for any chunk. Blocking file-system work (creating the staging
+//! file, syncing, publishing) runs off the async runtime.
+//!
 //! This module decides *what to do* on each answer through `platform`'s retry table; it does
 //! not itself know HTTP or JSON, and it never decides paths (that is `store`).
 
@@ -19,7 +27,7 @@ mod cursor;
 mod progress;
 mod space;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +39,7 @@ use crate::audit::{self, Action};
 use crate::journal::{FileKey, FileState, Journal, JournalError, NewAudit};
 use crate::model::{FileId, ProjectId, RemoteFile};
 use crate::planner::{plan_file, FileKind, FilePlan};
-use crate::platform::{Backoff, DxClient};
+use crate::platform::{Backoff, DownloadUrl, DxClient};
 use crate::store::{ProjectStore, RelPath, StoreError};
 use crate::verify;
 
@@ -206,6 +214,8 @@ pub struct Engine {
     disk: Arc<space::DiskBudget>,
     /// The platform identity (`/system/whoami`) recorded in audit records.
     identity: std::sync::Mutex<Option<String>>,
+    /// Download URLs asked for ahead of their file's turn ([`Engine::prefetch_url`]).
+    prefetched: std::sync::Mutex<HashMap<FileKey, tokio::sync::oneshot::Receiver<DownloadUrl>>>,
 }
 
 impl Engine {
@@ -233,6 +243,7 @@ impl Engine {
             progress: Arc::new(Progress::default()),
             disk: Arc::new(space::DiskBudget::default()),
             identity: std::sync::Mutex::new(None),
+            prefetched: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -265,6 +276,54 @@ impl Engine {
             sha256: None,
             detail,
         }
+    }
+
+    /// Asks for the download URL of a file that will run soon, in the background, so that it
+    /// is ready when the file starts (URL requests are pipelined ahead of the transfers
+    /// instead of each preceding its file's first byte). Only an optimisation: a failed
+    /// request is dropped and the file asks again, through the retry table, when it starts.
+    /// The caller bounds how many are outstanding and calls [`Engine::forget_prefetched`]
+    /// for files it will not run.
+    pub fn prefetch_url(&self, key: &FileKey) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let client = self.client.clone();
+        let (file, project) = (key.file.clone(), key.project.clone());
+        tokio::spawn(async move {
+            match client.download_url(&file, &project).await {
+                Ok(url) => {
+                    let _ = tx.send(url);
+                }
+                Err(e) => {
+                    debug!(project_id = %project, file_id = %file, error = %e, "download URL asked ahead failed; the file will ask again");
+                }
+            }
+        });
+        self.prefetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone(), rx);
+    }
+
+    /// Drops the URLs asked for ahead of files that will not run.
+    pub fn forget_prefetched<'k>(&self, keys: impl IntoIterator<Item = &'k FileKey>) {
+        let mut map = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in keys {
+            map.remove(key);
+        }
+    }
+
+    /// The URL asked for ahead of this file, waiting for the request if it is still out;
+    /// `None` when none was asked for or the request failed.
+    async fn take_prefetched(&self, key: &FileKey) -> Option<DownloadUrl> {
+        let rx = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key)?;
+        rx.await.ok()
     }
 
     /// Live counters for progress display.
@@ -343,16 +402,14 @@ impl Engine {
             return Ok(FileOutcome::Skipped { reason });
         }
         let key = job.key();
-        self.journal.add_attempt(&key).await?;
-        self.journal
-            .set_file_state(&key, FileState::Fetching, None)
-            .await?;
 
         // The journal's plan is authoritative for a file in progress (the chunk size may
-        // have changed in the config since); a new file is planned now.
+        // have changed in the config since); a new file is planned now. The attempt, the
+        // state and a new plan go to the journal in one commit.
         let stored = self.journal.load_plan(&key)?;
         let (plan, mut chunk_done, mut chunk_crc, mut seg_verified) = match stored {
             Some(s) if s.plan.size == remote.size => {
+                self.journal.start_file(&key, None).await?;
                 let (done, crc): (Vec<u64>, Vec<u32>) = s.chunk_done.into_iter().unzip();
                 (s.plan, done, crc, s.segment_verified)
             }
@@ -360,12 +417,13 @@ impl Engine {
                 let plan = match plan_file(remote, self.cfg.chunk_size) {
                     Ok(p) => p,
                     Err(e) => {
+                        self.journal.start_file(&key, None).await?;
                         return Ok(FileOutcome::Failed {
                             reason: format!("cannot plan the file: {e}"),
-                        })
+                        });
                     }
                 };
-                self.journal.put_plan(&key, &plan).await?;
+                self.journal.start_file(&key, Some(&plan)).await?;
                 let n = plan.chunks.len();
                 let s = plan.segments.len();
                 (plan, vec![0; n], vec![0; n], vec![false; s])
@@ -394,16 +452,19 @@ impl Engine {
                 .await?,
         );
 
-        let (file, created) = match job.store.open_staging(&remote.id, remote.size) {
-            Ok(v) => v,
-            Err(StoreError::StagingSize { .. }) => {
-                job.store.remove_staging(&remote.id).map_err(store_fatal)?;
-                job.store
-                    .open_staging(&remote.id, remote.size)
-                    .map_err(store_fatal)?
-            }
-            Err(e) => return Err(store_fatal(e)),
-        };
+        // Creating a file is a metadata operation that can take milliseconds: off the runtime.
+        let (store, id, size) = (job.store.clone(), remote.id.clone(), remote.size);
+        let (file, created) =
+            tokio::task::spawn_blocking(move || match store.open_staging(&id, size) {
+                Err(StoreError::StagingSize { .. }) => {
+                    store.remove_staging(&id)?;
+                    store.open_staging(&id, size)
+                }
+                other => other,
+            })
+            .await
+            .map_err(|e| TransferError::Io(format!("staging task failed: {e}")))?
+            .map_err(store_fatal)?;
         let file = Arc::new(file);
         if created && chunk_done.iter().any(|d| *d > 0) {
             // The staging file vanished: nothing the journal claims is there any more.
@@ -436,34 +497,185 @@ impl Engine {
             last_error: None,
         };
         let tracker = cursor::Tracker::new(&plan, &state.done);
-        let ctx = Arc::new(
-            ChunkCtx::new(
-                self.client.clone(),
-                self.journal.clone(),
-                key.clone(),
-                remote.size,
-                file.clone(),
-                self.connections.clone(),
-                self.progress.clone(),
-                self.cfg.clone(),
-                tracker.clone(),
-                reservation,
-            )
-            // Drive-backed files redirect to storage (Azure for St. Jude Cloud), which states the
-            // MD5 of ranges up to 4 MiB: fetched in such ranges, each is checked as it arrives.
-            .with_range_cap(if remote.drive.is_some() {
-                crate::platform::RANGE_MD5_MAX
-            } else {
-                u64::MAX
-            }),
-        );
-
+        // A small file (one chunk of at most one progress step) skips the hash cursor and the
+        // per-chunk journaling: it is fetched, made durable once, read back on the hashing
+        // pool and journaled with its end, in one commit.
+        let small = plan.chunks.len() <= 1 && plan.size <= self.cfg.progress_step;
+        let ctx = ChunkCtx::new(
+            self.client.clone(),
+            self.journal.clone(),
+            key.clone(),
+            remote.size,
+            file.clone(),
+            self.connections.clone(),
+            self.progress.clone(),
+            self.cfg.clone(),
+            tracker.clone(),
+            reservation,
+        )
+        // Drive-backed files redirect to storage (Azure for St. Jude Cloud), which states the
+        // MD5 of ranges up to 4 MiB: fetched in such ranges, each is checked as it arrives.
+        .with_range_cap(if remote.drive.is_some() {
+            crate::platform::RANGE_MD5_MAX
+        } else {
+            u64::MAX
+        });
+        let ctx = match self.take_prefetched(&key).await {
+            Some(url) => ctx.with_url(url),
+            None => ctx,
+        };
+        if small {
+            let ctx = ctx.with_deferred_durability();
+            return match self
+                .fetch_small(&ctx, &plan, &file, &tracker, &mut state)
+                .await?
+            {
+                Ok(report) => {
+                    let chunks = plan
+                        .chunks
+                        .iter()
+                        .map(|c| (c.idx, state.done[c.idx as usize], state.crc[c.idx as usize]))
+                        .collect();
+                    self.publish(job, &plan, report.sha256, Some(chunks)).await
+                }
+                Err(outcome) => Ok(outcome),
+            };
+        }
+        let ctx = Arc::new(ctx);
         match self
             .fetch_all(&ctx, &plan, &file, &tracker, &mut state)
             .await?
         {
-            Ok(report) => self.publish(job, &plan, report.sha256).await,
+            Ok(report) => self.publish(job, &plan, report.sha256, None).await,
             Err(outcome) => Ok(outcome),
+        }
+    }
+
+    /// A small file (at most one chunk, at most one progress step): fetches its chunk without
+    /// syncing or journaling on the way, makes the file durable, reads it back once on the
+    /// hashing pool (every platform checksum, the chunk's CRC32C against the one computed on
+    /// arrival, the SHA-256) and fetches it again, bounded, while that fails. Returns the
+    /// read-back, or the outcome that ended the file. Nothing of it is journaled here: the
+    /// caller journals the chunk with the file's end, after publishing.
+    async fn fetch_small(
+        &self,
+        ctx: &ChunkCtx,
+        plan: &FilePlan,
+        file: &Arc<std::fs::File>,
+        tracker: &Arc<cursor::Tracker>,
+        state: &mut FileRunState,
+    ) -> Result<Result<verify::ReadBack, FileOutcome>, TransferError> {
+        let key = ctx.key().clone();
+        let mut retries = 0u32;
+        loop {
+            if let Some(&c) = plan.chunks.first() {
+                let idx = c.idx as usize;
+                if state.done[idx] < c.range.len {
+                    match self
+                        .with_patience(ctx, state, ctx.fetch(c, state.done[idx], state.crc[idx]))
+                        .await
+                    {
+                        Err(outcome) => return Ok(Err(outcome)),
+                        Ok(Ok((bytes, crc))) => {
+                            state.done[idx] = bytes;
+                            state.crc[idx] = crc;
+                        }
+                        Ok(Err(ChunkFailure::Run(e))) => return Err(e),
+                        Ok(Err(ChunkFailure::File(outcome))) => return Ok(Err(outcome)),
+                    }
+                }
+            }
+            // Durable before it is read back, published or journaled; the read-back runs on
+            // the thread that synced (the file is at most one progress step).
+            let plan2 = plan.clone();
+            let read_back = move |f: &std::fs::File| read_back_small(f, &plan2);
+            let result = match plan.chunks.first() {
+                Some(&c) => ctx.sync_file_then(c, read_back).await?,
+                None => {
+                    let file2 = file.clone();
+                    tokio::task::spawn_blocking(move || read_back(&file2))
+                        .await
+                        .map_err(|e| TransferError::Io(format!("read-back task failed: {e}")))?
+                }
+            };
+            let report = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Err(FileOutcome::Failed {
+                        reason: format!("reading the staging file back: {e}"),
+                    }))
+                }
+            };
+            let crc_differs: Vec<u32> = plan
+                .chunks
+                .iter()
+                .filter(|c| {
+                    report.chunk_crcs.get(c.idx as usize) != Some(&state.crc[c.idx as usize])
+                })
+                .map(|c| c.idx)
+                .collect();
+            if report.all_ok() && crc_differs.is_empty() {
+                return Ok(Ok(report));
+            }
+            retries += 1;
+            let evidence = if report.all_ok() {
+                format!(
+                    "chunk {crc_differs:?}: the bytes read back differ from the bytes that arrived (CRC32C)"
+                )
+            } else {
+                describe_bad(plan, &report)
+            };
+            warn!(project_id = %key.project, file_id = %key.file, attempt = retries, "read-back mismatch");
+            self.journal
+                .event(
+                    crate::journal::EventLevel::Warn,
+                    Some(&key.project),
+                    Some(&key.file),
+                    evidence.clone(),
+                )
+                .await?;
+            state.last_error = Some(evidence.clone());
+            if retries > self.cfg.max_verify_retries {
+                return Ok(Err(FileOutcome::Corrupt {
+                    reason: format!(
+                        "{evidence}; still wrong after {} re-fetches",
+                        self.cfg.max_verify_retries
+                    ),
+                }));
+            }
+            let all: Vec<u32> = plan.chunks.iter().map(|c| c.idx).collect();
+            self.reset(&key, &all, state, tracker).await?;
+        }
+    }
+
+    /// Runs `fut` (a chunk's fetch) until it ends or the file has moved no byte for
+    /// `file_patience`; then the file fails with its last error.
+    async fn with_patience<T>(
+        &self,
+        ctx: &ChunkCtx,
+        state: &FileRunState,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, FileOutcome> {
+        tokio::pin!(fut);
+        loop {
+            let left = self
+                .cfg
+                .file_patience
+                .saturating_sub(ctx.since_last_progress());
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                _ = tokio::time::sleep(left) => {
+                    if ctx.since_last_progress() < self.cfg.file_patience {
+                        continue; // bytes moved (or the disk was waited for) meanwhile
+                    }
+                    let reason = format!(
+                        "no progress for {}; last error: {}",
+                        humantime::format_duration(self.cfg.file_patience),
+                        state.last_error.as_deref().or(ctx.last_error().as_deref()).unwrap_or("none")
+                    );
+                    return Err(FileOutcome::Failed { reason });
+                }
+            }
         }
     }
 
@@ -812,7 +1024,7 @@ impl Engine {
         match report {
             Ok(r) if r.all_ok() => {
                 info!(project_id = %job.project, file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
-                Ok(Some(self.finish(job, plan, r.sha256).await?))
+                Ok(Some(self.finish(job, plan, r.sha256, None).await?))
             }
             _ => Ok(Some(FileOutcome::Failed {
                 reason: format!(
@@ -833,23 +1045,36 @@ impl Engine {
             .read_back_on_pool(job.store.final_path(&job.rel_path), plan)
             .await;
         match report {
-            Ok(r) if r.all_ok() => Ok(Some(self.finish(job, plan, r.sha256).await?)),
+            Ok(r) if r.all_ok() => Ok(Some(self.finish(job, plan, r.sha256, None).await?)),
             _ => Ok(None),
         }
     }
 
+    /// Publishes a verified staging file (off the runtime: fsyncs and renames block) and
+    /// journals its end. `chunks` carries the chunks' progress of a small file, which was
+    /// not journaled while it was fetched: its data is already synced, and the chunks are
+    /// journaled with the file's end.
     async fn publish(
         &self,
         job: &FileJob,
         plan: &FilePlan,
         sha256: [u8; 32],
+        chunks: Option<Vec<(u32, u64, u32)>>,
     ) -> Result<FileOutcome, TransferError> {
-        let published = match &job.replaces {
-            Some(keep) => job
-                .store
-                .publish_replacing(&job.remote.id, &job.rel_path, keep),
-            None => job.store.publish(&job.remote.id, &job.rel_path),
-        };
+        let (store, id, rel, replaces) = (
+            job.store.clone(),
+            job.remote.id.clone(),
+            job.rel_path.clone(),
+            job.replaces.clone(),
+        );
+        let data_synced = chunks.is_some();
+        let published = tokio::task::spawn_blocking(move || match &replaces {
+            Some(keep) => store.publish_replacing(&id, &rel, keep),
+            None if data_synced => store.publish_synced(&id, &rel),
+            None => store.publish(&id, &rel),
+        })
+        .await
+        .map_err(|e| TransferError::Io(format!("publish task failed: {e}")))?;
         match published {
             Ok(_) => {}
             Err(StoreError::Exists { .. }) => {
@@ -867,7 +1092,7 @@ impl Engine {
                 })
             }
         }
-        self.finish(job, plan, sha256).await
+        self.finish(job, plan, sha256, chunks).await
     }
 
     async fn finish(
@@ -875,6 +1100,7 @@ impl Engine {
         job: &FileJob,
         plan: &FilePlan,
         sha256: [u8; 32],
+        chunks: Option<Vec<(u32, u64, u32)>>,
     ) -> Result<FileOutcome, TransferError> {
         let (state, outcome) = if plan.kind == FileKind::Unverified {
             (FileState::Unverified, FileOutcome::Unverified { sha256 })
@@ -888,10 +1114,18 @@ impl Engine {
             format!("{} {}", state.as_str(), job.rel_path),
         );
         record.sha256 = Some(sha256_hex.clone());
-        let row = self
-            .journal
-            .mark_done_audited(&job.key(), state, sha256_hex, record)
-            .await?;
+        let row = match chunks {
+            Some(chunks) => {
+                self.journal
+                    .finish_file(&job.key(), state, sha256_hex, chunks, record)
+                    .await?
+            }
+            None => {
+                self.journal
+                    .mark_done_audited(&job.key(), state, sha256_hex, record)
+                    .await?
+            }
+        };
         audit::append_logged(self.cfg.audit_log.as_deref(), &row);
         Ok(outcome)
     }
@@ -932,4 +1166,27 @@ fn describe_bad(plan: &FilePlan, report: &verify::ReadBack) -> String {
         })
         .collect();
     parts.join("; ")
+}
+
+/// Largest read of a small file's read-back.
+const SMALL_READ_BUF: usize = 256 << 10;
+
+/// The read-back of a small file through its open staging file, on the calling thread (a
+/// hashing-pool thread): one sequential read checking every segment's platform digest and
+/// every chunk's CRC32C and computing the SHA-256, without the cursor's threads.
+fn read_back_small(file: &std::fs::File, plan: &FilePlan) -> std::io::Result<verify::ReadBack> {
+    use std::os::unix::fs::FileExt as _;
+    let mut check = verify::SequentialCheck::new(plan);
+    let mut sha = crate::hashing::Sha256Hasher::new();
+    let cap = usize::try_from(plan.size).map_or(SMALL_READ_BUF, |n| n.clamp(1, SMALL_READ_BUF));
+    let mut buf = vec![0u8; cap];
+    let mut pos = 0u64;
+    while pos < plan.size {
+        let want = usize::try_from(plan.size - pos).map_or(cap, |n| n.min(cap));
+        file.read_exact_at(&mut buf[..want], pos)?;
+        check.feed(&buf[..want]);
+        sha.update(&buf[..want]);
+        pos += want as u64;
+    }
+    Ok(check.finish(sha.finish()))
 }
