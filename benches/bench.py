@@ -763,6 +763,8 @@ def main():
     ap.add_argument("--contenders", default="dxmirror,aria2c,dx")
     args = ap.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
+    # Absolute: contenders run in their own output folders (dx download writes to its cwd).
+    args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
     # Disk: one contender's output (deleted after it is checked) or the dd file at a time.
     free = shutil.disk_usage(args.workdir).free
