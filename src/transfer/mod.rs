@@ -326,6 +326,20 @@ impl Engine {
         rx.await.ok()
     }
 
+    /// Records a warning about one file in the journal's event log (what `dxmirror status`
+    /// shows).
+    async fn file_warning(&self, key: &FileKey, message: String) -> Result<(), TransferError> {
+        self.journal
+            .event(
+                crate::journal::EventLevel::Warn,
+                Some(&key.project),
+                Some(&key.file),
+                message,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Live counters for progress display.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
@@ -626,14 +640,7 @@ impl Engine {
                 describe_bad(plan, &report)
             };
             warn!(project_id = %key.project, file_id = %key.file, attempt = retries, "read-back mismatch");
-            self.journal
-                .event(
-                    crate::journal::EventLevel::Warn,
-                    Some(&key.project),
-                    Some(&key.file),
-                    evidence.clone(),
-                )
-                .await?;
+            self.file_warning(&key, evidence.clone()).await?;
             state.last_error = Some(evidence.clone());
             if retries > self.cfg.max_verify_retries {
                 return Ok(Err(FileOutcome::Corrupt {
@@ -713,14 +720,7 @@ impl Engine {
                             human_bytes(short.promised)
                         );
                         warn!(project_id = %key.project, file_id = %key.file, len = short.need, free = short.free, reserve = short.reserve, promised = short.promised, "waiting for disk space");
-                        self.journal
-                            .event(
-                                crate::journal::EventLevel::Warn,
-                                Some(&key.project),
-                                Some(&key.file),
-                                reason.clone(),
-                            )
-                            .await?;
+                        self.file_warning(&key, reason.clone()).await?;
                         self.journal
                             .set_file_state(&key, FileState::Fetching, Some(reason))
                             .await?;
@@ -875,9 +875,7 @@ impl Engine {
                                 check.actual
                             );
                             warn!(project_id = %key.project, file_id = %key.file, seg_idx = seg, attempt = state.seg_retries[seg as usize], "segment checksum mismatch");
-                            self.journal
-                                .event(crate::journal::EventLevel::Warn, Some(&key.project), Some(&key.file), evidence.clone())
-                                .await?;
+                            self.file_warning(&key, evidence.clone()).await?;
                             state.last_error = Some(evidence.clone());
                             if state.seg_retries[seg as usize] > self.cfg.max_verify_retries {
                                 tasks.abort_all();

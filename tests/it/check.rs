@@ -4,13 +4,11 @@
 
 use dxmirror::journal::{FileKey, FileState, JournalReader};
 use dxmirror::model::{ByteRange, FileId};
-use dxmirror::sandbox::{
-    Dataset, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions,
-};
+use dxmirror::sandbox::{Dataset, FileSpec, FileSpecKind, PartSizes, ProjectSpec};
 
 use crate::support::{
-    assert_matches_dataset, assert_mirrored, kill_when_served, spawn_sync, Env, EnvOptions,
-    SandboxProcess,
+    assert_matches_dataset, assert_mirrored, kill_when_served, served_env, spawn_sync, Env,
+    EnvOptions, SandboxProcess,
 };
 
 fn flip(path: &std::path::Path, at: u64) {
@@ -34,19 +32,11 @@ async fn bit_rot_in_finished_files_is_found_and_only_damaged_chunks_refetched() 
             FileSpec::new("/restricted/CNV", "plain.txt", 300 << 10)
                 .kind(FileSpecKind::NoChecksum(PartSizes::Uniform(300 << 10))),
         );
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(12, vec![spec]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let project = sandbox.projects()[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"64KiB\"".into(),
-    });
+    let (sandbox, project, env) = served_env(
+        Dataset::build(12, vec![spec]).unwrap(),
+        "chunk-size = \"64KiB\"",
+    )
+    .await;
     assert!(env.sync().await.unwrap().is_ok());
     let out = env.bin_async(&["verify"]).await;
     assert!(
@@ -206,19 +196,11 @@ async fn large_files_verified_in_pieces_find_damage_in_every_part_kind() {
         .file(
             FileSpec::new("/restricted/bam", "single.bam", 18 * MIB).kind(FileSpecKind::SinglePart),
         );
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(13, vec![spec]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let project = sandbox.projects()[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"4MiB\"".into(),
-    });
+    let (sandbox, project, env) = served_env(
+        Dataset::build(13, vec![spec]).unwrap(),
+        "chunk-size = \"4MiB\"",
+    )
+    .await;
     assert!(env.sync().await.unwrap().is_ok());
     let out = env.bin_async(&["verify", "--json"]).await;
     assert!(

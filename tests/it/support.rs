@@ -330,3 +330,22 @@ pub fn assert_matches_dataset(env: &Env, project: &ProjectId, dataset: &Dataset)
         "staging files left"
     );
 }
+
+/// Serves `dataset` in-process and writes a mirror set-up for its first project, with `extra`
+/// config lines.
+pub async fn served_env(dataset: Dataset, extra: impl Into<String>) -> (Sandbox, ProjectId, Env) {
+    let sandbox = Sandbox::start(dxmirror::sandbox::SandboxOptions {
+        dataset,
+        ..dxmirror::sandbox::SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: sandbox.token(),
+        projects: vec![project.clone()],
+        extra: extra.into(),
+    });
+    (sandbox, project, env)
+}
