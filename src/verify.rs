@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -371,6 +371,70 @@ impl<'a> SequentialCheck<'a> {
     }
 }
 
+/// SHA-256 on a thread of its own beside a reader, fed through a small pool of recycled
+/// buffers (memory is bounded to `buffers * size`), so that the reader's other digests and the
+/// SHA-256 use two cores. Used by [`read_back`] and by the transfer engine's hash cursor.
+pub struct ShaBeside {
+    to_sha: mpsc::SyncSender<(Vec<u8>, usize)>,
+    back: mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<[u8; 32]>,
+    allocated: usize,
+    buffers: usize,
+    size: usize,
+}
+
+impl ShaBeside {
+    /// Starts the SHA-256 thread; at most `buffers` buffers of `size` bytes will exist.
+    pub fn spawn(buffers: usize, size: usize) -> io::Result<ShaBeside> {
+        let (to_sha, sha_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(buffers);
+        let (back_tx, back) = mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("dxmirror-sha256".into())
+            .spawn(move || {
+                let mut sha = Sha256Hasher::new();
+                for (buf, n) in sha_rx {
+                    sha.update(&buf[..n]);
+                    // The reader may have stopped; then the buffer is simply dropped.
+                    let _ = back_tx.send(buf);
+                }
+                sha.finish()
+            })?;
+        Ok(ShaBeside {
+            to_sha,
+            back,
+            thread,
+            allocated: 0,
+            buffers: buffers.max(1),
+            size,
+        })
+    }
+
+    /// A buffer to read into: one the SHA-256 is done with, a new one while under the cap, or
+    /// else the next one to come back. `None` when the thread has ended (it panicked).
+    pub fn buffer(&mut self) -> Option<Vec<u8>> {
+        match self.back.try_recv() {
+            Ok(b) => Some(b),
+            Err(_) if self.allocated < self.buffers => {
+                self.allocated += 1;
+                Some(vec![0u8; self.size])
+            }
+            Err(_) => self.back.recv().ok(),
+        }
+    }
+
+    /// Hands the first `n` bytes of `buf` (the next bytes of the stream) to the SHA-256.
+    /// False when the thread has ended.
+    pub fn hash(&self, buf: Vec<u8>, n: usize) -> bool {
+        self.to_sha.send((buf, n)).is_ok()
+    }
+
+    /// The SHA-256 of everything handed over; `None` if the thread panicked.
+    pub fn finish(self) -> Option<[u8; 32]> {
+        drop(self.to_sha);
+        self.thread.join().ok()
+    }
+}
+
 /// Reads a whole file once, sequentially, computing every segment's platform digest, every
 /// chunk's CRC32C and the whole-file SHA-256. SHA-256 runs on a second thread fed through a
 /// small pool of buffers, so memory stays at a few MiB whatever the file size.
@@ -393,63 +457,28 @@ pub fn read_back(path: &Path, plan: &FilePlan) -> Result<ReadBack, VerifyError> 
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
 
     let mut plan_hashing = PlanHashing::new(plan);
-    let (to_sha, sha_rx) = mpsc::sync_channel::<(Arc<Vec<u8>>, usize)>(BUFFERS);
-    let (back_tx, back_rx) = mpsc::channel::<Arc<Vec<u8>>>();
-
-    let (actual_size, sha256) = std::thread::scope(|scope| {
-        let sha_thread = scope.spawn(move || {
-            let mut sha = Sha256Hasher::new();
-            for (buf, n) in sha_rx {
-                sha.update(&buf[..n]);
-                // The reader may be gone after an error; then the buffer is simply dropped.
-                let _ = back_tx.send(buf);
-            }
-            sha.finish()
-        });
-
-        let mut allocated = 0usize;
-        let mut pos = 0u64;
-        let read_result: Result<(), VerifyError> = (|| loop {
-            // Reuse a buffer the SHA thread is done with, or allocate while under the cap.
-            let buf = if allocated < BUFFERS {
-                match back_rx.try_recv() {
-                    Ok(b) => b,
-                    Err(_) => {
-                        allocated += 1;
-                        Arc::new(vec![0u8; BUF_SIZE])
-                    }
-                }
-            } else {
-                match back_rx.recv() {
-                    Ok(b) => b,
-                    // The SHA thread ended early (it panicked): its join reports that.
-                    Err(_) => return Ok(()),
-                }
-            };
-            // We dropped our clone before sending, so this is the only reference.
-            let mut buf = Arc::try_unwrap(buf).unwrap_or_else(|_| vec![0u8; BUF_SIZE]);
-            let n = read_full(&mut file, &mut buf).map_err(io_err("read"))?;
-            if n == 0 {
-                return Ok(());
-            }
-            plan_hashing.feed(pos, &buf[..n]);
-            pos += n as u64;
-            if to_sha.send((Arc::new(buf), n)).is_err() {
-                return Ok(());
-            }
-        })();
-        drop(to_sha);
-        let sha = sha_thread.join();
-        read_result?;
-        match sha {
-            Ok(sha) => Ok((pos, sha)),
-            Err(_) => Err(VerifyError::Io {
-                op: "hash",
-                path: path.to_owned(),
-                source: io::Error::other("sha-256 thread panicked"),
-            }),
+    let hash_err = || VerifyError::Io {
+        op: "hash",
+        path: path.to_owned(),
+        source: io::Error::other("sha-256 thread failed"),
+    };
+    let mut sha = ShaBeside::spawn(BUFFERS, BUF_SIZE).map_err(io_err("start hashing"))?;
+    let mut actual_size = 0u64;
+    loop {
+        let Some(mut buf) = sha.buffer() else {
+            return Err(hash_err());
+        };
+        let n = read_full(&mut file, &mut buf).map_err(io_err("read"))?;
+        if n == 0 {
+            break;
         }
-    })?;
+        plan_hashing.feed(actual_size, &buf[..n]);
+        actual_size += n as u64;
+        if !sha.hash(buf, n) {
+            return Err(hash_err());
+        }
+    }
+    let sha256 = sha.finish().ok_or_else(hash_err)?;
 
     let (segments, chunk_crcs) = plan_hashing.finish(actual_size);
     let report = ReadBack {

@@ -11,14 +11,12 @@
 //! starts over from offset 0 with fresh digests: a SHA-256 cannot be rewound.
 
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::hashing::Sha256Hasher;
 use crate::planner::FilePlan;
-use crate::verify::{ReadBack, SegmentCheck, SequentialCheck};
+use crate::verify::{ReadBack, SegmentCheck, SequentialCheck, ShaBeside};
 
 /// Size of one read of the cursor.
 const BUF_SIZE: usize = 512 << 10;
@@ -227,17 +225,16 @@ fn one_pass(
         return Wait::Cancelled;
     }
 
-    let (to_sha, sha_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
-    let sha_thread = std::thread::spawn(move || {
-        let mut sha = Sha256Hasher::new();
-        for (buf, n) in sha_rx {
-            sha.update(&buf[..n]);
-            let _ = back_tx.send(buf);
+    let mut sha = match ShaBeside::spawn(BUFFERS, BUF_SIZE) {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = events.send(CursorEvent::Failed {
+                epoch,
+                error: format!("cannot start the SHA-256 thread: {e}"),
+            });
+            return Wait::Cancelled;
         }
-        sha.finish()
-    });
-    let mut allocated = 0usize;
+    };
     let outcome = loop {
         if check.pos() == plan.size {
             break None;
@@ -247,16 +244,8 @@ fn one_pass(
             other => break Some(other),
         };
         while check.pos() < upto {
-            let mut buf = match back_rx.try_recv() {
-                Ok(b) => b,
-                Err(_) if allocated < BUFFERS => {
-                    allocated += 1;
-                    vec![0u8; BUF_SIZE]
-                }
-                Err(_) => match back_rx.recv() {
-                    Ok(b) => b,
-                    Err(_) => return Wait::Cancelled,
-                },
+            let Some(mut buf) = sha.buffer() else {
+                return Wait::Cancelled;
             };
             let want = (upto - check.pos()).min(BUF_SIZE as u64) as usize;
             if let Err(e) = file.read_exact_at(&mut buf[..want], check.pos()) {
@@ -270,7 +259,7 @@ fn one_pass(
                 return Wait::Cancelled;
             }
             let done = check.feed(&buf[..want]);
-            if to_sha.send((buf, want)).is_err() {
+            if !sha.hash(buf, want) {
                 return Wait::Cancelled;
             }
             if !send_segments(&check, done) {
@@ -278,10 +267,8 @@ fn one_pass(
             }
         }
     };
-    drop(to_sha);
-    let sha256 = match sha_thread.join() {
-        Ok(h) => h,
-        Err(_) => return Wait::Cancelled,
+    let Some(sha256) = sha.finish() else {
+        return Wait::Cancelled;
     };
     if let Some(stop) = outcome {
         return stop;

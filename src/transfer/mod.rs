@@ -1016,21 +1016,16 @@ impl Engine {
         job: &FileJob,
         plan: &FilePlan,
     ) -> Result<Option<FileOutcome>, TransferError> {
-        let report = self
-            .read_back_on_pool(job.store.final_path(&job.rel_path), plan)
-            .await;
-        match report {
-            Ok(r) if r.all_ok() => {
-                info!(project_id = %job.project, file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
-                Ok(Some(self.finish(job, plan, r.sha256, None).await?))
-            }
-            _ => Ok(Some(FileOutcome::Failed {
-                reason: format!(
-                    "a different file already exists at {}; move it away and run again",
-                    job.store.final_path(&job.rel_path).display()
-                ),
-            })),
+        if let Some(outcome) = self.adopt_if_verified(job, plan).await? {
+            info!(project_id = %job.project, file_id = %job.remote.id, path = %job.rel_path, "existing file verified; adopted without fetching");
+            return Ok(Some(outcome));
         }
+        Ok(Some(FileOutcome::Failed {
+            reason: format!(
+                "a different file already exists at {}; move it away and run again",
+                job.store.final_path(&job.rel_path).display()
+            ),
+        }))
     }
 
     /// A file already at its final path: adopt it if it verifies; `None` otherwise.

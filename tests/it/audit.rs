@@ -13,7 +13,7 @@ use dxmirror::sandbox::{
     SandboxOptions,
 };
 
-use crate::support::{assert_mirrored, Env, EnvOptions};
+use crate::support::{assert_mirrored, served_env_with, Env, EnvOptions};
 
 fn stdout(out: &Output) -> String {
     assert!(
@@ -178,24 +178,19 @@ async fn a_file_ending_corrupt_is_recorded_quarantined() {
         FileSpec::new("/restricted/bam", "parts.bam", 256 << 10)
             .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(128 << 10))),
     );
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(3, vec![spec]).unwrap(),
-        faults: FaultConfig {
-            seed: 5,
-            ..FaultConfig::default()
-        }
-        .with(BodyFault::Flip, 1.0),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let project = sandbox.projects()[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"64KiB\"\nmax-verify-retries = 1".into(),
-    });
+    let (_sandbox, project, env) = served_env_with(
+        SandboxOptions {
+            dataset: Dataset::build(3, vec![spec]).unwrap(),
+            faults: FaultConfig {
+                seed: 5,
+                ..FaultConfig::default()
+            }
+            .with(BodyFault::Flip, 1.0),
+            ..SandboxOptions::default()
+        },
+        "chunk-size = \"64KiB\"\nmax-verify-retries = 1",
+    )
+    .await;
     let summary = env.sync().await.unwrap();
     assert!(!summary.is_ok(), "{summary:#?}");
     let reader = JournalReader::open(&env.state()).unwrap();

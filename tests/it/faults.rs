@@ -15,7 +15,7 @@ use dxmirror::sandbox::{
     SandboxOptions, ServeStats,
 };
 
-use crate::support::{assert_mirrored, Env, EnvOptions};
+use crate::support::{assert_mirrored, served_env_with, Env};
 
 /// Seed of every fault decision in this file.
 const SEED: u64 = 7;
@@ -151,21 +151,16 @@ impl Run {
 /// and checks what every fault test checks: summary ok, every file byte-identical, no staging
 /// file left, some fault fired.
 async fn run(faults: FaultConfig, checked_only: bool, extra: &str) -> Run {
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: dataset(checked_only),
-        faults,
-        retry_after_secs: 1,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let project = sandbox.projects()[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: format!("{ENGINE}{extra}"),
-    });
+    let (sandbox, project, env) = served_env_with(
+        SandboxOptions {
+            dataset: dataset(checked_only),
+            faults,
+            retry_after_secs: 1,
+            ..SandboxOptions::default()
+        },
+        format!("{ENGINE}{extra}"),
+    )
+    .await;
     let started = Instant::now();
     let summary = env.sync().await.unwrap();
     let elapsed = started.elapsed();

@@ -4,7 +4,7 @@
 
 use dxmirror::sandbox::{Sandbox, SandboxOptions};
 
-use crate::support::{assert_mirrored, Env, EnvOptions};
+use crate::support::{assert_mirrored, served_env_with, Env, EnvOptions};
 
 /// Every file under `dir`, recursively, as bytes.
 fn all_bytes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -30,19 +30,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn the_token_never_reaches_logs_errors_status_or_the_journal() {
     const TOKEN: &str = "PLANTED-SECRET-7f3a9c2e5b1d";
-    let sandbox = Sandbox::start(SandboxOptions {
-        token: TOKEN.into(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let project = sandbox.projects()[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: TOKEN.into(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"64KiB\"".into(),
-    });
+    let (sandbox, project, env) = served_env_with(
+        SandboxOptions {
+            token: TOKEN.into(),
+            ..SandboxOptions::default()
+        },
+        "chunk-size = \"64KiB\"",
+    )
+    .await;
     let config = env.config_path.clone();
     let exe = env!("CARGO_BIN_EXE_dxmirror");
     // The most verbose logging there is, a sync, status in both forms, check-config, and a

@@ -334,12 +334,22 @@ pub fn assert_matches_dataset(env: &Env, project: &ProjectId, dataset: &Dataset)
 /// Serves `dataset` in-process and writes a mirror set-up for its first project, with `extra`
 /// config lines.
 pub async fn served_env(dataset: Dataset, extra: impl Into<String>) -> (Sandbox, ProjectId, Env) {
-    let sandbox = Sandbox::start(dxmirror::sandbox::SandboxOptions {
-        dataset,
-        ..dxmirror::sandbox::SandboxOptions::default()
-    })
+    served_env_with(
+        dxmirror::sandbox::SandboxOptions {
+            dataset,
+            ..dxmirror::sandbox::SandboxOptions::default()
+        },
+        extra,
+    )
     .await
-    .unwrap();
+}
+
+/// [`served_env`] with every sandbox option the test's own.
+pub async fn served_env_with(
+    options: dxmirror::sandbox::SandboxOptions,
+    extra: impl Into<String>,
+) -> (Sandbox, ProjectId, Env) {
+    let sandbox = Sandbox::start(options).await.unwrap();
     let project = sandbox.projects()[0].clone();
     let env = Env::new(EnvOptions {
         api_url: sandbox.api_url(),
