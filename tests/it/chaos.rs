@@ -10,8 +10,7 @@ use dxmirror::platform::RANGE_MD5_MAX;
 use dxmirror::sandbox::Dataset;
 
 use crate::support::{
-    assert_matches_dataset, kill_when_served, spawn_sync, sync_to_the_end, Env, EnvOptions,
-    SandboxProcess,
+    assert_matches_dataset, kill_when_served, spawn_sync, sync_to_the_end, Env, SandboxProcess,
 };
 
 /// Bytes the journal counts as durable for `project` (finished files and chunk progress).
@@ -45,16 +44,10 @@ async fn twenty_sigkills_with_every_fault_on_end_verified_within_the_byte_bound(
         "--retry-after",
         "1",
     ]);
-    let project = sandbox.projects[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url.clone(),
-        token: sandbox.token.clone(),
-        projects: vec![project.clone()],
-        extra: format!(
-            "chunk-size = \"1MiB\"\nprogress-step = \"256KiB\"\nstall-timeout = \"1s\"\n\
+    let (project, env) = sandbox.env(format!(
+        "chunk-size = \"1MiB\"\nprogress-step = \"256KiB\"\nstall-timeout = \"1s\"\n\
              max-connections = {CONNECTIONS}\nmax-connections-per-file = 2\n"
-        ),
-    });
+    ));
     let dataset = Dataset::chaos(SIZE);
     let largest_part = dataset
         .files

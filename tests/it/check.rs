@@ -7,8 +7,8 @@ use dxmirror::model::{ByteRange, FileId};
 use dxmirror::sandbox::{Dataset, FileSpec, FileSpecKind, PartSizes, ProjectSpec};
 
 use crate::support::{
-    assert_matches_dataset, assert_mirrored, kill_when_served, served_env, spawn_sync, Env,
-    EnvOptions, SandboxProcess,
+    assert_matches_dataset, assert_mirrored, kill_when_served, served_env, spawn_sync,
+    SandboxProcess,
 };
 
 fn flip(path: &std::path::Path, at: u64) {
@@ -113,13 +113,7 @@ async fn bit_rot_in_finished_files_is_found_and_only_damaged_chunks_refetched() 
 async fn damage_to_a_staged_file_is_found_by_verify_and_repaired() {
     const SIZE: u64 = 48 << 20;
     let sandbox = SandboxProcess::start(&["--dataset", "large:48MiB", "--bandwidth", "16MiB"]);
-    let project = sandbox.projects[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url.clone(),
-        token: sandbox.token.clone(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"2MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 4\nmax-connections-per-file = 2\n".into(),
-    });
+    let (project, env) = sandbox.env("chunk-size = \"2MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 4\nmax-connections-per-file = 2\n");
     kill_when_served(&sandbox, spawn_sync(&env), SIZE / 2).await;
 
     let reader = JournalReader::open(&env.state()).unwrap();

@@ -9,8 +9,7 @@ use dxmirror::journal::JournalReader;
 use dxmirror::sandbox::{Dataset, ServeStats};
 
 use crate::support::{
-    assert_matches_dataset, kill_when_served, spawn_sync, sync_to_the_end, Env, EnvOptions,
-    SandboxProcess,
+    assert_matches_dataset, kill_when_served, spawn_sync, sync_to_the_end, SandboxProcess,
 };
 
 /// Served intervals of each file, split by the run (0, 1, ...) that received them.
@@ -69,13 +68,7 @@ async fn sigkill_at_seeded_progress_then_resume_refetches_only_what_was_in_fligh
     const STEP: u64 = 1 << 20;
     const WRITE_BUFFER: u64 = 1 << 20;
     let sandbox = SandboxProcess::start(&["--dataset", "large:96MiB", "--bandwidth", "24MiB"]);
-    let project = sandbox.projects[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url.clone(),
-        token: sandbox.token.clone(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"8MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 6\nmax-connections-per-file = 3\n".into(),
-    });
+    let (project, env) = sandbox.env("chunk-size = \"8MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 6\nmax-connections-per-file = 3\n");
 
     // Seeded kill points: fractions of the data size served so far.
     let mut rng = fastrand::Rng::with_seed(20261125);
@@ -110,13 +103,7 @@ async fn sigkill_at_seeded_progress_then_resume_refetches_only_what_was_in_fligh
 async fn damage_to_a_staged_file_is_found_at_resume_and_only_its_chunk_refetched() {
     const SIZE: u64 = 48 << 20;
     let sandbox = SandboxProcess::start(&["--dataset", "large:48MiB", "--bandwidth", "16MiB"]);
-    let project = sandbox.projects[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url.clone(),
-        token: sandbox.token.clone(),
-        projects: vec![project.clone()],
-        extra: "chunk-size = \"2MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 4\nmax-connections-per-file = 2\n".into(),
-    });
+    let (project, env) = sandbox.env("chunk-size = \"2MiB\"\nprogress-step = \"1MiB\"\nmax-connections = 4\nmax-connections-per-file = 2\n");
     let first = kill_when_served(&sandbox, spawn_sync(&env), SIZE / 2).await;
 
     // Flip one byte inside a chunk the journal says is complete, in every staged file that

@@ -223,6 +223,18 @@ impl SandboxProcess {
         }
     }
 
+    /// A mirror set-up for this sandbox's first project, with `extra` config lines.
+    pub fn env(&self, extra: impl Into<String>) -> (ProjectId, Env) {
+        let project = self.projects[0].clone();
+        let env = Env::new(EnvOptions {
+            api_url: self.api_url.clone(),
+            token: self.token.clone(),
+            projects: vec![project.clone()],
+            extra: extra.into(),
+        });
+        (project, env)
+    }
+
     pub async fn stats(&self) -> ServeStats {
         self.http
             .get(format!("{}/_sandbox/stats", self.api_url))

@@ -255,13 +255,7 @@ async fn a_bad_token_exits_non_zero_with_a_clear_message() {
         projects: vec![project],
         extra: String::new(),
     });
-    let out = tokio::task::spawn_blocking(move || {
-        let out = env.bin(&["sync"]);
-        drop(env);
-        out
-    })
-    .await
-    .unwrap();
+    let out = env.bin_async(&["sync"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("rejected the token"), "{stderr}");
@@ -368,13 +362,7 @@ async fn a_second_writer_is_refused() {
     let env = env_for(&sandbox, sandbox.projects(), "");
     let cfg = env.config();
     let _held = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        let out = env.bin(&["sync"]);
-        drop(env);
-        out
-    })
-    .await
-    .unwrap();
+    let out = env.bin_async(&["sync"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("already holds"), "{stderr}");
