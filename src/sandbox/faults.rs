@@ -20,7 +20,7 @@ pub enum FaultError {
     #[error("unknown fault {0:?}")]
     UnknownFault(String),
     /// A value that is not a number in range.
-    #[error("bad value {value:?} for fault {name}: expected a rate in [0,1] (or seconds)")]
+    #[error("bad value {value:?} for fault {name}: expected a rate in [0,1] (or a whole number for seed, stall_secs, flip_first)")]
     BadValue {
         /// The fault.
         name: String,
@@ -65,6 +65,10 @@ pub struct FaultConfig {
     pub api429: f64,
     /// How long a stalled response holds the connection, in seconds.
     pub stall_secs: u64,
+    /// Download/storage: the first this many serves of every range each carry a flipped byte
+    /// (whatever the other rates), so that a range heals only on its serve number
+    /// `flip_first + 1`.
+    pub flip_first: u64,
 }
 
 impl Default for FaultConfig {
@@ -86,6 +90,7 @@ impl Default for FaultConfig {
             api503: 0.0,
             api429: 0.0,
             stall_secs: 30,
+            flip_first: 0,
         }
     }
 }
@@ -203,6 +208,9 @@ impl FaultConfig {
 
     /// The first body fault that fires for the `nth` request (from 0) of `[start, end)` of a file.
     pub fn body_fault(&self, file: &str, start: u64, end: u64, nth: u64) -> Option<BodyFault> {
+        if nth < self.flip_first {
+            return Some(BodyFault::Flip);
+        }
         BodyFault::ALL.into_iter().find(|f| {
             fires(
                 self.seed,
@@ -234,7 +242,8 @@ impl FaultConfig {
         Duration::from_secs(self.stall_secs)
     }
 
-    /// Parses `reset=0.05,flip=0.01,seed=7,stall_secs=5` (empty string: no faults).
+    /// Parses `reset=0.05,flip=0.01,seed=7,stall_secs=5,flip_first=2` (empty string: no
+    /// faults).
     pub fn parse(s: &str) -> Result<FaultConfig, FaultError> {
         let mut cfg = FaultConfig::default();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -246,13 +255,14 @@ impl FaultConfig {
                 name: name.to_owned(),
                 value: value.to_owned(),
             };
-            if name == "seed" || name == "stall_secs" {
-                let v: u64 = value.parse().map_err(|_| bad())?;
-                if name == "seed" {
-                    cfg.seed = v;
-                } else {
-                    cfg.stall_secs = v;
-                }
+            let count = match name {
+                "seed" => Some(&mut cfg.seed),
+                "stall_secs" => Some(&mut cfg.stall_secs),
+                "flip_first" => Some(&mut cfg.flip_first),
+                _ => None,
+            };
+            if let Some(slot) = count {
+                *slot = value.parse().map_err(|_| bad())?;
                 continue;
             }
             let rate: f64 = value.parse().map_err(|_| bad())?;
@@ -310,6 +320,18 @@ mod tests {
         assert!(FaultConfig::parse("reset=2").is_err());
         assert!(FaultConfig::parse("reset").is_err());
         assert_eq!(FaultConfig::default().body_fault("f", 0, 1, 0), None);
+    }
+
+    #[test]
+    fn flip_first_damages_exactly_the_first_serves_of_every_range() {
+        let cfg = FaultConfig::parse("flip_first=2").unwrap();
+        assert_eq!(cfg.flip_first, 2);
+        for (start, end) in [(0, 10), (10, 4096)] {
+            assert_eq!(cfg.body_fault("f", start, end, 0), Some(BodyFault::Flip));
+            assert_eq!(cfg.body_fault("f", start, end, 1), Some(BodyFault::Flip));
+            assert_eq!(cfg.body_fault("f", start, end, 2), None);
+        }
+        assert!(FaultConfig::parse("flip_first=0.5").is_err());
     }
 
     #[test]

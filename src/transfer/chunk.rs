@@ -31,10 +31,65 @@ pub(super) enum ChunkFailure {
 /// Fresh download URLs refused in a row, with no byte arriving, before a file fails.
 const MAX_FRUITLESS_REFRESHES: u32 = 8;
 
-/// Why one GET stopped: the remote side (handled by the retry table) or this machine.
+/// Why one GET stopped: the remote side (handled by the retry table), a range whose bytes
+/// arrived but did not match the storage's `Content-MD5`, or this machine.
 enum StreamError {
     Remote(PlatformError),
+    /// A checked range arrived whole but damaged: a checksum failure, never progress.
+    Mismatch(RangeMismatch),
     Local(TransferError),
+}
+
+/// A range whose bytes did not match the `Content-MD5` the storage host stated for them.
+#[derive(Debug, Clone)]
+struct RangeMismatch {
+    /// The bytes of the file the GET delivered.
+    range: ByteRange,
+    /// What the storage host stated.
+    expected: [u8; 16],
+    /// What the bytes hash to.
+    actual: [u8; 16],
+}
+
+impl std::fmt::Display for RangeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bytes {}..{}: Content-MD5 mismatch (storage stated {}, the bytes that arrived hash to {})",
+            self.range.offset,
+            self.range.end(),
+            hex::encode(self.expected),
+            hex::encode(self.actual)
+        )
+    }
+}
+
+/// How often one file's failures of the same kind reach the log: at most once per
+/// [`LogLimiter::EVERY`], the others counted and named in the next line.
+#[derive(Debug, Default)]
+pub(super) struct LogLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// The shortest time between two lines.
+    pub(super) const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Whether a failure at `now` is logged; if so, how many were left out since the last
+    /// line.
+    pub(super) fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(at) if now.saturating_duration_since(at) < Self::EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
 }
 
 impl From<PlatformError> for StreamError {
@@ -64,6 +119,8 @@ pub(super) struct ChunkCtx {
     url: tokio::sync::Mutex<UrlSlot>,
     last_progress: Mutex<Instant>,
     last_error: Mutex<Option<String>>,
+    /// Bounds the log lines of damaged ranges.
+    mismatch_log: Mutex<LogLimiter>,
     tracker: Arc<super::cursor::Tracker>,
     reservation: Arc<super::space::Reservation>,
     /// Largest range one GET asks for (4 MiB for drive-backed files, so that Azure states
@@ -107,6 +164,7 @@ impl ChunkCtx {
             }),
             last_progress: Mutex::new(Instant::now()),
             last_error: Mutex::new(None),
+            mismatch_log: Mutex::new(LogLimiter::default()),
             tracker,
             reservation,
         }
@@ -152,7 +210,7 @@ impl ChunkCtx {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    fn note_error(&self, e: &PlatformError) {
+    fn note_error(&self, e: &dyn std::fmt::Display) {
         if let Ok(mut slot) = self.last_error.lock() {
             *slot = Some(e.to_string());
         }
@@ -221,6 +279,9 @@ impl ChunkCtx {
         // Fresh URLs refused again and again without a byte arriving: back off, then give up,
         // rather than hammer the API with URL requests.
         let mut refreshes: u32 = 0;
+        // Damaged arrivals of the range starting at `done`: only a range that matched its
+        // checksum resets this, never bytes merely arriving.
+        let mut mismatches: u32 = 0;
         while done < chunk.range.len {
             let done_before = done;
             let permit = self
@@ -244,10 +305,18 @@ impl ChunkCtx {
             drop(permit);
             if done > done_before {
                 refreshes = 0;
+                mismatches = 0;
             }
             let err = match res {
                 Ok(()) => continue,
                 Err(StreamError::Local(e)) => return Err(ChunkFailure::Run(e)),
+                Err(StreamError::Mismatch(m)) => {
+                    mismatches += 1;
+                    self.range_damaged(chunk, &m, mismatches)?;
+                    attempt += 1;
+                    tokio::time::sleep(self.cfg.backoff.next_delay(attempt)).await;
+                    continue;
+                }
                 Err(StreamError::Remote(e)) => e,
             };
             self.note_error(&err);
@@ -300,6 +369,35 @@ impl ChunkCtx {
             }
         }
         Ok((done, crc))
+    }
+
+    /// Counts one damaged arrival of a checked range against `max_verify_retries` (the same
+    /// bound as a segment's re-fetches): logged at a bounded rate, and once the bound is
+    /// passed the file ends corrupt with the evidence.
+    fn range_damaged(
+        &self,
+        chunk: Chunk,
+        m: &RangeMismatch,
+        mismatches: u32,
+    ) -> Result<(), ChunkFailure> {
+        self.note_error(m);
+        let admitted = self
+            .mismatch_log
+            .lock()
+            .ok()
+            .and_then(|mut l| l.admit(Instant::now()));
+        if let Some(suppressed) = admitted {
+            warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, offset = m.range.offset, len = m.range.len, attempt = mismatches, suppressed, error = %m, "range damaged in transit; fetching it again");
+        }
+        let bound = self.cfg.max_verify_retries;
+        if mismatches > bound {
+            return Err(ChunkFailure::File(FileOutcome::Corrupt {
+                reason: format!(
+                    "{m}; still wrong after {bound} re-fetches (max-verify-retries): the storage keeps serving bytes that do not match its own checksum"
+                ),
+            }));
+        }
+        Ok(())
     }
 
     /// One GET of `range` (the missing tail of `chunk`): writes what arrives, syncing and
@@ -378,9 +476,6 @@ impl ChunkCtx {
             let finished = bytes.is_none();
             if let Some(b) = bytes {
                 buf.extend_from_slice(&b);
-                if *attempt > 0 {
-                    *attempt = 0;
-                }
             }
             if buf.len() >= self.cfg.write_buffer || (finished && !buf.is_empty()) {
                 let offset = chunk.range.offset + *done + held;
@@ -392,7 +487,7 @@ impl ChunkCtx {
                 held += data.len() as u64;
                 data.clear();
                 buf = data;
-                self.note_progress();
+                // Not progress yet: these bytes count only once the range matches.
             }
             if finished {
                 break;
@@ -400,17 +495,16 @@ impl ChunkCtx {
         }
         let got = md5.finish();
         if got != expected {
-            return Err(StreamError::Remote(PlatformError::BadResponse {
-                url: "storage".into(),
-                what: format!(
-                    "Content-MD5 mismatch for bytes {}..{}: the range was damaged in transit",
-                    chunk.range.offset + *done,
-                    chunk.range.offset + *done + held
-                ),
+            return Err(StreamError::Mismatch(RangeMismatch {
+                range: ByteRange::new(chunk.range.offset + *done, held),
+                expected,
+                actual: got,
             }));
         }
         *done += held;
         *crc = held_crc;
+        // A range that matched its checksum is what proves the connection works again.
+        *attempt = 0;
         self.counted(chunk, *done, held);
         if held > 0 {
             self.sync_and_journal(chunk, *done, *crc).await?;
@@ -590,6 +684,40 @@ impl ChunkCtx {
             Ok(out) => Ok(out),
             Err(StreamError::Local(e)) => Err(e),
             Err(StreamError::Remote(e)) => Err(TransferError::Io(e.to_string())),
+            Err(StreamError::Mismatch(m)) => Err(TransferError::Io(m.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn log_limiter_admits_one_line_per_interval_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut l = LogLimiter::default();
+        assert_eq!(l.admit(t0), Some(0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(4)), None);
+        assert_eq!(l.admit(t0 + LogLimiter::EVERY), Some(2));
+        assert_eq!(l.admit(t0 + LogLimiter::EVERY * 3), Some(0));
+    }
+
+    #[test]
+    fn mismatch_names_the_range_and_both_digests() {
+        let m = RangeMismatch {
+            range: ByteRange::new(4096, 100),
+            expected: [0xab; 16],
+            actual: [0x01; 16],
+        };
+        let text = m.to_string();
+        assert!(
+            text.starts_with("bytes 4096..4196: Content-MD5 mismatch"),
+            "{text}"
+        );
+        assert!(text.contains(&"ab".repeat(16)), "{text}");
+        assert!(text.contains(&"01".repeat(16)), "{text}");
     }
 }

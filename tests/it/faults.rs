@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use dxmirror::journal::{EventLevel, JournalReader};
+use dxmirror::journal::{EventLevel, FileState, JournalReader};
 use dxmirror::model::{ByteRange, ChecksumType, ProjectId};
 use dxmirror::sandbox::{
     BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
@@ -465,5 +465,125 @@ async fn all_faults_at_once_at_low_rates() {
         r.stats.bytes_served <= 4 * data,
         "{} bytes served for {data} bytes of data",
         r.stats.bytes_served
+    );
+}
+
+/// One file of each kind a damaged range can hit: drive-backed without parts (checked per range
+/// against the storage's `Content-MD5`, then whole), drive-backed with one part, multi-part and
+/// single-part from the platform's own download host.
+fn one_of_each_kind() -> Dataset {
+    let p = ProjectSpec::new("damaged")
+        .file(
+            FileSpec::new("/restricted/bam", "drive.bam", 600_000)
+                .kind(FileSpecKind::SymlinkWholeMd5),
+        )
+        .file(
+            FileSpec::new("/restricted/bam", "drive-part.bam", 300_000)
+                .kind(FileSpecKind::DriveSinglePart),
+        )
+        .file(
+            FileSpec::new("/restricted/bam", "parts.bam", 500_000)
+                .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(128 * 1024))),
+        )
+        .file(
+            FileSpec::new("/restricted/txt", "single.txt", 150_000).kind(FileSpecKind::SinglePart),
+        );
+    Dataset::build(SEED, vec![p]).unwrap()
+}
+
+/// Every response damaged, forever: a checksum failure is never progress, so every file ends
+/// `corrupt` (with the evidence in the journal and a `quarantined` audit record) after the
+/// bounded re-fetches, well within the time limit, and the run ends saying so.
+#[tokio::test]
+async fn a_range_that_always_arrives_damaged_ends_corrupt_in_bounded_time() {
+    let (sandbox, project, env) = served_env_with(
+        SandboxOptions {
+            dataset: one_of_each_kind(),
+            faults: FaultConfig::parse("flip=1.0,seed=3").unwrap(),
+            ..SandboxOptions::default()
+        },
+        format!("{ENGINE}max-verify-retries = 2\n"),
+    )
+    .await;
+    let summary = tokio::time::timeout(Duration::from_secs(60), env.sync())
+        .await
+        .expect("a sync of ranges that always arrive damaged never ended")
+        .unwrap();
+    assert!(!summary.is_ok(), "{summary:#?}");
+    let reader = JournalReader::open(&env.state()).unwrap();
+    let rows = reader.files(&project).unwrap();
+    assert_eq!(rows.len(), sandbox.files(&project).len());
+    for row in &rows {
+        assert_eq!(
+            row.state,
+            FileState::Corrupt,
+            "{}: {:?}",
+            row.rel_path,
+            row.reason
+        );
+        let reason = row.reason.as_deref().unwrap_or("");
+        assert!(
+            reason.contains("still wrong after 2 re-fetches"),
+            "{}: {reason}",
+            row.rel_path
+        );
+    }
+    // The drive-backed files name the damaged range and the storage's checksum.
+    for row in rows.iter().filter(|r| r.rel_path.contains("drive")) {
+        let reason = row.reason.as_deref().unwrap_or("");
+        assert!(
+            reason.contains("Content-MD5 mismatch"),
+            "{}: {reason}",
+            row.rel_path
+        );
+    }
+    let quarantined = reader
+        .audit(0)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "quarantined")
+        .count();
+    assert_eq!(quarantined, rows.len());
+    // Bounded work: each range of a drive-backed file is served at most 1 + 2 times before the
+    // file gives up (the other files stop at their first range), nothing more.
+    let stats = sandbox.stats();
+    let data: u64 = sandbox.files(&project).iter().map(|f| f.size).sum();
+    assert!(
+        stats.bytes_served <= 3 * data,
+        "{} bytes served for {data} bytes of data",
+        stats.bytes_served
+    );
+}
+
+/// A range damaged only on its first two serves heals on the third: within the bound, nothing
+/// ends corrupt and the mirror is exact.
+#[tokio::test]
+async fn a_range_damaged_only_on_its_first_serves_still_heals() {
+    let (sandbox, project, env) = served_env_with(
+        SandboxOptions {
+            dataset: one_of_each_kind(),
+            faults: FaultConfig::parse("flip_first=2,seed=3").unwrap(),
+            ..SandboxOptions::default()
+        },
+        format!("{ENGINE}max-verify-retries = 2\n"),
+    )
+    .await;
+    let summary = tokio::time::timeout(Duration::from_secs(60), env.sync())
+        .await
+        .expect("sync never ended")
+        .unwrap();
+    assert!(summary.is_ok(), "{summary:#?}");
+    assert_eq!(
+        assert_mirrored(&sandbox, &env, &project),
+        sandbox.files(&project).len()
+    );
+    assert!(
+        sandbox
+            .stats()
+            .faults_injected
+            .get("flip")
+            .copied()
+            .unwrap_or(0)
+            > 0
     );
 }
