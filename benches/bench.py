@@ -256,6 +256,8 @@ def write_dxmirror_config(sb, base):
     with open(token, "w") as fh:
         fh.write(sb.token)
     os.chmod(token, 0o600)
+    # The mirror root must exist: dxmirror never creates it.
+    os.makedirs(os.path.join(base, "mirror"), exist_ok=True)
     cfg = os.path.join(base, "config.toml")
     with open(cfg, "w") as fh:
         fh.write(

@@ -108,6 +108,8 @@ pub async fn run(dir: &Path, progress: ProgressMode) -> Result<DemoReport, DemoE
     std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600))
         .map_err(io(&token_path))?;
     let mirror_root = dir.join("mirror");
+    // The mirror root must exist before a sync (it is never created by one).
+    std::fs::create_dir_all(&mirror_root).map_err(io(&mirror_root))?;
     let config_path = dir.join("config.toml");
     let mut text = format!(
         "# Written by `dxmirror demo` for its in-process sandbox (which is gone when the demo ends).\n\

@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dirs;
 pub mod hashing;
 pub mod inbox;
 pub mod journal;

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
@@ -28,6 +28,9 @@ pub enum LockError {
         /// ` (pid N)` when known, else empty.
         holder: String,
     },
+    /// The mirror root or the state directory cannot be used.
+    #[error(transparent)]
+    Dir(#[from] crate::dirs::DirError),
     /// The lock file could not be created or locked.
     #[error("cannot use lock file {path}: {source}")]
     Io {
@@ -45,12 +48,29 @@ pub struct WriterLock {
 }
 
 impl WriterLock {
-    /// Takes the writer locks of a state directory and a mirror root, creating both
-    /// directories (mode 0750) if needed.
+    /// Takes the writer locks of a state directory and a mirror root. The state directory's
+    /// last component is created (0750) when missing; the mirror root must exist already as a
+    /// writable directory (see [`crate::dirs`]).
     pub fn acquire(state_dir: &Path, mirror_root: &Path) -> Result<WriterLock, LockError> {
+        let mut lock = WriterLock::state(state_dir)?;
+        lock.add_mirror_root(mirror_root)?;
+        Ok(lock)
+    }
+
+    /// Takes the state directory's lock only (the daemon, which may have to wait for its
+    /// mirror root to be mounted, takes that one later with [`WriterLock::add_mirror_root`]).
+    pub fn state(state_dir: &Path) -> Result<WriterLock, LockError> {
+        crate::dirs::ensure_state_dir(state_dir)?;
         let a = lock_file(&state_dir.join(STATE_LOCK))?;
+        Ok(WriterLock { _files: vec![a] })
+    }
+
+    /// Adds the mirror root's lock; the root must exist as a writable directory.
+    pub fn add_mirror_root(&mut self, mirror_root: &Path) -> Result<(), LockError> {
+        crate::dirs::check_mirror_root(mirror_root)?;
         let b = lock_file(&mirror_root.join(ROOT_LOCK))?;
-        Ok(WriterLock { _files: vec![a, b] })
+        self._files.push(b);
+        Ok(())
     }
 }
 
@@ -59,13 +79,6 @@ fn lock_file(path: &Path) -> Result<File, LockError> {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .map_err(io)?;
-    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -110,6 +123,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
         let first = WriterLock::acquire(&state, &root).unwrap();
         let err = WriterLock::acquire(&state, &root).unwrap_err().to_string();
         assert!(err.contains("already holds"), "{err}");
@@ -119,5 +133,19 @@ mod tests {
         );
         drop(first);
         WriterLock::acquire(&state, &root).unwrap();
+    }
+
+    #[test]
+    fn a_missing_mirror_root_is_refused_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("srv/stjude");
+        let err = WriterLock::acquire(&dir.path().join("state"), &root)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not exist (is the filesystem mounted?)"),
+            "{err}"
+        );
+        assert!(!dir.path().join("srv").exists());
     }
 }

@@ -940,6 +940,7 @@ mod tests {
         std::fs::write(&token, sandbox.token()).unwrap();
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         let project = sandbox.projects()[0].clone();
+        std::fs::create_dir(dir.path().join("mirror")).unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,

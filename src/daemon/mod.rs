@@ -43,6 +43,11 @@ pub const TOKEN_BACKOFF_MIN: Duration = Duration::from_secs(5);
 pub const TOKEN_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
 /// How often the `STATUS=` line and the daemon row are refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// First wait after the mirror root was found unusable (not mounted, not a directory, not
+/// writable); doubled on every failure up to [`ROOT_RETRY_MAX`]. A reload retries at once.
+pub const ROOT_RETRY_MIN: Duration = Duration::from_secs(5);
+/// Longest wait between two looks at an unusable mirror root (a `stat`, so cheap).
+pub const ROOT_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Warn this many days before a project's `access-expires`.
 pub const EXPIRY_WARN_DAYS: i64 = 30;
 
@@ -115,10 +120,12 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let cfg = Config::load(&cfg_path)?;
     fscheck::require_local_state_dir(&cfg.state_dir)?;
-    let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
+    // The mirror root's lock is taken once the root is usable (it may be a mount that
+    // appears later); until then the daemon runs, says why it waits, and retries.
+    let lock = WriterLock::state(&cfg.state_dir)?;
     let journal = Journal::open(&cfg.state_dir)?;
     let run_id = journal.start_run("daemon").await?;
-    let mut d = Daemon::new(cfg_path, cfg, journal.clone(), notify);
+    let mut d = Daemon::new(cfg_path, cfg, journal.clone(), notify, lock);
     let result = d.main_loop(shutdown, &mut reloads).await;
     d.tasks.shutdown().await;
     d.row.state = "stopped".into();
@@ -159,6 +166,12 @@ struct Daemon {
     /// The last rate sample: when, the engine it came from, its byte counter.
     rate_sample: Option<(Instant, usize, u64)>,
     watcher: Option<::notify::RecommendedWatcher>,
+    /// The writer lock: the state directory's from the start, the mirror root's once usable.
+    lock: WriterLock,
+    /// True once the mirror root's lock is held: no pass or verification runs before.
+    root_held: bool,
+    /// While the mirror root is unusable: when to look again, and the wait after that.
+    root_retry: Option<(Instant, Duration)>,
     /// When the next scheduled verification is due (`[verify] interval`).
     next_verify: Option<Instant>,
     /// The verification running in the background, if any.
@@ -172,7 +185,13 @@ fn now_ms() -> i64 {
 }
 
 impl Daemon {
-    fn new(cfg_path: PathBuf, cfg: Config, journal: Journal, notify: Notifier) -> Daemon {
+    fn new(
+        cfg_path: PathBuf,
+        cfg: Config,
+        journal: Journal,
+        notify: Notifier,
+        lock: WriterLock,
+    ) -> Daemon {
         let now = Instant::now();
         let row = DaemonRow {
             pid: std::process::id(),
@@ -206,6 +225,60 @@ impl Daemon {
             watcher: None,
             next_verify: None,
             verify_task: None,
+            lock,
+            root_held: false,
+            root_retry: None,
+        }
+    }
+
+    /// The daemon's state word for its journal row: a refused token first, then a mirror
+    /// root it waits for.
+    fn state_word(&self) -> &'static str {
+        if self.token_retry.is_some() {
+            "bad-token"
+        } else if !self.root_held {
+            "waiting-for-mirror-root"
+        } else {
+            "running"
+        }
+    }
+
+    /// Takes the mirror root's writer lock if the root is usable now; if it is not (not
+    /// mounted, not a directory, not writable), records why and looks again after a backoff.
+    /// Another writer holding the root's lock stops the daemon, as at start.
+    async fn take_mirror_root(&mut self) -> Result<(), DaemonError> {
+        if self.root_held {
+            return Ok(());
+        }
+        match self.lock.add_mirror_root(&self.cfg.mirror_root) {
+            Ok(()) => {
+                self.root_held = true;
+                if self.root_retry.take().is_some() {
+                    info!(path = %self.cfg.mirror_root.display(), "mirror root usable; resuming");
+                    self.journal
+                        .event(
+                            EventLevel::Info,
+                            None,
+                            None,
+                            format!(
+                                "mirror-root {} is usable; resuming",
+                                self.cfg.mirror_root.display()
+                            ),
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(LockError::Dir(e)) if e.is_mirror_root() => {
+                let wait = match self.root_retry {
+                    Some((_, w)) => (w * 2).min(ROOT_RETRY_MAX),
+                    None => ROOT_RETRY_MIN,
+                };
+                error!(error = %e, retry_in_s = wait.as_secs(), "mirror root unusable: no transfer runs until it is");
+                self.root_retry = Some((Instant::now() + wait, wait));
+                self.record_error(e.to_string()).await
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -267,6 +340,7 @@ impl Daemon {
     }
 
     async fn start(&mut self) -> Result<(), DaemonError> {
+        self.take_mirror_root().await?;
         self.build_context().await?;
         for p in self.cfg.projects.clone() {
             self.known.insert(p, Source::Configured);
@@ -288,11 +362,7 @@ impl Daemon {
             self.known.entry(p.id).or_insert(Source::Journal);
         }
         self.start_watch();
-        self.row.state = if self.token_retry.is_some() {
-            "bad-token".into()
-        } else {
-            "running".into()
-        };
+        self.row.state = self.state_word().into();
         self.journal.put_daemon(self.row.clone()).await?;
         info!(config = %self.cfg_path.display(), projects = self.known.len(), discovery = self.cfg.discovery.enabled, "daemon started");
         Ok(())
@@ -335,6 +405,9 @@ impl Daemon {
         if let Some((at, _)) = self.token_retry {
             d = d.min(at);
         }
+        if let Some((at, _)) = self.root_retry {
+            d = d.min(at);
+        }
         if let Some(v) = self.next_verify {
             d = d.min(v);
         }
@@ -348,6 +421,16 @@ impl Daemon {
             if now >= at {
                 self.notify.watchdog();
                 self.next_watchdog = Some(now + every);
+            }
+        }
+        if let Some((at, _)) = self.root_retry {
+            if now >= at {
+                self.take_mirror_root().await?;
+                let word = self.state_word();
+                if self.row.state != word {
+                    self.row.state = word.into();
+                    self.journal.put_daemon(self.row.clone()).await?;
+                }
             }
         }
         if let Some((at, _)) = self.token_retry {
@@ -395,6 +478,11 @@ impl Daemon {
         };
         let due = *self.next_verify.get_or_insert(now + every);
         if now < due || self.verify_task.is_some() {
+            return;
+        }
+        if !self.root_held {
+            // Nothing to verify on a root that is not there; look again at the interval.
+            self.next_verify = Some(now + every);
             return;
         }
         if !self.running.is_empty() {
@@ -501,8 +589,8 @@ impl Daemon {
                 if self.token_retry.take().is_some() {
                     info!("the API token is accepted again; resuming");
                 }
-                if self.row.state != "running" && self.row.state != "starting" {
-                    self.row.state = "running".into();
+                if self.row.state != "starting" && self.row.state != self.state_word() {
+                    self.row.state = self.state_word().into();
                     self.journal.put_daemon(self.row.clone()).await?;
                 }
                 self.ctx = Some(Arc::new(ctx));
@@ -810,7 +898,12 @@ impl Daemon {
                     self.known.insert(p.clone(), Source::Configured);
                     self.due.insert(p);
                 }
-                // A refused token is tried again now (the operator may have replaced it).
+                // A refused token and an unusable mirror root are tried again now (the
+                // operator may have fixed them).
+                if self.root_retry.is_some() {
+                    self.take_mirror_root().await?;
+                    self.row.state = self.state_word().into();
+                }
                 self.build_context().await?;
                 if watch_changed {
                     self.start_watch();
@@ -875,7 +968,7 @@ impl Daemon {
         let Some(ctx) = self.ctx.clone() else {
             return;
         };
-        if self.token_retry.is_some() {
+        if self.token_retry.is_some() || !self.root_held {
             return;
         }
         let prio = |p: &ProjectId| self.cfg.settings(p).priority;
@@ -925,6 +1018,9 @@ impl Daemon {
         );
         if self.token_retry.is_some() {
             s.push_str("; API TOKEN REFUSED, retrying");
+        }
+        if !self.root_held {
+            s.push_str("; MIRROR ROOT UNUSABLE, retrying");
         }
         s
     }

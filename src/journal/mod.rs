@@ -103,14 +103,9 @@ pub const MAX_BATCH: usize = 512;
 /// Everything that can go wrong with the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The state directory could not be created.
-    #[error("cannot create state directory {path}: {source}")]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// The state directory cannot be used or created.
+    #[error(transparent)]
+    StateDir(#[from] crate::dirs::DirError),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer thread: {0}")]
     SpawnWriter(std::io::Error),
@@ -773,26 +768,11 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn create_state_dir(dir: &Path) -> Result<(), JournalError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|source| JournalError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })
-}
-
 impl Journal {
-    /// Opens (creating the directory with mode 0750 and the file if missing) and migrates
-    /// the journal in `state_dir`, and starts the writer thread.
+    /// Opens (creating the directory's last component with mode 0750 and the file if
+    /// missing) and migrates the journal in `state_dir`, and starts the writer thread.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
-        create_state_dir(state_dir)?;
+        crate::dirs::ensure_state_dir(state_dir)?;
         let path = state_dir.join(JOURNAL_FILE);
         let conn = schema::open_writer(&path)?;
         let reader = schema::open_reader(&path)?;

@@ -18,7 +18,6 @@ mod paths;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
@@ -40,6 +39,9 @@ const PART_SUFFIX: &str = ".part";
 /// A failure of the local store. Every variant names the path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The mirror root is missing, not a directory or not writable; it is never created.
+    #[error(transparent)]
+    MirrorRoot(#[from] crate::dirs::DirError),
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -109,6 +111,7 @@ impl StoreError {
             | StoreError::Exists { path }
             | StoreError::StagingSize { path, .. } => path,
             StoreError::UnsafePath { path, .. } => Path::new(path),
+            StoreError::MirrorRoot(e) => e.path(),
         }
     }
 }
@@ -226,8 +229,9 @@ pub struct ProjectStore {
 
 impl ProjectStore {
     /// Opens `<mirror_root>/<dir_name>`, creating it and `.dxmirror/staging` (0750) when
-    /// missing. The mirror root itself is the administrator's and may be a symlink; the
-    /// project directory and everything in it may not.
+    /// missing. The mirror root itself is the administrator's, must exist (it is never
+    /// created: an unmounted filesystem must not be filled in on the local disk) and may be
+    /// a symlink; the project directory and everything in it may not.
     pub fn open(mirror_root: &Path, dir_name: &str) -> Result<ProjectStore, StoreError> {
         if !is_single_component(dir_name) || dir_name.starts_with('.') {
             return Err(StoreError::UnsafePath {
@@ -235,12 +239,7 @@ impl ProjectStore {
                 reason: "not a plain directory name",
             });
         }
-        // The umask can only narrow 0750, never widen it.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(mirror_root)
-            .map_err(std_err("create dir", mirror_root))?;
+        crate::dirs::check_mirror_root(mirror_root)?;
         let root_fd = rustix::fs::open(
             mirror_root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

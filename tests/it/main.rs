@@ -9,6 +9,7 @@ mod diskspace;
 mod dxpy;
 mod faults;
 mod journal;
+mod mirror_root;
 mod platform;
 mod resume;
 mod sandbox;

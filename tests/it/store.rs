@@ -69,6 +69,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 fn hostile_names_stay_inside_the_project_dir() {
     let root = tempfile::tempdir().unwrap();
     let mirror = root.path().join("mirror");
+    fs::create_dir(&mirror).unwrap();
     let long = "n".repeat(300);
     let files = vec![
         remote(1, "/", "..", 0),
@@ -139,6 +140,7 @@ fn duplicates_keep_the_first_created_name() {
 fn planted_symlinks_are_refused_and_never_written_through() {
     let root = tempfile::tempdir().unwrap();
     let mirror = root.path().join("mirror");
+    fs::create_dir(&mirror).unwrap();
     let elsewhere = root.path().join("elsewhere");
     fs::create_dir_all(&elsewhere).unwrap();
     let store = ProjectStore::open(&mirror, "P").unwrap();

@@ -33,6 +33,8 @@ pub struct EnvOptions {
 impl Env {
     pub fn new(opts: EnvOptions) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The mirror root is the administrator's: it must exist before any sync.
+        std::fs::create_dir(dir.path().join("mirror")).unwrap();
         let token_path = dir.path().join("token");
         std::fs::write(&token_path, &opts.token).unwrap();
         std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600)).unwrap();
