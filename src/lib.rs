@@ -18,11 +18,9 @@ pub mod hashing;
 pub mod inbox;
 pub mod journal;
 pub mod lock;
-pub mod model;
 pub mod planner;
 pub mod platform;
 pub mod purge;
-pub mod sandbox;
 pub mod selection;
 pub mod status;
 pub mod store;
@@ -30,3 +28,6 @@ pub mod sync;
 pub mod telemetry;
 pub mod transfer;
 pub mod verify;
+
+pub use dxmirror_model as model;
+pub use dxmirror_sandbox as sandbox;

@@ -361,26 +361,8 @@ text_enum!(
     }
 );
 
-macro_rules! id_sql {
-    ($name:ident) => {
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
-            }
-        }
-
-        impl FromSql for $name {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                value
-                    .as_str()?
-                    .parse()
-                    .map_err(|e| FromSqlError::Other(Box::new(e)))
-            }
-        }
-    };
-}
-id_sql!(ProjectId);
-id_sql!(FileId);
+// `ProjectId` and `FileId` are columns as their text: their `ToSql`/`FromSql` live in
+// `dxmirror-model` (feature `rusqlite`), since the orphan rule forbids them here.
 
 /// A project as the journal holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,23 @@
 //! Domain types shared by every module: identifiers, the platform's description of a file,
 //! expected digests and the byte ranges they cover.
 //!
-//! This module is pure data with parse-validation. It knows nothing about HTTP, JSON wire
+//! It is a crate of its own so that the sandbox crate can share these types without depending
+//! on the library (which re-exports it as `dxmirror::model`).
+//!
+//! This crate is pure data with parse-validation. It knows nothing about HTTP, JSON wire
 //! shapes, SQL or the local filesystem; `platform` converts wire structs into these types,
-//! `journal` stores them, `planner` turns them into work.
+//! `journal` stores them (with the id column conversions of `sql.rs`, feature `rusqlite`),
+//! `planner` turns them into work.
 
 use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
+
+#[cfg(feature = "rusqlite")]
+mod sql;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 /// An identifier that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +44,7 @@ macro_rules! define_id {
 
         impl $name {
             /// The id as text, e.g. `project-B0vY9x9Q0b1QKq2F3Y4Z5a6b`.
+            #[inline]
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -100,6 +110,7 @@ pub enum ChecksumType {
 
 impl ChecksumType {
     /// The platform's spelling.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             ChecksumType::Crc32 => "CRC32",
@@ -111,6 +122,7 @@ impl ChecksumType {
     }
 
     /// Length of the raw big-endian digest in bytes.
+    #[inline]
     pub fn digest_len(self) -> usize {
         match self {
             ChecksumType::Crc32 | ChecksumType::Crc32c => 4,
@@ -367,16 +379,19 @@ pub struct ByteRange {
 
 impl ByteRange {
     /// Builds a range.
+    #[inline]
     pub fn new(offset: u64, len: u64) -> ByteRange {
         ByteRange { offset, len }
     }
 
     /// One past the last byte.
+    #[inline]
     pub fn end(&self) -> u64 {
         self.offset + self.len
     }
 
     /// The inclusive HTTP form `bytes=a-b`; `None` for an empty range.
+    #[inline]
     pub fn http_header(&self) -> Option<String> {
         (self.len > 0).then(|| format!("bytes={}-{}", self.offset, self.end() - 1))
     }

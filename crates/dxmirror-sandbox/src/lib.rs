@@ -7,9 +7,10 @@
 //! deterministic ([`dataset`]); faults are injected deterministically ([`faults`]); every byte
 //! written to a socket is counted ([`stats`]).
 //!
-//! This module must stay faithful to the real platform (the real `dx` client must work against
+//! This crate must stay faithful to the real platform (the real `dx` client must work against
 //! it) and must never reach beyond loopback. It is not the platform client: it shares no code
-//! with `platform` beyond the domain types of `model`.
+//! with `platform` beyond the domain types of `dxmirror-model`, its only dxmirror dependency
+//! (the `dxmirror` library re-exports it as `dxmirror::sandbox`).
 
 pub mod dataset;
 pub mod faults;
@@ -30,6 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::model::{ByteRange, FileId, ProjectId};
+
+// The domain types, under the name the rest of dxmirror uses for them.
+use dxmirror_model as model;
 
 pub use dataset::{
     BuiltFile, Dataset, DatasetError, FileSpec, FileSpecKind, PartSizes, ProjectSpec,
