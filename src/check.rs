@@ -2,7 +2,7 @@
 //! tampering; with `--repair`, puts damaged files back into staging so that the next pass
 //! fetches only their damaged chunks.
 //!
-//! Finished files are read back together with `verify::read_back_many` (large files cut into
+//! Finished files are read back together with `readback::read_back_many` (large files cut into
 //! independent pieces spread over all cores) and checked three ways: against the
 //! platform's checksums (parts, or the whole-file md5), against the chunk CRC32Cs journaled as
 //! the bytes arrived, and against the SHA-256 recorded when the file was published. Staged
@@ -21,8 +21,8 @@ use crate::journal::{
     StoredPlan,
 };
 use crate::model::{ByteRange, ProjectId};
+use crate::readback;
 use crate::store::{ProjectStore, RelPath, StoreError};
-use crate::verify;
 
 /// What is wrong with one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -170,7 +170,7 @@ pub fn check(
         .zip(&read_back_paths)
         .filter_map(|(w, p)| Some((p.as_deref()?, &w.plan.as_ref()?.plan)))
         .collect();
-    let mut read_backs = verify::read_back_many(&jobs).into_iter();
+    let mut read_backs = readback::read_back_many(&jobs).into_iter();
     let others: Vec<_> = work
         .par_iter()
         .zip(&read_back_paths)
@@ -232,7 +232,7 @@ fn check_one(w: &Work) -> (u64, u64, u64, Vec<FileFinding>) {
                 continue;
             }
             bytes += done;
-            let ok = verify::chunk_crc(&file, ByteRange::new(chunk.range.offset, *done))
+            let ok = readback::chunk_crc(&file, ByteRange::new(chunk.range.offset, *done))
                 .is_ok_and(|got| got == *crc);
             if !ok {
                 findings.push(found(Finding::Chunk {
@@ -256,7 +256,7 @@ fn check_one(w: &Work) -> (u64, u64, u64, Vec<FileFinding>) {
         }));
         return (1, 0, 0, findings);
     };
-    finished_findings(w, stored, verify::read_back(&path, &stored.plan))
+    finished_findings(w, stored, readback::read_back(&path, &stored.plan))
 }
 
 /// The path of a finished file to read back, when there is one and a plan to check it by
@@ -271,7 +271,7 @@ fn read_back_path(w: &Work) -> Option<PathBuf> {
 fn finished_findings(
     w: &Work,
     stored: &StoredPlan,
-    rb: Result<verify::ReadBack, verify::VerifyError>,
+    rb: Result<readback::ReadBack, readback::ReadBackError>,
 ) -> (u64, u64, u64, Vec<FileFinding>) {
     let found = |finding| FileFinding {
         project: w.row.project_id.to_string(),

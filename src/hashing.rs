@@ -7,7 +7,7 @@
 //! the independent `md-5` crate, so every download test cross-checks the two implementations.
 //!
 //! This module is pure computation: it does no IO, never logs and cannot fail. Reading files
-//! belongs to `verify`; deciding what a digest should be belongs to `planner` and `model`.
+//! belongs to `readback`; deciding what a digest should be belongs to `planner` and `model`.
 
 use sha2::Digest as _;
 

@@ -4,7 +4,7 @@
 //! Bird's-eye view (see `ARCHITECTURE.md` for the invariants):
 //! `config` is loaded, `platform` lists a project, `planner` cuts each file into checksum
 //! segments and fetch chunks, `transfer` fetches chunks into `store`'s staging files and
-//! reports progress to `journal`, `verify` re-reads each finished file, and `store` renames
+//! reports progress to `journal`, `readback` re-reads each finished file, and `store` renames
 //! it into place and records its SHA-256. `sync` runs that pipeline once; `sandbox` is a
 //! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
 
@@ -21,13 +21,13 @@ pub mod lock;
 pub mod planner;
 pub mod platform;
 pub mod purge;
+pub mod readback;
 pub mod selection;
 pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod transfer;
-pub mod verify;
 
 pub use dxmirror_model as model;
 pub use dxmirror_sandbox as sandbox;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::planner::FilePlan;
-use crate::verify::{ReadBack, SegmentCheck, SequentialCheck, ShaBeside};
+use crate::readback::{ReadBack, SegmentCheck, SequentialCheck, ShaBeside};
 
 /// Size of one read of the cursor.
 const BUF_SIZE: usize = 512 << 10;

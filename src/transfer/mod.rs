@@ -40,8 +40,8 @@ use crate::journal::{FileKey, FileState, Journal, JournalError, NewAudit};
 use crate::model::{FileId, ProjectId, RemoteFile};
 use crate::planner::{plan_file, FileKind, FilePlan};
 use crate::platform::{Backoff, DownloadUrl, DxClient};
+use crate::readback;
 use crate::store::{ProjectStore, RelPath, StoreError};
-use crate::verify;
 
 pub use progress::Progress;
 
@@ -358,18 +358,18 @@ impl Engine {
         rx.await.ok()
     }
 
-    /// `verify::read_back` on the hashing pool.
+    /// `readback::read_back` on the hashing pool.
     async fn read_back_on_pool(
         &self,
         path: std::path::PathBuf,
         plan: &FilePlan,
-    ) -> Result<verify::ReadBack, verify::VerifyError> {
+    ) -> Result<readback::ReadBack, readback::ReadBackError> {
         let plan = plan.clone();
         let shown = path.clone();
-        self.on_pool(move || verify::read_back(&path, &plan))
+        self.on_pool(move || readback::read_back(&path, &plan))
             .await
             .unwrap_or_else(|| {
-                Err(verify::VerifyError::Io {
+                Err(readback::ReadBackError::Io {
                     op: "read back (the hashing job panicked)",
                     path: shown,
                     source: std::io::Error::other("internal error"),
@@ -578,7 +578,7 @@ impl Engine {
         file: &Arc<std::fs::File>,
         tracker: &Arc<cursor::Tracker>,
         state: &mut FileRunState,
-    ) -> Result<Result<verify::ReadBack, FileOutcome>, TransferError> {
+    ) -> Result<Result<readback::ReadBack, FileOutcome>, TransferError> {
         let key = ctx.key().clone();
         let mut retries = 0u32;
         loop {
@@ -746,7 +746,7 @@ impl Engine {
         file: &Arc<std::fs::File>,
         tracker: &Arc<cursor::Tracker>,
         state: &mut FileRunState,
-    ) -> Result<Result<verify::ReadBack, FileOutcome>, TransferError> {
+    ) -> Result<Result<readback::ReadBack, FileOutcome>, TransferError> {
         use cursor::CursorEvent;
         let key = ctx.key().clone();
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -767,7 +767,7 @@ impl Engine {
         let mut in_flight: HashSet<u32> = HashSet::new();
         // Resets waiting for chunk tasks that are still syncing the bytes being discarded.
         let mut deferred: Vec<(u32, Vec<(u32, u32)>)> = Vec::new();
-        let mut finished: Option<verify::ReadBack> = None;
+        let mut finished: Option<readback::ReadBack> = None;
         let mut last_activity = Instant::now();
 
         loop {
@@ -976,7 +976,7 @@ impl Engine {
                     .map(|(idx, range, want)| {
                         (
                             *idx,
-                            verify::chunk_crc(&file2, *range).map(|got| got == *want),
+                            readback::chunk_crc(&file2, *range).map(|got| got == *want),
                         )
                     })
                     .collect::<Vec<_>>()
@@ -1140,7 +1140,7 @@ fn store_fatal(e: StoreError) -> TransferError {
     }
 }
 
-fn describe_bad(plan: &FilePlan, report: &verify::ReadBack) -> String {
+fn describe_bad(plan: &FilePlan, report: &readback::ReadBack) -> String {
     if !report.size_ok {
         return format!(
             "size is {} bytes, expected {}",
@@ -1167,9 +1167,9 @@ const SMALL_READ_BUF: usize = 256 << 10;
 /// The read-back of a small file through its open staging file, on the calling thread (a
 /// hashing-pool thread): one sequential read checking every segment's platform digest and
 /// every chunk's CRC32C and computing the SHA-256, without the cursor's threads.
-fn read_back_small(file: &std::fs::File, plan: &FilePlan) -> std::io::Result<verify::ReadBack> {
+fn read_back_small(file: &std::fs::File, plan: &FilePlan) -> std::io::Result<readback::ReadBack> {
     use std::os::unix::fs::FileExt as _;
-    let mut check = verify::SequentialCheck::new(plan);
+    let mut check = readback::SequentialCheck::new(plan);
     let mut sha = crate::hashing::Sha256Hasher::new();
     let cap = usize::try_from(plan.size).map_or(SMALL_READ_BUF, |n| n.clamp(1, SMALL_READ_BUF));
     let mut buf = vec![0u8; cap];

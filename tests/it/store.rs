@@ -14,8 +14,8 @@ use std::process::Command;
 
 use dxmirror::model::{FileId, RemoteFile, RemotePart, RemoteState};
 use dxmirror::planner::plan_file;
+use dxmirror::readback::read_back;
 use dxmirror::store::{assign_paths, manifest_name, ProjectStore, RelPath, StoreError};
-use dxmirror::verify::read_back;
 use md5::Digest as _;
 
 fn fid(n: u32) -> FileId {

@@ -6,7 +6,7 @@
 //!
 //! Everything here is blocking and CPU-heavy: call it from a rayon pool or a blocking thread,
 //! never from the async runtime. Findings (a mismatching segment, a wrong size) are data in
-//! the returned structs; [`VerifyError`] is only for IO that failed. This module never
+//! the returned structs; [`ReadBackError`] is only for IO that failed. This module never
 //! writes, renames or deletes files (that is `store`), and never decides what to refetch.
 
 use std::fs::File;
@@ -31,7 +31,7 @@ const BUFFERS: usize = 4;
 
 /// Reading the bytes to verify failed.
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
+pub enum ReadBackError {
     /// An IO operation on a named file failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -133,7 +133,7 @@ fn read_range(
     file: &File,
     range: ByteRange,
     mut sink: impl FnMut(&[u8]),
-) -> Result<u64, VerifyError> {
+) -> Result<u64, ReadBackError> {
     let mut buf = vec![
         0u8;
         BUF_SIZE
@@ -154,7 +154,7 @@ fn read_range(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                return Err(VerifyError::ReadAt {
+                return Err(ReadBackError::ReadAt {
                     op: "read",
                     offset,
                     source,
@@ -167,7 +167,7 @@ fn read_range(
 
 /// Checks one segment of an open file against its platform digest with positioned reads. A
 /// file that ends inside the segment is a finding (`ok == false`), not an error.
-pub fn check_segment(file: &File, seg: &Segment) -> Result<SegmentCheck, VerifyError> {
+pub fn check_segment(file: &File, seg: &Segment) -> Result<SegmentCheck, ReadBackError> {
     let Some(expected) = &seg.expect else {
         return Ok(SegmentCheck::from_hash(seg.idx, None, None));
     };
@@ -188,12 +188,12 @@ pub fn check_segment(file: &File, seg: &Segment) -> Result<SegmentCheck, VerifyE
 }
 
 /// CRC32C of `range` of an open file, to compare with a journaled chunk digest on resume.
-/// A file that ends inside the range is [`VerifyError::Truncated`].
-pub fn chunk_crc(file: &File, range: ByteRange) -> Result<u32, VerifyError> {
+/// A file that ends inside the range is [`ReadBackError::Truncated`].
+pub fn chunk_crc(file: &File, range: ByteRange) -> Result<u32, ReadBackError> {
     let mut crc = 0u32;
     let got = read_range(file, range, |b| crc = crc32c_append(crc, b))?;
     if got < range.len {
-        return Err(VerifyError::Truncated {
+        return Err(ReadBackError::Truncated {
             offset: range.offset,
             len: range.len,
             file_end: range.offset + got,
@@ -438,10 +438,10 @@ impl ShaBeside {
 /// Reads a whole file once, sequentially, computing every segment's platform digest, every
 /// chunk's CRC32C and the whole-file SHA-256. SHA-256 runs on a second thread fed through a
 /// small pool of buffers, so memory stays at a few MiB whatever the file size.
-pub fn read_back(path: &Path, plan: &FilePlan) -> Result<ReadBack, VerifyError> {
+pub fn read_back(path: &Path, plan: &FilePlan) -> Result<ReadBack, ReadBackError> {
     let started = Instant::now();
     let io_err = |op: &'static str| {
-        move |source: io::Error| VerifyError::Io {
+        move |source: io::Error| ReadBackError::Io {
             op,
             path: path.to_owned(),
             source,
@@ -457,7 +457,7 @@ pub fn read_back(path: &Path, plan: &FilePlan) -> Result<ReadBack, VerifyError> 
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
 
     let mut plan_hashing = PlanHashing::new(plan);
-    let hash_err = || VerifyError::Io {
+    let hash_err = || ReadBackError::Io {
         op: "hash",
         path: path.to_owned(),
         source: io::Error::other("sha-256 thread failed"),
@@ -543,7 +543,7 @@ enum TaskOutput {
 type FileIdentity = (u64, u64);
 
 /// What one task gave: the identity of the file it read and its findings.
-type TaskResult = Result<(FileIdentity, TaskOutput), VerifyError>;
+type TaskResult = Result<(FileIdentity, TaskOutput), ReadBackError>;
 
 /// Cuts one file's read-back into independent tasks.
 fn split(plan: &FilePlan, split_min: u64) -> Vec<Task> {
@@ -608,9 +608,9 @@ fn cost(plan: &FilePlan, task: &Task) -> u64 {
 }
 
 /// Opens a file to verify: never through a symlink in the last component.
-fn open_nofollow(path: &Path) -> Result<(File, FileIdentity), VerifyError> {
+fn open_nofollow(path: &Path) -> Result<(File, FileIdentity), ReadBackError> {
     let io_err = |op: &'static str| {
-        move |source: io::Error| VerifyError::Io {
+        move |source: io::Error| ReadBackError::Io {
             op,
             path: path.to_owned(),
             source,
@@ -642,7 +642,7 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// Runs one task of `path`'s read-back.
 fn run_task(path: &Path, plan: &FilePlan, task: &Task) -> TaskResult {
     let (mut file, identity) = open_nofollow(path)?;
-    let read_err = |source: io::Error| VerifyError::Io {
+    let read_err = |source: io::Error| ReadBackError::Io {
         op: "read",
         path: path.to_owned(),
         source,
@@ -737,9 +737,9 @@ fn merge(
     path: &Path,
     plan: &FilePlan,
     outputs: Vec<(FileIdentity, TaskOutput)>,
-) -> Result<ReadBack, VerifyError> {
+) -> Result<ReadBack, ReadBackError> {
     if outputs.windows(2).any(|w| w[0].0 != w[1].0) {
-        return Err(VerifyError::Replaced {
+        return Err(ReadBackError::Replaced {
             path: path.to_owned(),
         });
     }
@@ -758,7 +758,7 @@ fn merge(
     }
     let Some((actual_size, sha256, mut segments, chunk_crcs)) = sequential else {
         // Every split has a sequential task; without it nothing was read.
-        return Err(VerifyError::Io {
+        return Err(ReadBackError::Io {
             op: "read",
             path: path.to_owned(),
             source: io::Error::other("the sequential pass did not run"),
@@ -794,7 +794,7 @@ fn merge(
 /// every core stays busy to the end (two task workers per rayon thread, in a pool of their
 /// own). Memory stays bounded: each worker holds at most `32 × 128 KiB` of buffers (16 MiB in
 /// all on two cores). Results come back in the order of `files`.
-pub fn read_back_many(files: &[(&Path, &FilePlan)]) -> Vec<Result<ReadBack, VerifyError>> {
+pub fn read_back_many(files: &[(&Path, &FilePlan)]) -> Vec<Result<ReadBack, ReadBackError>> {
     read_back_many_with(files, SPLIT_MIN)
 }
 
@@ -802,7 +802,7 @@ pub fn read_back_many(files: &[(&Path, &FilePlan)]) -> Vec<Result<ReadBack, Veri
 fn read_back_many_with(
     files: &[(&Path, &FilePlan)],
     split_min: u64,
-) -> Vec<Result<ReadBack, VerifyError>> {
+) -> Vec<Result<ReadBack, ReadBackError>> {
     let started = Instant::now();
     let mut tasks: Vec<(usize, usize, Task, u64)> = Vec::new();
     let mut task_counts = vec![0usize; files.len()];
@@ -1087,7 +1087,7 @@ mod tests {
         assert!(!check_segment(&file, &plan.segments[1]).unwrap().ok);
         assert!(matches!(
             chunk_crc(&file, ByteRange::new(4096, 4096)),
-            Err(VerifyError::Truncated { file_end: 7000, .. })
+            Err(ReadBackError::Truncated { file_end: 7000, .. })
         ));
 
         let mut longer = bytes.clone();
@@ -1170,7 +1170,7 @@ mod tests {
         let plan = md5_plan(b"", &[0], 10);
         let err = read_back(&dir.path().join("nope"), &plan).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        assert!(matches!(err, VerifyError::Io { op: "open", .. }));
+        assert!(matches!(err, ReadBackError::Io { op: "open", .. }));
 
         let target = write(dir.path(), b"");
         std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
@@ -1306,7 +1306,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [1]
         );
-        assert!(matches!(got[17], Err(VerifyError::Io { op: "open", .. })));
+        assert!(matches!(got[17], Err(ReadBackError::Io { op: "open", .. })));
         assert!(read_back_many(&[]).is_empty());
     }
 
@@ -1360,7 +1360,7 @@ mod tests {
         outputs[1] = run_task(&b, &plan, &tasks[1]).unwrap();
         assert!(matches!(
             merge(&a, &plan, outputs),
-            Err(VerifyError::Replaced { .. })
+            Err(ReadBackError::Replaced { .. })
         ));
     }
 
