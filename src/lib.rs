@@ -9,7 +9,6 @@
 //! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
 
 pub mod audit;
-pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -28,6 +27,7 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod transfer;
+pub mod verify;
 
 pub use dxmirror_model as model;
 pub use dxmirror_sandbox as sandbox;

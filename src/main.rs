@@ -372,13 +372,13 @@ async fn verify_command(
     } else {
         None
     };
-    let mut report = dxmirror::check::check(&cfg.state_dir, &cfg.mirror_root, project.as_ref())
+    let mut report = dxmirror::verify::check(&cfg.state_dir, &cfg.mirror_root, project.as_ref())
         .context("verify failed")?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     let mut healed = true;
     if repair && !report.is_clean() {
         let journal = dxmirror::journal::Journal::open(&cfg.state_dir)?;
-        dxmirror::check::repair_audited(
+        dxmirror::verify::repair_audited(
             &journal,
             &cfg.mirror_root,
             &mut report,

@@ -24,7 +24,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::check::{self, CheckError, CheckReport};
 use crate::config::{Config, ConfigError, Date};
 use crate::inbox::{self, InboxItem};
 use crate::journal::{
@@ -34,6 +33,7 @@ use crate::lock::{LockError, WriterLock};
 use crate::model::{FileId, ProjectId};
 use crate::platform::{ApiDisposition, PlatformError, ProjectQuery};
 use crate::sync::{project_pass, PassContext, PassOptions, ProjectSummary, SyncError};
+use crate::verify::{self, VerifyError, VerifyReport};
 
 pub use notify::Notifier;
 
@@ -83,7 +83,7 @@ pub enum Event {
     /// A project pass ended.
     ProjectDone(ProjectId, Box<Result<ProjectSummary, SyncError>>),
     /// A scheduled verification of the mirror ended (with its report, or why it could not run).
-    VerifyDone(Box<Result<CheckReport, String>>),
+    VerifyDone(Box<Result<VerifyReport, String>>),
     /// SIGTERM, SIGINT or the injected shutdown future.
     Shutdown,
 }
@@ -175,7 +175,7 @@ struct Daemon {
     /// When the next scheduled verification is due (`[verify] interval`).
     next_verify: Option<Instant>,
     /// The verification running in the background, if any.
-    verify_task: Option<tokio::task::JoinHandle<Result<CheckReport, CheckError>>>,
+    verify_task: Option<tokio::task::JoinHandle<Result<VerifyReport, VerifyError>>>,
 }
 
 fn now_ms() -> i64 {
@@ -494,7 +494,7 @@ impl Daemon {
         let (state_dir, mirror_root) = (self.cfg.state_dir.clone(), self.cfg.mirror_root.clone());
         info!("scheduled verification of the mirror started");
         self.verify_task = Some(tokio::task::spawn_blocking(move || {
-            check::check(&state_dir, &mirror_root, None)
+            verify::check(&state_dir, &mirror_root, None)
         }));
     }
 
@@ -503,7 +503,7 @@ impl Daemon {
     /// fetch only the damaged chunks again.
     async fn verify_done(
         &mut self,
-        result: Result<CheckReport, String>,
+        result: Result<VerifyReport, String>,
     ) -> Result<(), DaemonError> {
         let mut report = match result {
             Ok(r) => r,
@@ -552,7 +552,7 @@ impl Daemon {
                 .parse::<ProjectId>()
                 .is_ok_and(|p| running.contains(&p))
         });
-        if let Err(e) = check::repair_audited(
+        if let Err(e) = verify::repair_audited(
             &self.journal,
             &self.cfg.mirror_root,
             &mut report,

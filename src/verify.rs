@@ -88,7 +88,7 @@ pub struct FileFinding {
 
 /// The result of a check.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct CheckReport {
+pub struct VerifyReport {
     /// Finished files read back.
     pub files_checked: u64,
     /// Staged (unfinished) files whose journaled chunks were re-checked.
@@ -101,7 +101,7 @@ pub struct CheckReport {
     pub repaired: Vec<String>,
 }
 
-impl CheckReport {
+impl VerifyReport {
     /// True when nothing was found.
     pub fn is_clean(&self) -> bool {
         self.findings.is_empty()
@@ -110,7 +110,7 @@ impl CheckReport {
 
 /// A check that could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub enum VerifyError {
     /// The journal cannot be read or written.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -134,12 +134,12 @@ pub fn check(
     state_dir: &Path,
     mirror_root: &Path,
     project: Option<&ProjectId>,
-) -> Result<CheckReport, CheckError> {
+) -> Result<VerifyReport, VerifyError> {
     let reader = JournalReader::open(state_dir)?;
     let projects = match project {
         Some(p) => vec![reader
             .project(p)?
-            .ok_or_else(|| CheckError::UnknownProject(p.clone()))?],
+            .ok_or_else(|| VerifyError::UnknownProject(p.clone()))?],
         None => reader.projects()?,
     };
     let mut work = Vec::new();
@@ -189,7 +189,7 @@ pub fn check(
             (None, None) => {}
         }
     }
-    let mut report = CheckReport::default();
+    let mut report = VerifyReport::default();
     for (n_finished, n_staged, bytes, findings) in results {
         report.files_checked += n_finished;
         report.staged_checked += n_staged;
@@ -348,8 +348,8 @@ fn finished_findings(
 pub async fn repair(
     journal: &Journal,
     mirror_root: &Path,
-    report: &mut CheckReport,
-) -> Result<(), CheckError> {
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
     repair_audited(journal, mirror_root, report, None).await
 }
 
@@ -359,9 +359,9 @@ pub async fn repair(
 pub async fn repair_audited(
     journal: &Journal,
     mirror_root: &Path,
-    report: &mut CheckReport,
+    report: &mut VerifyReport,
     audit_log: Option<&Path>,
-) -> Result<(), CheckError> {
+) -> Result<(), VerifyError> {
     let mut by_file: std::collections::BTreeMap<(String, String), Vec<&FileFinding>> =
         std::collections::BTreeMap::new();
     for f in &report.findings {
