@@ -3,7 +3,6 @@
 
 mod audit;
 mod chaos;
-mod check;
 mod daemon;
 mod diskspace;
 mod dxpy;
@@ -11,6 +10,7 @@ mod faults;
 mod journal;
 mod mirror_root;
 mod platform;
+mod readback;
 mod resume;
 mod sandbox;
 mod security;
@@ -18,3 +18,4 @@ mod selection;
 mod store;
 mod support;
 mod sync;
+mod verify;
