@@ -1,6 +1,6 @@
 //! Shared test support: a temporary mirror set-up pointed at a sandbox, an in-process sync, the
-#![allow(clippy::unwrap_used)]
 //! real binary, and waiting on conditions with a timeout instead of sleeping.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
