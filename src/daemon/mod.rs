@@ -11,7 +11,7 @@
 //! run the daemon in-process.
 
 pub mod fscheck;
-pub mod notify;
+pub mod sd_notify;
 pub mod signals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,7 +35,7 @@ use crate::platform::{ApiDisposition, PlatformError, ProjectQuery};
 use crate::sync::{project_pass, PassContext, PassOptions, ProjectSummary, SyncError};
 use crate::verify::{self, VerifyError, VerifyReport};
 
-pub use notify::Notifier;
+pub use sd_notify::Notifier;
 
 /// First wait after the token was refused; doubled on every refusal up to [`TOKEN_BACKOFF_MAX`].
 pub const TOKEN_BACKOFF_MIN: Duration = Duration::from_secs(5);
@@ -165,7 +165,7 @@ struct Daemon {
     inbox_rx: Option<mpsc::Receiver<()>>,
     /// The last rate sample: when, the engine it came from, its byte counter.
     rate_sample: Option<(Instant, usize, u64)>,
-    watcher: Option<::notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
     /// The writer lock: the state directory's from the start, the mirror root's once usable.
     lock: WriterLock,
     /// True once the mirror root's lock is held: no pass or verification runs before.
@@ -814,7 +814,7 @@ impl Daemon {
 
     /// Watches the drop-in directory; events only make the next scan sooner.
     fn start_watch(&mut self) {
-        use ::notify::Watcher as _;
+        use notify::Watcher as _;
         self.watcher = None;
         self.inbox_rx = None;
         let Some(w) = &self.cfg.watch else {
@@ -826,13 +826,13 @@ impl Daemon {
         }
         let (tx, rx) = mpsc::channel(16);
         let watcher =
-            ::notify::recommended_watcher(move |res: Result<::notify::Event, ::notify::Error>| {
+            notify::recommended_watcher(move |res: Result<notify::Event, notify::Error>| {
                 if res.is_ok() {
                     let _ = tx.try_send(());
                 }
             });
         match watcher {
-            Ok(mut watcher) => match watcher.watch(&w.dir, ::notify::RecursiveMode::NonRecursive) {
+            Ok(mut watcher) => match watcher.watch(&w.dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.watcher = Some(watcher);
                     self.inbox_rx = Some(rx);
