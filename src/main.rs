@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { config, projects } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
-            dxmirror::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
+            dxmirror::journal::require_local_state_dir(&cfg.state_dir)?;
             let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
             let summary = dxmirror::sync::run(
                 &cfg,
@@ -293,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     humantime::format_duration(w.rescan)
                 );
             }
-            if let Err(e) = dxmirror::daemon::fscheck::require_local_state_dir(&cfg.state_dir) {
+            if let Err(e) = dxmirror::journal::require_local_state_dir(&cfg.state_dir) {
                 println!("  state-dir                NOT USABLE: {e}");
                 return Ok(ExitCode::FAILURE);
             }

@@ -73,7 +73,7 @@ pub enum SyncError {
     Transfer(#[from] TransferError),
     /// The state directory is on a file system the journal cannot use.
     #[error(transparent)]
-    StateDir(#[from] crate::daemon::fscheck::FsCheckError),
+    StateDir(#[from] crate::journal::FsCheckError),
 }
 
 /// One file that did not end published.
@@ -246,7 +246,7 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
     if projects.is_empty() {
         return Err(SyncError::NoProjects(cfg.source.clone()));
     }
-    crate::daemon::fscheck::require_local_state_dir(&cfg.state_dir)?;
+    crate::journal::require_local_state_dir(&cfg.state_dir)?;
     let journal = Journal::open(&cfg.state_dir)?;
     let ctx = PassContext::new(cfg.clone(), journal.clone())?;
     let run_id = journal.start_run("sync").await?;

@@ -10,7 +10,6 @@
 //! Everything is injected (config path, shutdown future, reload channel, notifier) so tests
 //! run the daemon in-process.
 
-pub mod fscheck;
 pub mod sd_notify;
 pub mod signals;
 
@@ -62,7 +61,7 @@ pub enum DaemonError {
     Lock(#[from] LockError),
     /// The state directory is on a network file system.
     #[error(transparent)]
-    StateDir(#[from] fscheck::FsCheckError),
+    StateDir(#[from] crate::journal::FsCheckError),
     /// The journal failed: progress can no longer be recorded.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
@@ -119,7 +118,7 @@ pub async fn run_with(
     notify: Notifier,
 ) -> Result<(), DaemonError> {
     let cfg = Config::load(&cfg_path)?;
-    fscheck::require_local_state_dir(&cfg.state_dir)?;
+    crate::journal::require_local_state_dir(&cfg.state_dir)?;
     // The mirror root's lock is taken once the root is usable (it may be a mount that
     // appears later); until then the daemon runs, says why it waits, and retries.
     let lock = WriterLock::state(&cfg.state_dir)?;

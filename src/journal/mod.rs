@@ -72,9 +72,12 @@
 //! are counted). A caller counts a write done only when its future resolves `Ok`, which
 //! happens after the commit.
 
+pub mod fscheck;
 mod read;
 mod schema;
 mod writer;
+
+pub use fscheck::{require_local_state_dir, FsCheckError};
 
 use std::collections::BTreeMap;
 use std::fmt;
