@@ -161,7 +161,7 @@ pub fn parse_since(s: &str) -> Result<i64, AuditError> {
 /// `state_dir` (read-only) and renders them as text or, with `json`, a JSON array.
 pub fn report(state_dir: &Path, since_ms: i64, json: bool) -> Result<String, AuditError> {
     let reader = crate::journal::JournalReader::open(state_dir)?;
-    let rows = reader.audit(since_ms)?;
+    let rows = reader.audit_since(since_ms)?;
     if json {
         Ok(render_json(&rows)? + "\n")
     } else {

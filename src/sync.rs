@@ -684,7 +684,7 @@ async fn sync_project(
         if fresh_sample_info {
             warn!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagrees with the listing");
             journal
-                .event(EventLevel::Warn, Some(project), None, finding.clone())
+                .record_event(EventLevel::Warn, Some(project), None, finding.clone())
                 .await?;
         } else {
             debug!(project_id = %project, finding = %finding, "SAMPLE_INFO.txt disagreement (already reported)");
@@ -772,7 +772,7 @@ async fn sync_project(
             journal.set_rel_path(&r.old, r.keep_as.to_string()).await?;
             info!(project_id = %project, file_id = %r.old.file, path = %r.keep_as, new_file_id = %r.new, "replaced upstream; previous version kept");
             journal
-                .event(
+                .record_event(
                     EventLevel::Info,
                     Some(project),
                     Some(&r.old.file),

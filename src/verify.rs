@@ -439,7 +439,7 @@ pub async fn repair_audited(
             )
             .await?;
         journal
-            .event(
+            .record_event(
                 EventLevel::Warn,
                 Some(&project),
                 Some(&file_id),
@@ -450,7 +450,7 @@ pub async fn repair_audited(
             )
             .await?;
         let record = journal
-            .audit_record(NewAudit {
+            .append_audit(NewAudit {
                 action: Action::Repaired.as_str().into(),
                 project_id: project.clone(),
                 file_id: Some(file_id.clone()),

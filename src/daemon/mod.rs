@@ -255,7 +255,7 @@ impl Daemon {
                 if self.root_retry.take().is_some() {
                     info!(path = %self.cfg.mirror_root.display(), "mirror root usable; resuming");
                     self.journal
-                        .event(
+                        .record_event(
                             EventLevel::Info,
                             None,
                             None,
@@ -509,7 +509,7 @@ impl Daemon {
             Err(e) => {
                 warn!(error = %e, "scheduled verification could not run");
                 self.journal
-                    .event(
+                    .record_event(
                         EventLevel::Error,
                         None,
                         None,
@@ -533,7 +533,7 @@ impl Daemon {
             let project = f.project.parse::<ProjectId>().ok();
             let file = f.file_id.parse::<FileId>().ok();
             self.journal
-                .event(
+                .record_event(
                     EventLevel::Error,
                     project.as_ref(),
                     file.as_ref(),
@@ -641,7 +641,7 @@ impl Daemon {
         self.journal.put_daemon(self.row.clone()).await?;
         if !repeat {
             self.journal
-                .event(EventLevel::Error, None, None, message)
+                .record_event(EventLevel::Error, None, None, message)
                 .await?;
         }
         Ok(())
@@ -683,7 +683,7 @@ impl Daemon {
                     row.download_restricted = true;
                     self.journal.upsert_project(row).await?;
                     self.journal
-                        .event(EventLevel::Warn, Some(&p.id), None, msg)
+                        .record_event(EventLevel::Warn, Some(&p.id), None, msg)
                         .await?;
                 }
                 self.known.remove(&p.id);
@@ -699,7 +699,7 @@ impl Daemon {
                 new += 1;
                 info!(project_id = %p.id, name = %p.name, "new project discovered; queued");
                 self.journal
-                    .event(
+                    .record_event(
                         EventLevel::Info,
                         Some(&p.id),
                         None,
@@ -745,7 +745,7 @@ impl Daemon {
                 for (path, why) in &report.rejected {
                     warn!(path = %path.display(), reason = %why, "inbox file rejected");
                     self.journal
-                        .event(
+                        .record_event(
                             EventLevel::Warn,
                             None,
                             None,
@@ -762,7 +762,7 @@ impl Daemon {
                 for (path, work) in report.accepted {
                     info!(path = %path.display(), "inbox file accepted; work queued");
                     self.journal
-                        .event(
+                        .record_event(
                             EventLevel::Info,
                             None,
                             None,
@@ -861,7 +861,7 @@ impl Daemon {
                 continue;
             };
             self.journal
-                .event(EventLevel::Warn, Some(&p), None, msg)
+                .record_event(EventLevel::Warn, Some(&p), None, msg)
                 .await?;
         }
         Ok(())
@@ -910,7 +910,7 @@ impl Daemon {
                 let now = Instant::now();
                 self.next_discovery = now;
                 self.journal
-                    .event(EventLevel::Info, None, None, "config reloaded".into())
+                    .record_event(EventLevel::Info, None, None, "config reloaded".into())
                     .await?;
             }
         }

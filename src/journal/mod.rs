@@ -587,7 +587,7 @@ pub struct RunRow {
     pub outcome: Option<String>,
 }
 
-/// An audit record to append ([`Journal::audit`], [`Journal::delete_project`]).
+/// An audit record to append ([`Journal::append_audit`], [`Journal::delete_project`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAudit {
     /// What was done, a short stable word (`crate::audit::Action::as_str`).
@@ -969,7 +969,7 @@ impl Journal {
 
     /// Records that the first `done_bytes` bytes of a chunk are on disk (synced) with the
     /// given CRC32C.
-    pub async fn chunk_progress(
+    pub async fn record_chunk_progress(
         &self,
         key: &FileKey,
         chunk_idx: u32,
@@ -1014,7 +1014,7 @@ impl Journal {
     }
 
     /// Appends an event (the oldest beyond [`MAX_EVENTS`] are deleted).
-    pub async fn event(
+    pub async fn record_event(
         &self,
         level: EventLevel,
         project: Option<&ProjectId>,
@@ -1057,17 +1057,9 @@ impl Journal {
         self.read(read::project_totals)
     }
 
-    /// Appends an audit record; returns its id.
-    pub async fn audit(&self, record: NewAudit) -> Result<i64, JournalError> {
-        match self.send(Op::Audit(record)).await? {
-            Reply::Id(id) => Ok(id),
-            _ => Err(JournalError::WrongReply),
-        }
-    }
-
     /// Appends an audit record; returns it as stored (id and time set by the journal).
-    pub async fn audit_record(&self, record: NewAudit) -> Result<AuditRow, JournalError> {
-        match self.send(Op::AuditRecord(record)).await? {
+    pub async fn append_audit(&self, record: NewAudit) -> Result<AuditRow, JournalError> {
+        match self.send(Op::AppendAudit(record)).await? {
             Reply::Audit(row) => Ok(row),
             _ => Err(JournalError::WrongReply),
         }
@@ -1269,7 +1261,7 @@ impl JournalReader {
     }
 
     /// Audit records at or after `since_ms` (ms since the epoch; 0 for all), oldest first.
-    pub fn audit(&self, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
+    pub fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditRow>, JournalError> {
         read::audit(&self.conn, since_ms)
     }
 
@@ -1363,7 +1355,7 @@ mod tests {
                 })
                 .collect();
             j.record_listing(p, files).await.unwrap();
-            j.event(EventLevel::Info, Some(p), None, "listed".into())
+            j.record_event(EventLevel::Info, Some(p), None, "listed".into())
                 .await
                 .unwrap();
             j.add_requests(vec![(p.clone(), None)]).await.unwrap();
@@ -1389,18 +1381,18 @@ mod tests {
             j.delete_project(&a, audit("purge")).await,
             Err(JournalError::UnknownProject(_))
         ));
-        let id2 = j.audit(audit("note")).await.unwrap();
+        let id2 = j.append_audit(audit("note")).await.unwrap().id;
         assert!(id2 > deleted.audit_id);
         j.close().await.unwrap();
 
         let reader = JournalReader::open(dir.path()).unwrap();
-        let rows = reader.audit(0).unwrap();
+        let rows = reader.audit_since(0).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].action, "purge");
         assert_eq!(rows[0].project_id, a);
         assert_eq!(rows[0].size, Some(30));
         assert_eq!(rows[0].identity.as_deref(), Some("uid 0 (root)"));
-        assert!(reader.audit(rows[1].ts_ms + 1).unwrap().is_empty());
+        assert!(reader.audit_since(rows[1].ts_ms + 1).unwrap().is_empty());
         // The table refuses changes even from a raw connection.
         let raw = Connection::open(dir.path().join(JOURNAL_FILE)).unwrap();
         let err = raw.execute("DELETE FROM audit", []).unwrap_err();
@@ -1471,7 +1463,7 @@ mod tests {
         assert_eq!(f.sha256.as_deref(), Some(sha.as_str()));
         assert_eq!(j.audit_since(0).unwrap(), vec![row.clone()]);
         assert_eq!(row.identity.as_deref(), Some("user-x"));
-        let again = j.audit_record(audit(&known)).await.unwrap();
+        let again = j.append_audit(audit(&known)).await.unwrap();
         assert!(again.id > row.id);
         j.close().await.unwrap();
     }
@@ -1512,7 +1504,7 @@ mod tests {
         assert_eq!(stored.plan.chunks.len(), 1);
         assert_eq!(stored.chunk_done, vec![(0, 0)]);
         // A known plan is kept as it is, progress included.
-        j.chunk_progress(&key, 0, 4, 77).await.unwrap();
+        j.record_chunk_progress(&key, 0, 4, 77).await.unwrap();
         assert_eq!(j.start_file(&key, None).await.unwrap(), 2);
         assert_eq!(
             j.load_plan(&key).unwrap().unwrap().chunk_done,

@@ -78,10 +78,8 @@ pub(crate) enum Op {
         run: i64,
         outcome: String,
     },
-    /// Append an audit record.
-    Audit(NewAudit),
     /// Append an audit record and return it whole.
-    AuditRecord(NewAudit),
+    AppendAudit(NewAudit),
     /// `MarkDone` and its audit record, atomically; returns the record.
     MarkDoneAudited {
         key: FileKey,
@@ -119,7 +117,6 @@ pub(crate) enum Reply {
     Attempts(u32),
     Diff(ListingDiff),
     Run(i64),
-    Id(i64),
     Deleted(DeletedRows),
     Audit(AuditRow),
 }
@@ -344,8 +341,7 @@ fn apply(conn: &Connection, op: Op) -> Result<Reply, JournalError> {
             }
             Ok(Reply::Done)
         }
-        Op::Audit(rec) => insert_audit(conn, &rec).map(Reply::Id),
-        Op::AuditRecord(rec) => insert_audit_row(conn, &rec).map(Reply::Audit),
+        Op::AppendAudit(rec) => insert_audit_row(conn, &rec).map(Reply::Audit),
         Op::DeleteProject { project, audit } => {
             delete_project(conn, &project, &audit).map(Reply::Deleted)
         }
@@ -826,10 +822,6 @@ fn mark_done(
     known_file(n, key)
 }
 
-fn insert_audit(conn: &Connection, rec: &NewAudit) -> Result<i64, JournalError> {
-    insert_audit_row(conn, rec).map(|row| row.id)
-}
-
 fn insert_audit_row(conn: &Connection, rec: &NewAudit) -> Result<AuditRow, JournalError> {
     let size = rec.size.map(sql_u64).transpose()?;
     let ts_ms = now_ms();
@@ -889,7 +881,7 @@ fn delete_project(
     if projects == 0 {
         return Err(JournalError::UnknownProject(project.clone()));
     }
-    let audit_id = insert_audit(conn, audit)?;
+    let audit_id = insert_audit_row(conn, audit)?.id;
     Ok(DeletedRows {
         files,
         segments,

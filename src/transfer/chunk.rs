@@ -595,7 +595,7 @@ impl ChunkCtx {
             *paused_since = Some(Instant::now());
             warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, offset, error = %msg, "disk full; transfer paused until space returns");
             self.journal
-                .event(
+                .record_event(
                     crate::journal::EventLevel::Warn,
                     Some(&self.key.project),
                     Some(&self.key.file),
@@ -628,7 +628,7 @@ impl ChunkCtx {
         }
         self.sync_pausing(chunk, chunk.range.offset + done).await?;
         self.journal
-            .chunk_progress(&self.key, chunk.idx, done, crc)
+            .record_chunk_progress(&self.key, chunk.idx, done, crc)
             .await
             .map_err(|e| StreamError::Local(TransferError::Journal(e)))?;
         Ok(())

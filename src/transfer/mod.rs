@@ -330,7 +330,7 @@ impl Engine {
     /// shows).
     async fn file_warning(&self, key: &FileKey, message: String) -> Result<(), TransferError> {
         self.journal
-            .event(
+            .record_event(
                 crate::journal::EventLevel::Warn,
                 Some(&key.project),
                 Some(&key.file),
@@ -399,7 +399,7 @@ impl Engine {
                 let detail = format!("{}: {}", job.rel_path, reason.as_deref().unwrap_or(""));
                 let row = self
                     .journal
-                    .audit_record(self.new_audit(&job, Action::Quarantined, detail))
+                    .append_audit(self.new_audit(&job, Action::Quarantined, detail))
                     .await?;
                 audit::append_logged(self.cfg.audit_log.as_deref(), &row);
             }

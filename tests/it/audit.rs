@@ -44,7 +44,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
 
     // One `fetched` record per mirrored file, matching the journal and SHA256SUMS.
     let reader = JournalReader::open(&env.state()).unwrap();
-    let rows = reader.audit(0).unwrap();
+    let rows = reader.audit_since(0).unwrap();
     assert_eq!(rows.len(), n, "{rows:#?}");
     let dir = env
         .mirror()
@@ -155,7 +155,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
         String::from_utf8_lossy(&out.stderr)
     );
     let reader = JournalReader::open(&env.state()).unwrap();
-    let after = reader.audit(rows.last().unwrap().ts_ms).unwrap();
+    let after = reader.audit_since(rows.last().unwrap().ts_ms).unwrap();
     let new: Vec<&AuditRow> = after
         .iter()
         .filter(|r| r.id > rows.last().unwrap().id)
@@ -199,7 +199,7 @@ async fn a_file_ending_corrupt_is_recorded_quarantined() {
         .iter()
         .find(|f| f.state == FileState::Corrupt)
         .expect("a corrupt file");
-    let rows = reader.audit(0).unwrap();
+    let rows = reader.audit_since(0).unwrap();
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0].action, "quarantined");
     assert_eq!(rows[0].file_id.as_ref(), Some(&bad.file_id));

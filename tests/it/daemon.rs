@@ -821,7 +821,7 @@ async fn scheduled_verification_finds_bit_rot_and_the_daemon_heals_only_the_dama
     // Only that 64 KiB chunk was fetched again.
     let again = sandbox.stats().bytes_served(file.id.as_str()) - served_before;
     assert_eq!(again, 64 << 10, "{again} bytes fetched again");
-    let audit = reader(&env).unwrap().audit(0).unwrap();
+    let audit = reader(&env).unwrap().audit_since(0).unwrap();
     assert!(audit.iter().any(|a| a.action == "repaired"), "{audit:?}");
     running.stop().await.unwrap();
 }

@@ -538,7 +538,7 @@ async fn a_range_that_always_arrives_damaged_ends_corrupt_in_bounded_time() {
         );
     }
     let quarantined = reader
-        .audit(0)
+        .audit_since(0)
         .unwrap()
         .into_iter()
         .filter(|a| a.action == "quarantined")

@@ -258,7 +258,7 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
     j.set_file_state(&key(1, 1), FileState::Fetching, None)
         .await
         .unwrap();
-    j.chunk_progress(&key(1, 1), 0, 4, 77).await.unwrap();
+    j.record_chunk_progress(&key(1, 1), 0, 4, 77).await.unwrap();
     assert_eq!(j.add_attempt(&key(1, 1)).await.unwrap(), 1);
     j.mark_done(&key(1, 2), FileState::Verified, "ab".repeat(32))
         .await
@@ -359,17 +359,17 @@ async fn the_same_file_id_in_two_projects_gets_two_independent_rows() {
     assert_eq!(j.add_attempt(&k1).await.unwrap(), 1);
     assert_eq!(j.add_attempt(&k1).await.unwrap(), 2);
     assert_eq!(j.add_attempt(&k2).await.unwrap(), 1);
-    j.chunk_progress(&k1, 0, 4, 11).await.unwrap();
-    j.chunk_progress(&k1, 3, 2, 12).await.unwrap();
-    j.chunk_progress(&k2, 0, 10, 21).await.unwrap();
-    j.chunk_progress(&k2, 1, 10, 22).await.unwrap();
+    j.record_chunk_progress(&k1, 0, 4, 11).await.unwrap();
+    j.record_chunk_progress(&k1, 3, 2, 12).await.unwrap();
+    j.record_chunk_progress(&k2, 0, 10, 21).await.unwrap();
+    j.record_chunk_progress(&k2, 1, 10, 22).await.unwrap();
     j.set_segment_verified(&k2, 0, true).await.unwrap();
     j.set_segment_verified(&k2, 1, true).await.unwrap();
     j.mark_done(&k2, FileState::Verified, "cd".repeat(32))
         .await
         .unwrap();
     // Project 1's chunk 5 does not exist in project 2's plan (2 chunks).
-    let err = j.chunk_progress(&k2, 5, 1, 0).await.unwrap_err();
+    let err = j.record_chunk_progress(&k2, 5, 1, 0).await.unwrap_err();
     assert!(
         matches!(&err, JournalError::UnknownChunk { file, chunk_idx: 5 } if *file == k2),
         "{err:?}"
@@ -518,7 +518,7 @@ async fn plan_round_trips_through_the_journal() {
     );
 
     // Re-planning replaces segments and chunks and resets progress.
-    j.chunk_progress(&key(1, 1), 2, 2, 5).await.unwrap();
+    j.record_chunk_progress(&key(1, 1), 2, 2, 5).await.unwrap();
     j.set_segment_verified(&key(1, 1), 0, true).await.unwrap();
     let replanned = plan_file(&files[0], 100).unwrap();
     j.put_plan(&key(1, 1), &replanned).await.unwrap();
@@ -548,7 +548,8 @@ async fn acked_chunk_progress_survives_drop_and_reopen() {
         let before = j.stats();
         let started = Instant::now();
         let acks = join_all(
-            (0..1000u32).map(|idx| j.chunk_progress(&k, idx, 1, idx.wrapping_mul(2_654_435_761))),
+            (0..1000u32)
+                .map(|idx| j.record_chunk_progress(&k, idx, 1, idx.wrapping_mul(2_654_435_761))),
         )
         .await;
         let elapsed = started.elapsed();
@@ -588,7 +589,7 @@ async fn reset_chunks_clears_progress_and_unverifies_segments() {
     let plan = plan_file(&f, 4).unwrap(); // segments of 10: chunks 4,4,2 | 4,4,2
     j.put_plan(&key_of(&f), &plan).await.unwrap();
     for c in &plan.chunks {
-        j.chunk_progress(&key_of(&f), c.idx, c.range.len, 1000 + c.idx)
+        j.record_chunk_progress(&key_of(&f), c.idx, c.range.len, 1000 + c.idx)
             .await
             .unwrap();
     }
@@ -615,7 +616,10 @@ async fn reset_chunks_clears_progress_and_unverifies_segments() {
         matches!(err, JournalError::UnknownChunk { chunk_idx: 6, .. }),
         "{err:?}"
     );
-    let err = j.chunk_progress(&key_of(&f), 0, 5, 0).await.unwrap_err();
+    let err = j
+        .record_chunk_progress(&key_of(&f), 0, 5, 0)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, JournalError::ProgressBeyondChunk { len: 4, .. }),
         "{err:?}"
@@ -647,7 +651,7 @@ async fn a_failing_command_does_not_undo_its_batch_neighbours() {
     let k = key_of(&f);
     let unknown = key(1, 42);
     let (good, bad, good2) = tokio::join!(
-        j.chunk_progress(&k, 0, 3, 9),
+        j.record_chunk_progress(&k, 0, 3, 9),
         j.set_file_state(&unknown, FileState::Failed, None),
         j.add_attempt(&k),
     );
@@ -754,13 +758,13 @@ async fn totals_problems_and_bounded_events() {
     j.set_file_state(&key(1, 1), FileState::Fetching, None)
         .await
         .unwrap();
-    j.chunk_progress(&key(1, 1), 0, 4, 0).await.unwrap();
-    j.chunk_progress(&key(1, 1), 1, 4, 0).await.unwrap();
-    j.chunk_progress(&key(1, 1), 3, 4, 0).await.unwrap();
+    j.record_chunk_progress(&key(1, 1), 0, 4, 0).await.unwrap();
+    j.record_chunk_progress(&key(1, 1), 1, 4, 0).await.unwrap();
+    j.record_chunk_progress(&key(1, 1), 3, 4, 0).await.unwrap();
     let p2 = plan_file(&remote(1, 2, 2), 4).unwrap();
     j.put_plan(&key(1, 2), &p2).await.unwrap();
     for c in &p2.chunks {
-        j.chunk_progress(&key(1, 2), c.idx, c.range.len, 0)
+        j.record_chunk_progress(&key(1, 2), c.idx, c.range.len, 0)
             .await
             .unwrap();
     }
@@ -769,7 +773,7 @@ async fn totals_problems_and_bounded_events() {
         .unwrap();
     let p3 = plan_file(&remote(1, 3, 1), 100).unwrap();
     j.put_plan(&key(1, 3), &p3).await.unwrap();
-    j.chunk_progress(&key(1, 3), 0, 5, 0).await.unwrap();
+    j.record_chunk_progress(&key(1, 3), 0, 5, 0).await.unwrap();
     j.set_file_state(&key(1, 3), FileState::Failed, Some("HTTP 403".into()))
         .await
         .unwrap();
@@ -820,7 +824,7 @@ async fn totals_problems_and_bounded_events() {
     let file1 = fid(1);
     let project1 = pid(1);
     join_all((0..n_events).map(|i| {
-        j.event(
+        j.record_event(
             if i % 2 == 0 {
                 EventLevel::Info
             } else {
@@ -840,7 +844,7 @@ async fn totals_problems_and_bounded_events() {
     // Concurrent submissions have no defined order, but ids do: the newest are kept.
     assert_eq!(all[0].id, n_events as i64);
     assert!(all.windows(2).all(|w| w[0].id == w[1].id + 1));
-    j.event(EventLevel::Error, None, Some(&file1), "the last one".into())
+    j.record_event(EventLevel::Error, None, Some(&file1), "the last one".into())
         .await
         .unwrap();
     let all = reader.recent_events(usize::MAX).unwrap();
@@ -963,7 +967,7 @@ async fn journals_of_released_schemas_migrate_and_read() {
         }
         journal.close().await.unwrap();
         let reader = JournalReader::open(&state).unwrap();
-        assert!(!reader.audit(0).unwrap().is_empty(), "{fixture}");
+        assert!(!reader.audit_since(0).unwrap().is_empty(), "{fixture}");
         assert_eq!(reader.project_totals().unwrap().len(), 1, "{fixture}");
     }
 }

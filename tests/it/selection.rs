@@ -253,7 +253,7 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
     assert_eq!(reader.files(&pb).unwrap().len(), 3);
     // The syncs above wrote `fetched` records; the purge wrote one `purged`.
     let audit: Vec<_> = reader
-        .audit(started_ms - 1000)
+        .audit_since(started_ms - 1000)
         .unwrap()
         .into_iter()
         .filter(|r| r.action != "fetched")
@@ -274,7 +274,7 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the journal"));
     let n_purged = |r: &JournalReader| {
-        r.audit(0)
+        r.audit_since(0)
             .unwrap()
             .iter()
             .filter(|a| a.action == "purged")
