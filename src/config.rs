@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::clock::Date;
 use crate::model::{ApiToken, ProjectId};
 use crate::selection::Filter;
+pub use crate::units::{human_bytes, ByteSize, HumanDuration};
 
 /// The default DNAnexus API server.
 pub const DEFAULT_API_URL: &str = "https://api.dnanexus.com";
@@ -57,101 +59,11 @@ pub enum ConfigError {
     },
 }
 
-/// A size in bytes, written in the config as `16MiB`, `512KiB`, `1GB` or a plain number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parses a human-readable size. Binary units (`KiB`, `MiB`, `GiB`, `TiB`, and the short
-    /// `K`, `M`, `G`, `T`) are powers of 1024; decimal units (`KB`, `MB`, `GB`, `TB`) of 1000.
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (examples: 16MiB, 512KiB, 2GB)"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kib" => 1 << 10,
-            "m" | "mib" => 1 << 20,
-            "g" | "gib" => 1 << 30,
-            "t" | "tib" => 1 << 40,
-            "kb" => 1_000,
-            "mb" => 1_000_000,
-            "gb" => 1_000_000_000,
-            "tb" => 1_000_000_000_000,
-            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-        };
-        let bytes = value * mult as f64;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-            return Err(format!("size {s:?} is out of range"));
-        }
-        Ok(ByteSize(bytes.round() as u64))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Num(u64),
-            Text(String),
-        }
-        match Either::deserialize(d)? {
-            Either::Num(n) => Ok(ByteSize(n)),
-            Either::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&human_bytes(self.0))
-    }
-}
-
 /// Default `disk-reserve`: free space always left on the mirror's filesystem.
 pub const DEFAULT_DISK_RESERVE: u64 = 1 << 30;
 
 /// Largest accepted `disk-reserve` (a typo guard: 1 PiB).
 const MAX_DISK_RESERVE: u64 = 1 << 50;
-
-/// Formats a byte count with a binary unit, e.g. `1.5 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// A duration written as `30s`, `15m`, `1h 30m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "{s:?} is not a duration ({e}; examples: 30s, 15m, 1h)"
-                ))
-            })
-    }
-}
 
 /// One `[[project]]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -363,69 +275,6 @@ pub struct Watch {
     pub dir: PathBuf,
     /// Full rescan interval.
     pub rescan: Duration,
-}
-
-/// A calendar date (`YYYY-MM-DD`), kept as days since 1970-01-01.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date {
-    /// Days since the Unix epoch.
-    pub days: i64,
-}
-
-impl Date {
-    /// Parses `YYYY-MM-DD`.
-    pub fn parse(s: &str) -> Result<Date, String> {
-        let bad = || format!("{s:?} is not a date (expected YYYY-MM-DD)");
-        let mut it = s.trim().splitn(3, '-');
-        let y: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-        let m: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-        let d: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-            return Err(bad());
-        }
-        let days = days_from_civil(y, m, d);
-        let back = Date { days };
-        if back.to_string() != format!("{y:04}-{m:02}-{d:02}") {
-            return Err(bad());
-        }
-        Ok(back)
-    }
-
-    /// Today (UTC).
-    pub fn today() -> Date {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Date {
-            days: (secs / 86_400) as i64,
-        }
-    }
-}
-
-impl fmt::Display for Date {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Howard Hinnant's civil_from_days.
-        let z = self.days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(f, "{y:04}-{m:02}-{d:02}")
-    }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Per-project settings of the daemon.
@@ -830,17 +679,6 @@ mod tests {
     const MINIMAL: &str = "mirror-root = \"/srv/m\"\nstate-dir = \"/var/lib/d\"\n";
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(ByteSize::parse("16MiB").unwrap().0, 16 << 20);
-        assert_eq!(ByteSize::parse("16M").unwrap().0, 16 << 20);
-        assert_eq!(ByteSize::parse("1.5 GiB").unwrap().0, 3 << 29);
-        assert_eq!(ByteSize::parse("2GB").unwrap().0, 2_000_000_000);
-        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
-        assert!(ByteSize::parse("16 parsecs").is_err());
-        assert!(ByteSize::parse("lots").is_err());
-    }
-
-    #[test]
     fn defaults_apply() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.api_url, DEFAULT_API_URL);
@@ -926,15 +764,6 @@ mod tests {
         assert!(c.watch.is_some());
         assert_eq!(c.projects.len(), 1);
         assert_eq!(c.settings(&c.projects[0]).priority, 10);
-    }
-
-    #[test]
-    fn dates_round_trip() {
-        for s in ["1970-01-01", "2000-02-29", "2027-05-01", "2100-12-31"] {
-            assert_eq!(Date::parse(s).unwrap().to_string(), s);
-        }
-        assert_eq!(Date::parse("1970-01-02").unwrap().days, 1);
-        assert!(Date::parse("2027-13-01").is_err());
     }
 
     #[test]

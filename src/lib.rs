@@ -9,6 +9,7 @@
 //! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
 
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -27,6 +28,7 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod transfer;
+pub mod units;
 pub mod verify;
 
 pub use dxmirror_model as model;

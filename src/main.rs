@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use dxmirror::config::{human_bytes, Config};
+use dxmirror::config::Config;
 use dxmirror::lock::WriterLock;
 use dxmirror::model::ProjectId;
 use dxmirror::sync::{ProgressMode, SyncOptions, SyncSummary};
+use dxmirror::units::human_bytes;
 
 /// Mirror St. Jude Cloud data vended through DNAnexus: resumable, verified, unattended.
 #[derive(Debug, Parser)]

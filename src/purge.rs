@@ -17,10 +17,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{human_bytes, Config};
+use crate::config::Config;
 use crate::journal::{AuditRow, DeletedRows, Journal, JournalError, JournalReader, NewAudit};
 use crate::lock::{LockError, WriterLock};
 use crate::model::ProjectId;
+use crate::units::human_bytes;
 
 /// Why a purge did not happen (or did not finish).
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{human_bytes, Config, Date};
+use crate::clock::Date;
+use crate::config::Config;
 use crate::journal::{FileState, JournalError, JournalReader};
+use crate::units::human_bytes;
 
 /// Everything `status` shows.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -134,9 +136,7 @@ pub fn report_with_config(cfg: &Config) -> Result<StatusReport, StatusError> {
 
 fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, StatusError> {
     let reader = JournalReader::open(state_dir)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::clock::now_ms();
     let daemon = reader.daemon()?.map(|d| DaemonLine {
         stale: d.state != "stopped" && now_ms - d.updated_ms > 60_000,
         state: d.state,

@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, Date};
+use crate::clock::{now_ms, Date};
+use crate::config::{Config, ConfigError};
 use crate::inbox::{self, InboxItem};
 use crate::journal::{
     DaemonRow, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState,
@@ -175,12 +176,6 @@ struct Daemon {
     next_verify: Option<Instant>,
     /// The verification running in the background, if any.
     verify_task: Option<tokio::task::JoinHandle<Result<VerifyReport, VerifyError>>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Daemon {
@@ -1012,8 +1007,8 @@ impl Daemon {
             self.known.len(),
             self.running.len(),
             self.due.len(),
-            crate::config::human_bytes(done),
-            crate::config::human_bytes(total)
+            crate::units::human_bytes(done),
+            crate::units::human_bytes(total)
         );
         if self.token_retry.is_some() {
             s.push_str("; API TOKEN REFUSED, retrying");

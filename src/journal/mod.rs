@@ -91,6 +91,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
 use crate::model::{Digest, FileId, ProjectId, RemoteFile, RemotePart, RemoteState};
 use crate::planner::{FileKind, FilePlan};
 
@@ -398,9 +399,7 @@ impl ProjectRow {
             download_restricted: false,
             state,
             reason,
-            first_seen_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            first_seen_ms: now_ms(),
             last_listed_ms: None,
         }
     }
@@ -744,13 +743,6 @@ impl fmt::Debug for Journal {
             .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Journal {

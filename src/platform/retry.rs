@@ -20,6 +20,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::{IoKind, PlatformError};
+use crate::clock::days_from_civil;
 
 /// What an API caller should do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,20 +252,8 @@ fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
     if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 || year < 1970 {
         return None;
     }
-    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+    let days = u64::try_from(days_from_civil(year, i64::from(month), i64::from(day))).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let d = i64::from(d);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

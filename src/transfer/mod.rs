@@ -694,7 +694,7 @@ impl Engine {
         job: &FileJob,
         need: u64,
     ) -> Result<space::Reservation, TransferError> {
-        use crate::config::human_bytes;
+        use crate::units::human_bytes;
         let key = job.key();
         let dir = job.store.dir().to_path_buf();
         let mut waiting_since: Option<Instant> = None;

@@ -228,10 +228,7 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
         assert!(dir_a.is_dir());
     }
 
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let started_ms = dxmirror::clock::now_ms();
     let out = env.bin(&["purge", "--yes", pa.as_str()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
