@@ -8,6 +8,7 @@
 //! it into place and records its SHA-256. `sync` runs that pipeline once; `sandbox` is a
 //! DNAnexus-compatible server on loopback used by tests, `demo` and the benchmark.
 
+pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod config;

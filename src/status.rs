@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::access::access_notice;
 use crate::clock::Date;
 use crate::config::Config;
 use crate::journal::{FileState, JournalError, JournalReader};
@@ -161,16 +162,9 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
     for t in reader.project_totals()? {
         let count = |s: FileState| t.files_by_state.get(&s).copied().unwrap_or(0);
         let expires = cfg.and_then(|c| c.settings(&t.project.id).access_expires);
-        let access_warning = expires.and_then(|e| {
-            let left = e.days - today.days;
-            if left < 0 {
-                Some(format!("access expired on {e}: purge the local copy as the agreement requires (dxmirror purge {} --yes)", t.project.id))
-            } else if left <= crate::daemon::EXPIRY_WARN_DAYS {
-                Some(format!("access expires on {e} ({left} days left)"))
-            } else {
-                None
-            }
-        });
+        let access_warning = expires
+            .and_then(|e| access_notice(e, today))
+            .map(|n| n.status_message(&t.project.id));
         projects.push(ProjectLine {
             access_expires: expires.map(|e| e.to_string()),
             access_warning,

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::access::{access_notice, AccessNotice};
 use crate::clock::{now_ms, Date};
 use crate::config::{Config, ConfigError};
 use crate::inbox::{self, InboxItem};
@@ -48,8 +49,6 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 pub const ROOT_RETRY_MIN: Duration = Duration::from_secs(5);
 /// Longest wait between two looks at an unusable mirror root (a `stat`, so cheap).
 pub const ROOT_RETRY_MAX: Duration = Duration::from_secs(60);
-/// Warn this many days before a project's `access-expires`.
-pub const EXPIRY_WARN_DAYS: i64 = 30;
 
 /// The daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -845,16 +844,18 @@ impl Daemon {
             let Some(exp) = s.access_expires else {
                 continue;
             };
-            let left = exp.days - today.days;
-            let msg = if left < 0 {
-                error!(project_id = %p, access_expires = %exp, "data access has expired: the agreement usually requires destroying the local copy (dxmirror purge PROJECT --yes)");
-                format!("data access expired on {exp}; the local copy is kept until `dxmirror purge {p} --yes`")
-            } else if left <= EXPIRY_WARN_DAYS {
-                warn!(project_id = %p, access_expires = %exp, days_left = left, "data access expires soon");
-                format!("data access expires on {exp} ({left} days left)")
-            } else {
+            let Some(notice) = access_notice(exp, today) else {
                 continue;
             };
+            match notice {
+                AccessNotice::Expired { .. } => {
+                    error!(project_id = %p, access_expires = %exp, "data access has expired: the agreement usually requires destroying the local copy (dxmirror purge PROJECT --yes)");
+                }
+                AccessNotice::Soon { days_left, .. } => {
+                    warn!(project_id = %p, access_expires = %exp, days_left, "data access expires soon");
+                }
+            }
+            let msg = notice.event_message(&p);
             self.journal
                 .record_event(EventLevel::Warn, Some(&p), None, msg)
                 .await?;
