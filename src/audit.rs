@@ -12,7 +12,8 @@
 //! - `purged`: `dxmirror purge` deleted a project's mirrored data.
 //!
 //! The identity is the platform user from `/system/whoami` for `fetched` and `quarantined`
-//! (`None` when it could not be asked), the local user for `repaired` and `purged`.
+//! (`None` when it could not be asked), the local user ([`local_identity`]) for `repaired` and
+//! `purged`.
 //!
 //! This module owns the record words, the JSON-lines file (`audit-log` in the config: each
 //! record appended as one line, `O_APPEND`, mode 0640, `fsync`ed per line) and the text and
@@ -86,6 +87,15 @@ struct JsonRecord<'a> {
     time: String,
     #[serde(flatten)]
     row: &'a AuditRow,
+}
+
+/// Who runs this process, for the records of local actions (repairs, purges): `uid N (user)`.
+pub fn local_identity() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(user) if !user.is_empty() => format!("uid {uid} ({user})"),
+        _ => format!("uid {uid}"),
+    }
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -227,15 +227,6 @@ pub fn plan(cfg: &Config, project: &ProjectId) -> Result<PurgePlan, PurgeError> 
     build_plan(cfg, project, reader.project(project)?, n)
 }
 
-/// Who runs this process, for the audit record: `uid N (user)`.
-pub fn identity() -> String {
-    let uid = rustix::process::getuid().as_raw();
-    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        Ok(user) if !user.is_empty() => format!("uid {uid} ({user})"),
-        _ => format!("uid {uid}"),
-    }
-}
-
 /// Deletes `project`'s local copy and journal rows and writes the audit record, holding the
 /// writer lock. Call only after the operator confirmed (`--yes`).
 pub async fn purge(cfg: &Config, project: &ProjectId) -> Result<PurgeOutcome, PurgeError> {
@@ -282,7 +273,7 @@ async fn purge_locked(
         action: crate::audit::Action::Purged.as_str().into(),
         project_id: project.clone(),
         file_id: None,
-        identity: Some(identity()),
+        identity: Some(crate::audit::local_identity()),
         size: Some(plan.bytes),
         sha256: None,
         detail,

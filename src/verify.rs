@@ -454,7 +454,7 @@ pub async fn repair_audited(
                 action: Action::Repaired.as_str().into(),
                 project_id: project.clone(),
                 file_id: Some(file_id.clone()),
-                identity: Some(crate::purge::identity()),
+                identity: Some(crate::audit::local_identity()),
                 size: Some(row.size),
                 sha256: row.sha256.clone(),
                 detail: format!(
