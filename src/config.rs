@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 pub use crate::clock::Date;
 use crate::model::{ApiToken, ProjectId};
-use crate::selection::Filter;
+use crate::selection::{Filter, SelectionRules};
 pub use crate::units::{human_bytes, ByteSize, HumanDuration};
 
 /// The default DNAnexus API server.
@@ -346,6 +346,17 @@ impl Config {
             .get(project)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The selection rules of `project`: the global `[filter]` and the project's own keys
+    /// (empty layers dropped).
+    pub fn selection_rules(&self, project: &ProjectId) -> SelectionRules {
+        let mut rules = SelectionRules::default();
+        rules.push("[filter]", self.filter.clone());
+        if let Some(own) = self.project_filters.get(project) {
+            rules.push(&format!("[[project]] {project}"), own.clone());
+        }
+        rules
     }
 }
 

@@ -33,8 +33,7 @@ use std::fmt;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::config::Config;
-use crate::model::{FileId, ProjectId, RemoteFile};
+use crate::model::{FileId, RemoteFile};
 use crate::store::RelPath;
 
 /// The name St. Jude gives the per-file metadata table of a data request.
@@ -405,16 +404,6 @@ pub struct SelectionRules {
 }
 
 impl SelectionRules {
-    /// The global `[filter]` and `project`'s own keys from the config (empty layers dropped).
-    pub fn from_config(cfg: &Config, project: &ProjectId) -> SelectionRules {
-        let mut rules = SelectionRules::default();
-        rules.push("[filter]", cfg.filter.clone());
-        if let Some(own) = cfg.project_filters.get(project) {
-            rules.push(&format!("[[project]] {project}"), own.clone());
-        }
-        rules
-    }
-
     /// Adds a layer; `scope` names it in exclusion reasons. An empty layer is dropped.
     pub fn push(&mut self, scope: &str, filter: Filter) {
         if !filter.is_empty() {
@@ -796,7 +785,7 @@ pub fn cross_check(info: &SampleInfo, files: &[RemoteFile]) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::RemoteState;
+    use crate::model::{ProjectId, RemoteState};
 
     fn fid(n: u32) -> FileId {
         format!("file-{n:024}").parse().unwrap()

@@ -613,7 +613,7 @@ async fn sync_project(
 
     // SAMPLE_INFO.txt is mirrored first and parsed, so the selection can use its columns.
     let listed: HashSet<&FileId> = remote.iter().map(|f| &f.id).collect();
-    let rules = SelectionRules::from_config(cfg, project);
+    let rules = cfg.selection_rules(project);
     let sample_infos: Vec<&RemoteFile> = remote
         .iter()
         .filter(|f| selection::is_sample_info(f))
