@@ -87,18 +87,22 @@ pub enum StoreError {
     },
 }
 
+/// True when `e` says the disk (or the user's quota) is full (ENOSPC, EDQUOT): the one test of
+/// it, for the store's own errors and for the engine's writes into staging files.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
+        || e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
 impl StoreError {
     /// True when the disk (or the user's quota) is full: retrying later may succeed, retrying
     /// now will not.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::Io { source, .. } => {
-                let code = source.raw_os_error();
-                code == Some(rustix::io::Errno::NOSPC.raw_os_error())
-                    || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
-                    || source.kind() == io::ErrorKind::StorageFull
-                    || source.kind() == io::ErrorKind::QuotaExceeded
-            }
+            StoreError::Io { source, .. } => is_disk_full(source),
             _ => false,
         }
     }

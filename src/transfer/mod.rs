@@ -194,8 +194,7 @@ pub enum TransferError {
 impl TransferError {
     /// Classifies a failed write or sync of a staging file.
     fn from_write(file_id: &FileId, e: std::io::Error) -> TransferError {
-        let disk_full = matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error());
-        if disk_full {
+        if crate::store::is_disk_full(&e) {
             TransferError::DiskFull(format!("writing {file_id}: {e}"))
         } else {
             TransferError::Io(format!("writing {file_id}: {e}"))
