@@ -18,4 +18,5 @@ mod selection;
 mod store;
 mod support;
 mod sync;
+mod tidy;
 mod verify;
