@@ -118,11 +118,11 @@ pub enum PlanError {
 /// bytes inside each segment.
 pub fn plan_file(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanError> {
     let chunk_size = chunk_size.max(1);
-    let checksum_type = match file.checksum_type.as_deref() {
-        Some(t) => Some(
-            t.parse::<ChecksumType>()
-                .map_err(|source| PlanError::Digest { part: None, source })?,
-        ),
+    let checksum_type: Option<ChecksumType> = match &file.checksum_type {
+        Some(t) => Some(*t.get().map_err(|source| PlanError::Digest {
+            part: None,
+            source: source.clone(),
+        })?),
         None => None,
     };
 
@@ -180,10 +180,10 @@ pub fn plan_file(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanErr
         }
         _ => {
             let expect = match &file.md5 {
-                Some(md5) => Some(
-                    Digest::md5_hex(md5)
-                        .map_err(|source| PlanError::Digest { part: None, source })?,
-                ),
+                Some(md5) => Some(md5.get().cloned().map_err(|source| PlanError::Digest {
+                    part: None,
+                    source: source.clone(),
+                })?),
                 None => None,
             };
             if expect.is_some() {
@@ -222,33 +222,22 @@ pub fn plan_file(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RemotePart, RemoteState};
+    use crate::model::testing::{md5_part, project_id, RemoteFileBuilder};
+    use crate::model::Stated;
 
     fn file(size: u64, parts: Option<Vec<(u32, u64)>>, md5: Option<&str>) -> RemoteFile {
-        RemoteFile {
-            id: "file-000000000000000000000001".parse().unwrap(),
-            project: "project-000000000000000000000001".parse().unwrap(),
-            name: "x".into(),
-            folder: "/".into(),
-            size,
-            state: RemoteState::Closed,
-            archival_state: "live".into(),
-            created_ms: 0,
-            modified_ms: 0,
-            parts: parts.map(|ps| {
-                ps.into_iter()
-                    .map(|(index, size)| RemotePart {
-                        index,
-                        size,
-                        md5: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
-                        checksum: None,
-                    })
-                    .collect()
-            }),
-            drive: None,
-            md5: md5.map(str::to_owned),
-            checksum_type: None,
-        }
+        let parts = parts.map(|ps| {
+            ps.into_iter()
+                .map(|(index, size)| md5_part(index, size, "d41d8cd98f00b204e9800998ecf8427e"))
+                .collect()
+        });
+        let mut f = RemoteFileBuilder::new(&project_id(1), 1)
+            .name("x")
+            .size(size)
+            .parts(parts)
+            .build();
+        f.md5 = md5.map(Stated::md5);
+        f
     }
 
     /// Chunks and segments must each tile `[0, size)` exactly, and chunks stay inside segments.
@@ -328,7 +317,7 @@ mod tests {
     #[test]
     fn checksum_only_parts() {
         let mut f = file(4, Some(vec![(1, 4)]), None);
-        f.checksum_type = Some("CRC32C".into());
+        f.checksum_type = Some(Stated::checksum_type("CRC32C"));
         let parts = f.parts.as_mut().unwrap();
         parts[0].md5 = None;
         parts[0].checksum = Some("ImIEBA==".into());

@@ -917,7 +917,8 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChecksumType, RemoteFile, RemotePart, RemoteState};
+    use crate::model::testing::{md5_part, project_id, RemoteFileBuilder};
+    use crate::model::{ChecksumType, RemoteFile, RemotePart, Stated};
     use crate::planner::{plan_file, FileKind};
     use md5::Digest as _;
     use std::io::Write;
@@ -937,12 +938,11 @@ mod tests {
         let mut at = 0usize;
         for (i, &s) in part_sizes.iter().enumerate() {
             let s = s as usize;
-            parts.push(RemotePart {
-                index: i as u32 + 1,
-                size: s as u64,
-                md5: Some(md5_hex(&bytes[at..at + s])),
-                checksum: None,
-            });
+            parts.push(md5_part(
+                i as u32 + 1,
+                s as u64,
+                md5_hex(&bytes[at..at + s]),
+            ));
             at += s;
         }
         plan_file(&remote(bytes.len() as u64, Some(parts), None, None), chunk).unwrap()
@@ -954,21 +954,14 @@ mod tests {
         md5: Option<String>,
         checksum_type: Option<&str>,
     ) -> RemoteFile {
-        RemoteFile {
-            id: "file-000000000000000000000001".parse().unwrap(),
-            project: "project-000000000000000000000001".parse().unwrap(),
-            name: "x".into(),
-            folder: "/".into(),
-            size,
-            state: RemoteState::Closed,
-            archival_state: "live".into(),
-            created_ms: 0,
-            modified_ms: 0,
-            parts,
-            drive: None,
-            md5,
-            checksum_type: checksum_type.map(str::to_owned),
-        }
+        let mut f = RemoteFileBuilder::new(&project_id(1), 1)
+            .name("x")
+            .size(size)
+            .parts(parts)
+            .build();
+        f.md5 = md5.map(Stated::md5);
+        f.checksum_type = checksum_type.map(Stated::checksum_type);
+        f
     }
 
     fn write(dir: &Path, bytes: &[u8]) -> PathBuf {

@@ -785,32 +785,19 @@ pub fn cross_check(info: &SampleInfo, files: &[RemoteFile]) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::{ProjectId, RemoteState};
-
-    fn fid(n: u32) -> FileId {
-        format!("file-{n:024}").parse().unwrap()
-    }
+    use crate::model::testing::{file_id as fid, project_id, RemoteFileBuilder};
+    use crate::model::{ArchivalState, ProjectId};
 
     fn pid() -> ProjectId {
-        "project-000000000000000000000001".parse().unwrap()
+        project_id(1)
     }
 
     fn rf(n: u32, folder: &str, name: &str, size: u64) -> RemoteFile {
-        RemoteFile {
-            id: fid(n),
-            project: pid(),
-            name: name.to_owned(),
-            folder: folder.to_owned(),
-            size,
-            state: RemoteState::Closed,
-            archival_state: "live".into(),
-            created_ms: 0,
-            modified_ms: 0,
-            parts: None,
-            drive: None,
-            md5: None,
-            checksum_type: None,
-        }
+        RemoteFileBuilder::new(&pid(), n)
+            .name(name)
+            .folder(folder)
+            .size(size)
+            .build()
     }
 
     fn listing() -> Vec<RemoteFile> {
@@ -1196,7 +1183,7 @@ mod tests {
         files[2].folder = "/restricted/moved".into(); // path disagreement (id 3)
         files.push(rf(12, "/restricted/CNV", "new.CNV.txt", 1)); // listed without a row
         let mut archived = rf(13, "/restricted/CNV", "old.CNV.txt", 1);
-        archived.archival_state = "archived".into(); // not downloadable: not reported
+        archived.archival_state = ArchivalState::Archived; // not downloadable: not reported
         files.push(archived);
         let text = format!(
             "{}{}\tjunk\nrestricted/x\t{}\n",

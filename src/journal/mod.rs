@@ -92,7 +92,10 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
-use crate::model::{Digest, FileId, ProjectId, RemoteFile, RemotePart, RemoteState};
+use crate::model::{
+    ArchivalState, ChecksumType, Digest, FileId, ProjectId, RemoteFile, RemotePart, RemoteState,
+    Stated,
+};
 use crate::planner::{FileKind, FilePlan};
 
 use writer::{Command, Op, Reply};
@@ -473,7 +476,7 @@ pub struct FileRow {
     /// Platform lifecycle state.
     pub remote_state: RemoteState,
     /// Platform archival state.
-    pub archival_state: String,
+    pub archival_state: ArchivalState,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
     /// Modification time, ms since the epoch.
@@ -482,10 +485,10 @@ pub struct FileRow {
     pub parts: Option<Vec<RemotePart>>,
     /// Drive of a symlink file.
     pub drive: Option<String>,
-    /// Whole-file md5 (symlinks).
-    pub md5: Option<String>,
-    /// Algorithm of the part checksums.
-    pub checksum_type: Option<String>,
+    /// Whole-file md5 (symlinks), the platform's text.
+    pub md5: Option<Stated<Digest>>,
+    /// Algorithm of the part checksums, the platform's text.
+    pub checksum_type: Option<Stated<ChecksumType>>,
     /// Plan kind, once known.
     pub kind: Option<FileKind>,
     /// Local path relative to the project directory.
@@ -1281,6 +1284,7 @@ pub(crate) fn parse_tagged(s: &str) -> Result<Digest, crate::model::DigestError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::RemoteFileBuilder;
 
     #[test]
     fn states_round_trip_through_text() {
@@ -1311,21 +1315,7 @@ mod tests {
     }
 
     fn remote(project: &ProjectId, n: u32) -> RemoteFile {
-        RemoteFile {
-            id: format!("file-{n:024}").parse().unwrap(),
-            project: project.clone(),
-            name: format!("f{n}"),
-            folder: "/".into(),
-            size: 10,
-            state: RemoteState::Closed,
-            archival_state: "live".into(),
-            created_ms: 0,
-            modified_ms: 0,
-            parts: None,
-            drive: None,
-            md5: None,
-            checksum_type: None,
-        }
+        RemoteFileBuilder::new(project, n).size(10).build()
     }
 
     #[tokio::test]
@@ -1469,7 +1459,7 @@ mod tests {
             .await
             .unwrap();
         let mut r = remote(&p, 1);
-        r.md5 = Some("0123456789abcdef0123456789abcdef".into());
+        r.md5 = Some(Stated::md5("0123456789abcdef0123456789abcdef"));
         r.drive = Some("drive-x".into());
         let listing = vec![FileListing {
             remote: r.clone(),

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::model::{FileId, ProjectId, ProjectInfo, RemoteFile, RemotePart, RemoteState};
+use crate::model::{
+    ArchivalState, FileId, ProjectId, ProjectInfo, RemoteFile, RemotePart, RemoteState, Stated,
+};
 
 /// The fields asked of every listed file.
 pub(crate) const FILE_FIELDS: [&str; 12] = [
@@ -172,13 +174,13 @@ pub(crate) fn to_remote_file(obj: FoundObject, project: &ProjectId) -> Result<Re
         folder: d.folder,
         size: d.size,
         state: RemoteState::parse(&d.state),
-        archival_state: d.archival_state,
+        archival_state: ArchivalState::parse(&d.archival_state),
         created_ms: d.created,
         modified_ms: d.modified,
         parts,
         drive: d.drive,
-        md5: d.md5,
-        checksum_type: d.checksum_type,
+        md5: d.md5.map(Stated::md5),
+        checksum_type: d.checksum_type.map(Stated::checksum_type),
     })
 }
 
@@ -308,9 +310,12 @@ mod tests {
         let s = &files[1];
         assert!(s.parts.is_none());
         assert_eq!(s.drive.as_deref(), Some("drive-XXXX"));
-        assert_eq!(s.md5.as_deref(), Some("5eb63bbbe01eeed093cb22bb8f5acdc3"));
+        assert_eq!(
+            s.md5.as_ref().map(Stated::raw),
+            Some("5eb63bbbe01eeed093cb22bb8f5acdc3")
+        );
         let w = &files[2];
-        assert_eq!(w.checksum_type.as_deref(), Some("CRC64NVME"));
+        assert_eq!(w.checksum_type.as_ref().map(Stated::raw), Some("CRC64NVME"));
         assert_eq!(
             w.parts.as_ref().unwrap()[0].checksum.as_deref(),
             Some("jSnVw/bqjr4=")

@@ -288,28 +288,14 @@ pub fn manifest_name<'a>(paths: impl IntoIterator<Item = &'a RelPath>) -> &'stat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::RemoteState;
-
-    fn fid(n: u32) -> FileId {
-        format!("file-{n:024}").parse().unwrap()
-    }
+    use crate::model::testing::{file_id as fid, project_id, RemoteFileBuilder};
 
     fn rf(n: u32, folder: &str, name: &str, created_ms: i64) -> RemoteFile {
-        RemoteFile {
-            id: fid(n),
-            project: "project-000000000000000000000001".parse().unwrap(),
-            name: name.into(),
-            folder: folder.into(),
-            size: 0,
-            state: RemoteState::Closed,
-            archival_state: "live".into(),
-            created_ms,
-            modified_ms: 0,
-            parts: None,
-            drive: None,
-            md5: None,
-            checksum_type: None,
-        }
+        RemoteFileBuilder::new(&project_id(1), n)
+            .name(name)
+            .folder(folder)
+            .created(created_ms)
+            .build()
     }
 
     fn assigned(files: &[RemoteFile]) -> Vec<String> {

@@ -10,17 +10,11 @@ use dxmirror::journal::{
     EventLevel, FileKey, FileListing, FileState, Journal, JournalError, JournalReader, ProjectRow,
     ProjectState, JOURNAL_FILE, MAX_EVENTS,
 };
-use dxmirror::model::{FileId, ProjectId, RemoteFile, RemotePart, RemoteState};
+use dxmirror::model::{ArchivalState, RemoteFile, RemotePart, RemoteState, Stated};
 use dxmirror::planner::{plan_file, FileKind};
 use futures_util::future::join_all;
 
-fn pid(n: u32) -> ProjectId {
-    format!("project-{n:024}").parse().unwrap()
-}
-
-fn fid(n: u32) -> FileId {
-    format!("file-{n:024}").parse().unwrap()
-}
+use dxmirror::model::testing::{file_id as fid, md5_part, project_id as pid, RemoteFileBuilder};
 
 /// The journal key of file `n` in project `p`.
 fn key(p: u32, n: u32) -> FileKey {
@@ -47,30 +41,17 @@ fn project(n: u32) -> ProjectRow {
 
 /// A closed, live file of `n_parts` parts of 10 bytes each, with part MD5s.
 fn remote(project: u32, n: u32, n_parts: u32) -> RemoteFile {
-    RemoteFile {
-        id: fid(n),
-        project: pid(project),
-        name: format!("f{n}.bam"),
-        folder: "/data".into(),
-        size: 10 * u64::from(n_parts),
-        state: RemoteState::Closed,
-        archival_state: "live".into(),
-        created_ms: 5,
-        modified_ms: 6,
-        parts: Some(
-            (1..=n_parts)
-                .map(|index| RemotePart {
-                    index,
-                    size: 10,
-                    md5: Some(format!("{:032x}", u128::from(index))),
-                    checksum: None,
-                })
-                .collect(),
-        ),
-        drive: None,
-        md5: None,
-        checksum_type: None,
-    }
+    let parts = (1..=n_parts)
+        .map(|index| md5_part(index, 10, format!("{:032x}", u128::from(index))))
+        .collect::<Vec<_>>();
+    RemoteFileBuilder::new(&pid(project), n)
+        .name(format!("f{n}.bam"))
+        .folder("/data")
+        .size(10 * u64::from(n_parts))
+        .created(5)
+        .modified(6)
+        .parts(parts)
+        .build()
 }
 
 fn listing(f: RemoteFile) -> FileListing {
@@ -228,7 +209,7 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
     j.upsert_project(project(1)).await.unwrap();
 
     let mut archived = remote(1, 3, 1);
-    archived.archival_state = "archived".into();
+    archived.archival_state = ArchivalState::Archived;
     let first = vec![
         listing(remote(1, 1, 2)),
         listing(remote(1, 2, 1)),
@@ -271,7 +252,7 @@ async fn listing_adds_updates_and_reports_removed_without_touching_progress() {
     // file 4 absent, file 5 new.
     let mut renamed = remote(1, 1, 2);
     renamed.name = "renamed.bam".into();
-    archived.archival_state = "live".into();
+    archived.archival_state = ArchivalState::Live;
     let second = vec![
         listing(renamed.clone()),
         listing(remote(1, 2, 1)),
@@ -471,7 +452,7 @@ async fn plan_round_trips_through_the_journal() {
     let parts_md5 = remote(1, 1, 3);
     let mut parts_checksum = remote(1, 2, 1);
     parts_checksum.size = 4;
-    parts_checksum.checksum_type = Some("CRC32C".into());
+    parts_checksum.checksum_type = Some(Stated::checksum_type("CRC32C"));
     parts_checksum.parts = Some(vec![RemotePart {
         index: 7,
         size: 4,
@@ -482,7 +463,7 @@ async fn plan_round_trips_through_the_journal() {
     whole.parts = None;
     whole.size = 25;
     whole.drive = Some("drive-xyz".into());
-    whole.md5 = Some("9e107d9d372bb6826bd81d3542a419d6".into());
+    whole.md5 = Some(Stated::md5("9e107d9d372bb6826bd81d3542a419d6"));
     let mut unverified = remote(1, 4, 1);
     unverified.parts = None;
     unverified.size = 0;

@@ -6,7 +6,8 @@
 
 use std::os::unix::fs::FileExt;
 
-use dxmirror::model::{RemoteFile, RemotePart};
+use dxmirror::model::testing::md5_part;
+use dxmirror::model::RemoteFile;
 use dxmirror::planner::plan_file;
 use dxmirror::readback::read_back;
 use dxmirror::store::ProjectStore;
@@ -22,12 +23,11 @@ fn md5_file(bytes: &[u8], part_sizes: &[u64]) -> RemoteFile {
         .enumerate()
         .map(|(i, &s)| {
             let s = s as usize;
-            let part = RemotePart {
-                index: i as u32 + 1,
-                size: s as u64,
-                md5: Some(hex::encode(md5::Md5::digest(&bytes[at..at + s]))),
-                checksum: None,
-            };
+            let part = md5_part(
+                i as u32 + 1,
+                s as u64,
+                hex::encode(md5::Md5::digest(&bytes[at..at + s])),
+            );
             at += s;
             part
         })

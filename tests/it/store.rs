@@ -11,30 +11,19 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dxmirror::model::{FileId, RemoteFile, RemoteState};
+use dxmirror::model::testing::{project_id, RemoteFileBuilder};
+use dxmirror::model::{FileId, RemoteFile};
 use dxmirror::store::{assign_paths, manifest_name, ProjectStore, RelPath, StoreError};
 use md5::Digest as _;
 
-pub(crate) fn fid(n: u32) -> FileId {
-    format!("file-{n:024}").parse().unwrap()
-}
+pub(crate) use dxmirror::model::testing::file_id as fid;
 
 pub(crate) fn remote(n: u32, folder: &str, name: &str, created_ms: i64) -> RemoteFile {
-    RemoteFile {
-        id: fid(n),
-        project: "project-000000000000000000000001".parse().unwrap(),
-        name: name.into(),
-        folder: folder.into(),
-        size: 0,
-        state: RemoteState::Closed,
-        archival_state: "live".into(),
-        created_ms,
-        modified_ms: 0,
-        parts: None,
-        drive: None,
-        md5: None,
-        checksum_type: None,
-    }
+    RemoteFileBuilder::new(&project_id(1), n)
+        .name(name)
+        .folder(folder)
+        .created(created_ms)
+        .build()
 }
 
 fn mode(p: &Path) -> u32 {

@@ -306,6 +306,91 @@ pub struct RemotePart {
     pub checksum: Option<String>,
 }
 
+/// A file's archival state on the platform (`archivalState`). Lossless: a word this build does
+/// not know is kept as it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchivalState {
+    /// In live storage: downloadable.
+    Live,
+    /// Being moved to archival storage.
+    Archival,
+    /// In archival storage: must be unarchived first.
+    Archived,
+    /// Being brought back to live storage.
+    Unarchiving,
+    /// Anything else the platform may say.
+    Other(String),
+}
+
+impl ArchivalState {
+    /// Maps the platform's `archivalState` string.
+    pub fn parse(s: &str) -> ArchivalState {
+        match s {
+            "live" => ArchivalState::Live,
+            "archival" => ArchivalState::Archival,
+            "archived" => ArchivalState::Archived,
+            "unarchiving" => ArchivalState::Unarchiving,
+            other => ArchivalState::Other(other.to_owned()),
+        }
+    }
+
+    /// The platform's spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ArchivalState::Live => "live",
+            ArchivalState::Archival => "archival",
+            ArchivalState::Archived => "archived",
+            ArchivalState::Unarchiving => "unarchiving",
+            ArchivalState::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ArchivalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value as the platform stated it: its text, kept verbatim (the journal stores it, and a
+/// re-listing compares it), and what parsing that text gave. A malformed value is kept, not
+/// refused, so that it fails the one file at planning rather than the whole listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stated<T> {
+    raw: String,
+    parsed: Result<T, DigestError>,
+}
+
+impl Stated<Digest> {
+    /// A whole-file `md5` (32 hex digits, either case).
+    pub fn md5(raw: impl Into<String>) -> Stated<Digest> {
+        let raw = raw.into();
+        let parsed = Digest::md5_hex(&raw);
+        Stated { raw, parsed }
+    }
+}
+
+impl Stated<ChecksumType> {
+    /// A `checksumType` (the algorithm's name, any case).
+    pub fn checksum_type(raw: impl Into<String>) -> Stated<ChecksumType> {
+        let raw = raw.into();
+        let parsed = raw.parse();
+        Stated { raw, parsed }
+    }
+}
+
+impl<T> Stated<T> {
+    /// The platform's text, verbatim.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The parsed value, or why the text could not be understood.
+    pub fn get(&self) -> Result<&T, &DigestError> {
+        self.parsed.as_ref()
+    }
+}
+
 /// A file as the platform describes it. Only `platform` constructs these from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -321,8 +406,8 @@ pub struct RemoteFile {
     pub size: u64,
     /// Lifecycle state.
     pub state: RemoteState,
-    /// `live`, `archival`, `archived`, `unarchiving`.
-    pub archival_state: String,
+    /// Archival state: only a `live` file can be downloaded.
+    pub archival_state: ArchivalState,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
     /// Last modification time, ms since the epoch.
@@ -332,15 +417,15 @@ pub struct RemoteFile {
     /// The drive of a symlink (drive-backed) file.
     pub drive: Option<String>,
     /// Whole-file MD5 (symlinks).
-    pub md5: Option<String>,
+    pub md5: Option<Stated<Digest>>,
     /// Algorithm of the part `checksum`s.
-    pub checksum_type: Option<String>,
+    pub checksum_type: Option<Stated<ChecksumType>>,
 }
 
 impl RemoteFile {
     /// True when the file can be downloaded now (closed and live).
     pub fn is_downloadable(&self) -> bool {
-        self.state == RemoteState::Closed && self.archival_state == "live"
+        self.state == RemoteState::Closed && self.archival_state == ArchivalState::Live
     }
 
     /// Why the file cannot be downloaded, if it cannot.
@@ -348,7 +433,7 @@ impl RemoteFile {
         if self.state != RemoteState::Closed {
             return Some(format!("file is {} (not closed)", self.state.as_str()));
         }
-        if self.archival_state != "live" {
+        if self.archival_state != ArchivalState::Live {
             return Some(format!("file is {} (not live)", self.archival_state));
         }
         None
@@ -466,6 +551,33 @@ mod tests {
         let t = ApiToken::new(" s3cr3t-token\n");
         assert_eq!(t.expose(), "s3cr3t-token");
         assert_eq!(format!("{t:?}"), "ApiToken(***)");
+    }
+
+    #[test]
+    fn stated_values_keep_the_text_and_the_parse() {
+        let md5 = Stated::md5("9E107D9D372BB6826BD81D3542A419D6");
+        assert_eq!(md5.raw(), "9E107D9D372BB6826BD81D3542A419D6");
+        assert_eq!(
+            md5.get(),
+            Ok(&Digest::md5_hex("9e107d9d372bb6826bd81d3542a419d6").unwrap())
+        );
+        let bad = Stated::md5("nope");
+        assert_eq!(bad.raw(), "nope");
+        assert!(matches!(bad.get(), Err(DigestError::BadMd5(_))));
+        let ty = Stated::checksum_type("crc32c");
+        assert_eq!((ty.raw(), ty.get()), ("crc32c", Ok(&ChecksumType::Crc32c)));
+        assert!(Stated::checksum_type("XXH3").get().is_err());
+    }
+
+    #[test]
+    fn archival_state_is_lossless() {
+        for word in ["live", "archival", "archived", "unarchiving", "frozen"] {
+            assert_eq!(ArchivalState::parse(word).as_str(), word);
+        }
+        assert_eq!(
+            ArchivalState::parse("frozen"),
+            ArchivalState::Other("frozen".into())
+        );
     }
 
     #[test]
