@@ -15,7 +15,8 @@
 //! (`None` when it could not be asked), the local user ([`local_identity`]) for `repaired` and
 //! `purged`.
 //!
-//! This module owns the record words, the JSON-lines file (`audit-log` in the config: each
+//! This module owns the record words ([`Action`], defined in `journal` as `AuditAction` because
+//! the journal's `NewAudit` carries it), the JSON-lines file (`audit-log` in the config: each
 //! record appended as one line, `O_APPEND`, mode 0640, `fsync`ed per line) and the text and
 //! JSON rendering. Lines of files finishing at the same moment may be appended in either
 //! order; each carries the journal's `id`, which is the order. It holds no SQL and never writes the journal itself; a failure to append
@@ -49,36 +50,8 @@ pub enum AuditError {
     BadDate(String),
 }
 
-/// What was done: the `action` column's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// A file was published.
-    Fetched,
-    /// `verify --repair` put a damaged file back into staging.
-    Repaired,
-    /// A file ended corrupt.
-    Quarantined,
-    /// A project was purged.
-    Purged,
-}
-
-impl Action {
-    /// The stable word stored in the journal.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Fetched => "fetched",
-            Action::Repaired => "repaired",
-            Action::Quarantined => "quarantined",
-            Action::Purged => "purged",
-        }
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What was done: the `action` column's words (a journal type, since `NewAudit` carries it).
+pub use crate::journal::AuditAction as Action;
 
 /// One record as written to the JSON-lines file and printed by `dxmirror audit --json`: the
 /// journal row plus its time in RFC 3339.

@@ -270,7 +270,7 @@ async fn purge_locked(
         ),
     };
     let record = NewAudit {
-        action: crate::audit::Action::Purged.as_str().into(),
+        action: crate::audit::Action::Purged,
         project_id: project.clone(),
         file_id: None,
         identity: Some(crate::audit::local_identity()),

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::access::access_notice;
 use crate::clock::Date;
 use crate::config::Config;
-use crate::journal::{FileState, JournalError, JournalReader};
+use crate::journal::{DaemonState, FileState, JournalError, JournalReader};
 use crate::units::human_bytes;
 
 /// Everything `status` shows.
@@ -139,8 +139,8 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
     let reader = JournalReader::open(state_dir)?;
     let now_ms = crate::clock::now_ms();
     let daemon = reader.daemon()?.map(|d| DaemonLine {
-        stale: d.state != "stopped" && now_ms - d.updated_ms > 60_000,
-        state: d.state,
+        stale: d.state != DaemonState::Stopped && now_ms - d.updated_ms > 60_000,
+        state: d.state.as_str().to_owned(),
         pid: d.pid,
         started_ms: d.started_ms,
         updated_ms: d.updated_ms,

@@ -451,7 +451,7 @@ pub async fn repair_audited(
             .await?;
         let record = journal
             .append_audit(NewAudit {
-                action: Action::Repaired.as_str().into(),
+                action: Action::Repaired,
                 project_id: project.clone(),
                 file_id: Some(file_id.clone()),
                 identity: Some(crate::audit::local_identity()),

@@ -28,7 +28,7 @@ use crate::clock::{now_ms, Date};
 use crate::config::{Config, ConfigError};
 use crate::inbox::{self, InboxItem};
 use crate::journal::{
-    DaemonRow, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState,
+    DaemonRow, DaemonState, EventLevel, FileState, Journal, JournalError, ProjectRow, ProjectState,
 };
 use crate::lock::{LockError, WriterLock};
 use crate::model::{FileId, ProjectId};
@@ -127,7 +127,7 @@ pub async fn run_with(
     let mut d = Daemon::new(cfg_path, cfg, journal.clone(), notify, lock);
     let result = d.main_loop(shutdown, &mut reloads).await;
     d.tasks.shutdown().await;
-    d.row.state = "stopped".into();
+    d.row.state = DaemonState::Stopped;
     d.row.stopped_ms = Some(now_ms());
     let outcome = if result.is_ok() { "stopped" } else { "error" };
     let _ = d.journal.put_daemon(d.row.clone()).await;
@@ -189,7 +189,7 @@ impl Daemon {
         let row = DaemonRow {
             pid: std::process::id(),
             started_ms: now_ms(),
-            state: "starting".into(),
+            state: DaemonState::Starting,
             ..DaemonRow::default()
         };
         let next_watchdog = notify.watchdog_interval().map(|_| now);
@@ -224,15 +224,15 @@ impl Daemon {
         }
     }
 
-    /// The daemon's state word for its journal row: a refused token first, then a mirror
-    /// root it waits for.
-    fn state_word(&self) -> &'static str {
+    /// The daemon's state for its journal row: a refused token first, then a mirror root it
+    /// waits for.
+    fn state_word(&self) -> DaemonState {
         if self.token_retry.is_some() {
-            "bad-token"
+            DaemonState::BadToken
         } else if !self.root_held {
-            "waiting-for-mirror-root"
+            DaemonState::WaitingForMirrorRoot
         } else {
-            "running"
+            DaemonState::Running
         }
     }
 
@@ -355,7 +355,7 @@ impl Daemon {
             self.known.entry(p.id).or_insert(Source::Journal);
         }
         self.start_watch();
-        self.row.state = self.state_word().into();
+        self.row.state = self.state_word();
         self.journal.put_daemon(self.row.clone()).await?;
         info!(config = %self.cfg_path.display(), projects = self.known.len(), discovery = self.cfg.discovery.enabled, "daemon started");
         Ok(())
@@ -421,7 +421,7 @@ impl Daemon {
                 self.take_mirror_root().await?;
                 let word = self.state_word();
                 if self.row.state != word {
-                    self.row.state = word.into();
+                    self.row.state = word;
                     self.journal.put_daemon(self.row.clone()).await?;
                 }
             }
@@ -582,8 +582,8 @@ impl Daemon {
                 if self.token_retry.take().is_some() {
                     info!("the API token is accepted again; resuming");
                 }
-                if self.row.state != "starting" && self.row.state != self.state_word() {
-                    self.row.state = self.state_word().into();
+                if self.row.state != DaemonState::Starting && self.row.state != self.state_word() {
+                    self.row.state = self.state_word();
                     self.journal.put_daemon(self.row.clone()).await?;
                 }
                 self.ctx = Some(Arc::new(ctx));
@@ -618,7 +618,7 @@ impl Daemon {
         error!(error = %message, retry_in_s = wait.as_secs(), "API token unusable: no transfer runs until it is fixed (replace the token file or credential; it is re-read at every try)");
         self.token_retry = Some((Instant::now() + wait, wait));
         self.ctx = None;
-        self.row.state = "bad-token".into();
+        self.row.state = DaemonState::BadToken;
         self.record_error(message).await
     }
 
@@ -897,7 +897,7 @@ impl Daemon {
                 // operator may have fixed them).
                 if self.root_retry.is_some() {
                     self.take_mirror_root().await?;
-                    self.row.state = self.state_word().into();
+                    self.row.state = self.state_word();
                 }
                 self.build_context().await?;
                 if watch_changed {

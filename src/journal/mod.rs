@@ -33,12 +33,12 @@
 //! - `audit(id, ts_ms, action, project_id, file_id, identity, size, sha256, detail)`:
 //!   append-only (triggers refuse `UPDATE` and `DELETE`, and it is never pruned); one
 //!   [`AuditRow`] per act a data-use agreement may ask about (the words are
-//!   `crate::audit::Action`'s: a file fetched, repaired or quarantined, a project purged;
-//!   rows written before the word `purged` say `purge`). No foreign key: a record outlives
-//!   the project it names.
+//!   [`AuditAction`]'s, `crate::audit::Action`: a file fetched, repaired or quarantined, a
+//!   project purged; rows written before the word `purged` say `purge`). No foreign key: a
+//!   record outlives the project it names.
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
 //!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
-//!   ([`DaemonRow`]), for `status`.
+//!   ([`DaemonRow`]; `state` is a [`DaemonState`]), for `status`.
 //! - `requests(project_id, file_id, ts_ms)`: work dropped in the daemon's inbox, a whole
 //!   project (`file_id` empty) or single files; it survives restarts.
 //!
@@ -368,6 +368,45 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What the daemon is doing, as its journal row says (`status` shows it).
+    DaemonState {
+        /// Started; the API token not checked yet.
+        Starting => "starting",
+        /// Mirroring.
+        Running => "running",
+        /// The API refused the token: no pass runs, the token is tried again with a backoff.
+        BadToken => "bad-token",
+        /// The mirror root is not usable yet: no pass or verification runs.
+        WaitingForMirrorRoot => "waiting-for-mirror-root",
+        /// Stopped cleanly.
+        Stopped => "stopped",
+    }
+);
+
+// `text_enum!` fixes the derives, so the default (for `DaemonRow::default`) is written out.
+#[allow(clippy::derivable_impls)]
+impl Default for DaemonState {
+    fn default() -> DaemonState {
+        DaemonState::Starting
+    }
+}
+
+text_enum!(
+    /// What an audit record says was done: the `action` column's words (re-exported as
+    /// `crate::audit::Action`, whose module documents them).
+    AuditAction {
+        /// A file was published.
+        Fetched => "fetched",
+        /// `verify --repair` put a damaged file back into staging.
+        Repaired => "repaired",
+        /// A file ended corrupt.
+        Quarantined => "quarantined",
+        /// A project was purged.
+        Purged => "purged",
+    }
+);
+
 // `ProjectId` and `FileId` are columns as their text: their `ToSql`/`FromSql` live in
 // `dxmirror-model` (feature `rusqlite`), since the orphan rule forbids them here.
 
@@ -592,8 +631,8 @@ pub struct RunRow {
 /// An audit record to append ([`Journal::append_audit`], [`Journal::delete_project`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAudit {
-    /// What was done, a short stable word (`crate::audit::Action::as_str`).
-    pub action: String,
+    /// What was done.
+    pub action: AuditAction,
     /// The project concerned.
     pub project_id: ProjectId,
     /// The file concerned, for per-file actions.
@@ -655,8 +694,8 @@ pub struct DaemonRow {
     pub started_ms: i64,
     /// When the row was last written (set by the journal).
     pub updated_ms: i64,
-    /// `starting`, `running`, `bad-token`, `stopped`.
-    pub state: String,
+    /// What it is doing.
+    pub state: DaemonState,
     /// A one-line summary of progress.
     pub status: Option<String>,
     /// Last successful discovery, ms since the epoch.
@@ -1297,6 +1336,12 @@ mod tests {
         for s in EventLevel::ALL {
             assert_eq!(s.as_str().parse::<EventLevel>(), Ok(*s));
         }
+        for s in DaemonState::ALL {
+            assert_eq!(s.as_str().parse::<DaemonState>(), Ok(*s));
+        }
+        for s in AuditAction::ALL {
+            assert_eq!(s.as_str().parse::<AuditAction>(), Ok(*s));
+        }
         let err = "Verified".parse::<FileState>().unwrap_err();
         assert_eq!(err.to_string(), "unknown FileState \"Verified\"");
     }
@@ -1342,8 +1387,8 @@ mod tests {
                 .unwrap();
             j.add_requests(vec![(p.clone(), None)]).await.unwrap();
         }
-        let audit = |action: &str| NewAudit {
-            action: action.into(),
+        let audit = |action: AuditAction| NewAudit {
+            action,
             project_id: a.clone(),
             file_id: None,
             identity: Some("uid 0 (root)".into()),
@@ -1351,7 +1396,10 @@ mod tests {
             sha256: None,
             detail: "deleted /m/a".into(),
         };
-        let deleted = j.delete_project(&a, audit("purge")).await.unwrap();
+        let deleted = j
+            .delete_project(&a, audit(AuditAction::Purged))
+            .await
+            .unwrap();
         assert_eq!((deleted.files, deleted.events), (3, 1));
         assert!(j.project(&a).unwrap().is_none());
         assert!(j.files(&a).unwrap().is_empty());
@@ -1360,17 +1408,17 @@ mod tests {
         assert_eq!(j.requests().unwrap(), vec![(b.clone(), None)]);
         // Deleting it again is an error and writes no second record.
         assert!(matches!(
-            j.delete_project(&a, audit("purge")).await,
+            j.delete_project(&a, audit(AuditAction::Purged)).await,
             Err(JournalError::UnknownProject(_))
         ));
-        let id2 = j.append_audit(audit("note")).await.unwrap().id;
+        let id2 = j.append_audit(audit(AuditAction::Purged)).await.unwrap().id;
         assert!(id2 > deleted.audit_id);
         j.close().await.unwrap();
 
         let reader = JournalReader::open(dir.path()).unwrap();
         let rows = reader.audit_since(0).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].action, "purge");
+        assert_eq!(rows[0].action, "purged");
         assert_eq!(rows[0].project_id, a);
         assert_eq!(rows[0].size, Some(30));
         assert_eq!(rows[0].identity.as_deref(), Some("uid 0 (root)"));
@@ -1400,7 +1448,7 @@ mod tests {
         let known = remote(&p, 1).id;
         let unknown = remote(&p, 2).id;
         let audit = |file: &FileId| NewAudit {
-            action: "fetched".into(),
+            action: AuditAction::Fetched,
             project_id: p.clone(),
             file_id: Some(file.clone()),
             identity: Some("user-x".into()),
@@ -1497,7 +1545,7 @@ mod tests {
         assert!(j.start_file(&unknown, Some(&plan)).await.is_err());
 
         let audit = NewAudit {
-            action: "fetched".into(),
+            action: AuditAction::Fetched,
             project_id: p.clone(),
             file_id: Some(r.id.clone()),
             identity: None,

@@ -848,7 +848,7 @@ fn insert_audit_row(conn: &Connection, rec: &NewAudit) -> Result<AuditRow, Journ
     Ok(AuditRow {
         id,
         ts_ms,
-        action: rec.action.clone(),
+        action: rec.action.as_str().to_owned(),
         project_id: rec.project_id.clone(),
         file_id: rec.file_id.clone(),
         identity: rec.identity.clone(),

@@ -267,7 +267,7 @@ impl Engine {
 
     fn new_audit(&self, job: &FileJob, action: Action, detail: String) -> NewAudit {
         NewAudit {
-            action: action.as_str().into(),
+            action,
             project_id: job.project.clone(),
             file_id: Some(job.remote.id.clone()),
             identity: self.identity(),

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dxmirror::daemon::{self, DaemonError, Notifier};
-use dxmirror::journal::{FileState, JournalReader, ProjectState};
+use dxmirror::journal::{DaemonState, FileState, JournalReader, ProjectState};
 use dxmirror::model::{ByteRange, ProjectId};
 use dxmirror::sandbox::{Dataset, FileSpec, ProjectSpec, Sandbox, SandboxOptions, ServeStats};
 use tokio::sync::{mpsc, oneshot};
@@ -70,7 +70,10 @@ fn reader(env: &Env) -> Option<JournalReader> {
 }
 
 fn daemon_state(env: &Env) -> Option<String> {
-    reader(env)?.daemon().ok()?.map(|d| d.state)
+    reader(env)?
+        .daemon()
+        .ok()?
+        .map(|d| d.state.as_str().to_owned())
 }
 
 /// True when every file of `project` in the journal is verified (and there are `n`).
@@ -205,7 +208,7 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
         "untagged project mirrored"
     );
     assert!(r.project(&restricted).unwrap().unwrap().dir_name.is_none());
-    assert_eq!(r.daemon().unwrap().unwrap().state, "stopped");
+    assert_eq!(r.daemon().unwrap().unwrap().state.as_str(), "stopped");
     assert_eq!(
         r.last_run().unwrap().unwrap().outcome.as_deref(),
         Some("stopped")
@@ -257,7 +260,7 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     sandbox.set_token("a-rotated-token-the-daemon-does-not-have");
     wait_for("the daemon to report the bad token", T, || {
         let d = reader(&env)?.daemon().ok()??;
-        (d.state == "bad-token" && d.last_error?.contains("token")).then_some(())
+        (d.state == DaemonState::BadToken && d.last_error?.contains("token")).then_some(())
     })
     .await;
     assert!(!running.handle.is_finished(), "the daemon stays up");
@@ -297,7 +300,7 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
         let r = reader(&env)?;
         let d = r.daemon().ok()??;
         let row = r.project(&p).ok()??;
-        (d.state == "running" && row.state == ProjectState::Active).then_some(())
+        (d.state == DaemonState::Running && row.state == ProjectState::Active).then_some(())
     })
     .await;
     running.stop().await.unwrap();

@@ -191,7 +191,7 @@ async fn the_daemon_waits_for_a_mirror_root_that_appears_later() {
     let row = wait_for(
         "the daemon to wait for its mirror root",
         Duration::from_secs(20),
-        || daemon_row(&state).filter(|d| d.state == "waiting-for-mirror-root"),
+        || daemon_row(&state).filter(|d| d.state.as_str() == "waiting-for-mirror-root"),
     )
     .await;
     let error = row.last_error.unwrap_or_default();
@@ -235,7 +235,7 @@ async fn the_daemon_waits_for_a_mirror_root_that_appears_later() {
         },
     )
     .await;
-    assert_eq!(daemon_row(&state).unwrap().state, "running");
+    assert_eq!(daemon_row(&state).unwrap().state.as_str(), "running");
     assert!(root.join(".dxmirror.lock").exists());
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), handle)
