@@ -379,22 +379,17 @@ async fn verify_command(
     let mut healed = true;
     if repair && !report.is_clean() {
         let journal = dxmirror::journal::Journal::open(&cfg.state_dir)?;
-        dxmirror::verify::repair_audited(
+        let projects = dxmirror::verify::repair_for_refetch(
             &journal,
             &cfg.mirror_root,
-            &mut report,
             cfg.audit_log.as_deref(),
+            &mut report,
+            &std::collections::HashSet::new(),
         )
         .await
         .context("repair failed")?;
         journal.close().await?;
-        let projects: Vec<ProjectId> = report
-            .findings
-            .iter()
-            .filter_map(|f| f.project.parse().ok())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let projects: Vec<ProjectId> = projects.into_iter().collect();
         let summary = dxmirror::sync::run(cfg, SyncOptions { projects, progress })
             .await
             .context("re-fetching the damaged chunks failed")?;

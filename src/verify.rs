@@ -9,7 +9,7 @@
 //! files of unfinished transfers have their journaled chunk digests re-checked. Every finding
 //! is reported; the read-only check never writes (it opens the journal with `JournalReader`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -20,7 +20,7 @@ use crate::journal::{
     EventLevel, FileKey, FileRow, FileState, Journal, JournalError, JournalReader, NewAudit,
     StoredPlan,
 };
-use crate::model::{ByteRange, ProjectId};
+use crate::model::{ByteRange, FileId, ProjectId};
 use crate::readback;
 use crate::store::{ProjectStore, RelPath, StoreError};
 
@@ -71,17 +71,43 @@ pub enum Finding {
     },
 }
 
+/// Where a file with a finding lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// Published at its final path.
+    Finished,
+    /// In staging, its transfer unfinished.
+    Staged,
+}
+
+impl Place {
+    /// The word reports use (`finished`, `staged`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Place::Finished => "finished",
+            Place::Staged => "staged",
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A finding about one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileFinding {
     /// Project id.
-    pub project: String,
+    pub project: ProjectId,
     /// File id.
-    pub file_id: String,
+    pub file_id: FileId,
     /// Path relative to the project directory.
     pub path: String,
-    /// `finished` or `staged`.
-    pub place: &'static str,
+    /// Finished or staged.
+    pub place: Place,
     /// What is wrong.
     pub finding: Finding,
 }
@@ -202,10 +228,14 @@ pub fn check(
 /// Checks one file: `(finished files checked, staged files checked, bytes read, findings)`.
 fn check_one(w: &Work) -> (u64, u64, u64, Vec<FileFinding>) {
     let finished = matches!(w.row.state, FileState::Verified | FileState::Unverified);
-    let place = if finished { "finished" } else { "staged" };
+    let place = if finished {
+        Place::Finished
+    } else {
+        Place::Staged
+    };
     let found = |finding| FileFinding {
-        project: w.row.project_id.to_string(),
-        file_id: w.row.file_id.to_string(),
+        project: w.row.project_id.clone(),
+        file_id: w.row.file_id.clone(),
         path: w.row.rel_path.clone(),
         place,
         finding,
@@ -274,10 +304,10 @@ fn finished_findings(
     rb: Result<readback::ReadBack, readback::ReadBackError>,
 ) -> (u64, u64, u64, Vec<FileFinding>) {
     let found = |finding| FileFinding {
-        project: w.row.project_id.to_string(),
-        file_id: w.row.file_id.to_string(),
+        project: w.row.project_id.clone(),
+        file_id: w.row.file_id.clone(),
         path: w.row.rel_path.clone(),
-        place: "finished",
+        place: Place::Finished,
         finding,
     };
     let mut findings = Vec::new();
@@ -342,43 +372,46 @@ fn finished_findings(
     (1, 0, rb.actual_size, findings)
 }
 
-/// Puts every damaged file of `report` back into staging (finished files, by rename) and
-/// resets only its damaged chunks in the journal, so that the next sync pass re-fetches those
-/// chunks and nothing else. The caller holds the writer lock.
-pub async fn repair(
+/// Puts the damaged files of `report` back into staging (only their damaged chunks reset),
+/// except files of `busy` projects (dropped from `report.findings`: a pass running now writes
+/// them, the next verification looks again), appends one `repaired` audit record per file (also
+/// to the JSON-lines `audit_log` when one is configured), and returns the projects whose next
+/// pass re-fetches them: those of the findings that remain. The caller holds the writer lock.
+///
+/// `dxmirror verify --repair` and the daemon's scheduled verification share this flow.
+pub async fn repair_for_refetch(
     journal: &Journal,
     mirror_root: &Path,
+    audit_log: Option<&Path>,
     report: &mut VerifyReport,
-) -> Result<(), VerifyError> {
-    repair_audited(journal, mirror_root, report, None).await
+    busy: &HashSet<ProjectId>,
+) -> Result<BTreeSet<ProjectId>, VerifyError> {
+    report.findings.retain(|f| !busy.contains(&f.project));
+    repair(journal, mirror_root, report, audit_log).await?;
+    Ok(report.findings.iter().map(|f| f.project.clone()).collect())
 }
 
-/// [`repair`], appending each `repaired` audit record also to the JSON-lines `audit_log`
-/// when one is configured. Every repaired file gets one `repaired` record in the journal
-/// (identity: the local user; size and SHA-256: those recorded for the file before).
-pub async fn repair_audited(
+/// Puts every damaged file of `report` back into staging (finished files, by rename) and
+/// resets only its damaged chunks in the journal, so that the next sync pass re-fetches those
+/// chunks and nothing else. Every repaired file gets one `repaired` record in the journal
+/// (identity: the local user; size and SHA-256: those recorded for the file before), appended
+/// also to `audit_log`.
+async fn repair(
     journal: &Journal,
     mirror_root: &Path,
     report: &mut VerifyReport,
     audit_log: Option<&Path>,
 ) -> Result<(), VerifyError> {
-    let mut by_file: std::collections::BTreeMap<(String, String), Vec<&FileFinding>> =
-        std::collections::BTreeMap::new();
+    let mut by_file: BTreeMap<(&ProjectId, &FileId), Vec<&FileFinding>> = BTreeMap::new();
     for f in &report.findings {
-        by_file
-            .entry((f.project.clone(), f.file_id.clone()))
-            .or_default()
-            .push(f);
+        by_file.entry((&f.project, &f.file_id)).or_default().push(f);
     }
     let mut repaired = Vec::new();
     for ((project, file_id), findings) in by_file {
-        let (Ok(project), Ok(file_id)) = (project.parse::<ProjectId>(), file_id.parse()) else {
-            continue;
-        };
-        let key = FileKey::new(&project, &file_id);
+        let key = FileKey::new(project, file_id);
         let (Some(row), Some(prow), Some(stored)) = (
             journal.file(&key)?,
-            journal.project(&project)?,
+            journal.project(project)?,
             journal.load_plan(&key)?,
         ) else {
             continue;
@@ -420,9 +453,9 @@ pub async fn repair_audited(
                 Err(_) => continue,
             };
             if store.final_path(&rel).exists() {
-                store.unstage(&rel, &file_id)?;
+                store.unstage(&rel, file_id)?;
             } else {
-                store.remove_staging(&file_id)?;
+                store.remove_staging(file_id)?;
             }
         }
         journal
@@ -441,8 +474,8 @@ pub async fn repair_audited(
         journal
             .record_event(
                 EventLevel::Warn,
-                Some(&project),
-                Some(&file_id),
+                Some(project),
+                Some(file_id),
                 format!(
                     "verify --repair: {} put back into staging; chunks {:?} will be fetched again",
                     row.rel_path, reset
@@ -513,14 +546,15 @@ impl std::fmt::Display for FileFinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::{file_id, project_id};
 
     #[test]
     fn findings_read_well() {
         let f = FileFinding {
-            project: "project-000000000000000000000001".into(),
-            file_id: "file-000000000000000000000001".into(),
+            project: project_id(1),
+            file_id: file_id(1),
             path: "restricted/bam/x.bam".into(),
-            place: "finished",
+            place: Place::Finished,
             finding: Finding::Chunk {
                 chunk_idx: 3,
                 offset: 48,
@@ -533,5 +567,9 @@ mod tests {
         );
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["finding"]["kind"], "chunk");
+        // The typed ids and place serialize as the words they were before.
+        assert_eq!(json["project"], "project-000000000000000000000001");
+        assert_eq!(json["file_id"], "file-000000000000000000000001");
+        assert_eq!(json["place"], "finished");
     }
 }

@@ -524,13 +524,11 @@ impl Daemon {
         }
         for f in &report.findings {
             error!(finding = %f, "verification found damage");
-            let project = f.project.parse::<ProjectId>().ok();
-            let file = f.file_id.parse::<FileId>().ok();
             self.journal
                 .record_event(
                     EventLevel::Error,
-                    project.as_ref(),
-                    file.as_ref(),
+                    Some(&f.project),
+                    Some(&f.file_id),
                     format!("verify: {f}"),
                 )
                 .await?;
@@ -539,27 +537,17 @@ impl Daemon {
             return Ok(());
         }
         // Files of a project with a pass running now are left for the next verification.
-        let running = self.running.clone();
-        report.findings.retain(|f| {
-            !f.project
-                .parse::<ProjectId>()
-                .is_ok_and(|p| running.contains(&p))
-        });
-        if let Err(e) = verify::repair_audited(
+        match verify::repair_for_refetch(
             &self.journal,
             &self.cfg.mirror_root,
-            &mut report,
             self.cfg.audit_log.as_deref(),
+            &mut report,
+            &self.running,
         )
         .await
         {
-            warn!(error = %e, "repair after verification failed");
-            return Ok(());
-        }
-        for f in &report.findings {
-            if let Ok(p) = f.project.parse::<ProjectId>() {
-                self.due.insert(p);
-            }
+            Ok(projects) => self.due.extend(projects),
+            Err(e) => warn!(error = %e, "repair after verification failed"),
         }
         Ok(())
     }
