@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use dxmirror::config::Config;
 use dxmirror::lock::WriterLock;
 use dxmirror::model::ProjectId;
-use dxmirror::sync::{ProgressMode, SyncOptions, SyncSummary};
+use dxmirror::sync::{ProgressMode, SyncError, SyncOptions, SyncSummary};
 use dxmirror::units::human_bytes;
 
 /// Mirror St. Jude Cloud data vended through DNAnexus: resumable, verified, unattended.
@@ -166,9 +166,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { config, projects } => {
             let path = config_path(config);
             let cfg = Config::load(&path)?;
-            dxmirror::journal::require_local_state_dir(&cfg.state_dir)?;
             let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
-            let summary = dxmirror::sync::run(
+            let summary = match dxmirror::sync::run(
                 &cfg,
                 SyncOptions {
                     projects,
@@ -176,7 +175,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
             .await
-            .context("sync failed")?;
+            {
+                Ok(summary) => summary,
+                // The state directory refused before anything ran: said as it is.
+                Err(SyncError::StateDir(e)) => return Err(e.into()),
+                Err(e) => return Err(anyhow::Error::new(e).context("sync failed")),
+            };
             print_summary(&summary);
             Ok(if summary.is_ok() {
                 ExitCode::SUCCESS

@@ -31,7 +31,10 @@ pub enum PurgeError {
     Lock(#[from] LockError),
     /// The journal failed.
     #[error("journal: {0}")]
-    Journal(#[from] JournalError),
+    Journal(JournalError),
+    /// The state directory is on a file system the journal cannot use.
+    #[error(transparent)]
+    StateDir(crate::journal::FsCheckError),
     /// The journal does not know the project.
     #[error("project {0} is not in the journal: nothing to purge (purge only deletes what dxmirror recorded)")]
     UnknownProject(ProjectId),
@@ -53,6 +56,16 @@ pub enum PurgeError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<JournalError> for PurgeError {
+    /// `Journal::open`'s refusal of the state directory is said as it is, not as a journal error.
+    fn from(e: JournalError) -> PurgeError {
+        match e {
+            JournalError::StateDirFs(e) => PurgeError::StateDir(e),
+            e => PurgeError::Journal(e),
+        }
+    }
 }
 
 /// What a purge of one project deletes.

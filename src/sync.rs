@@ -64,7 +64,7 @@ pub enum SyncError {
     Platform(#[from] PlatformError),
     /// The journal failed.
     #[error("journal: {0}")]
-    Journal(#[from] JournalError),
+    Journal(JournalError),
     /// The store failed.
     #[error("local store: {0}")]
     Store(#[from] StoreError),
@@ -74,6 +74,16 @@ pub enum SyncError {
     /// The state directory is on a file system the journal cannot use.
     #[error(transparent)]
     StateDir(#[from] crate::journal::FsCheckError),
+}
+
+impl From<JournalError> for SyncError {
+    /// `Journal::open`'s refusal of the state directory is said as it is, not as a journal error.
+    fn from(e: JournalError) -> SyncError {
+        match e {
+            JournalError::StateDirFs(e) => SyncError::StateDir(e),
+            e => SyncError::Journal(e),
+        }
+    }
 }
 
 /// One file that did not end published.
@@ -246,7 +256,6 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
     if projects.is_empty() {
         return Err(SyncError::NoProjects(cfg.source.clone()));
     }
-    crate::journal::require_local_state_dir(&cfg.state_dir)?;
     let journal = Journal::open(&cfg.state_dir)?;
     let ctx = PassContext::new(cfg.clone(), journal.clone())?;
     let run_id = journal.start_run("sync").await?;

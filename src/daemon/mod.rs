@@ -64,10 +64,20 @@ pub enum DaemonError {
     StateDir(#[from] crate::journal::FsCheckError),
     /// The journal failed: progress can no longer be recorded.
     #[error("journal: {0}")]
-    Journal(#[from] JournalError),
+    Journal(JournalError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+impl From<JournalError> for DaemonError {
+    /// `Journal::open`'s refusal of the state directory is said as it is, not as a journal error.
+    fn from(e: JournalError) -> DaemonError {
+        match e {
+            JournalError::StateDirFs(e) => DaemonError::StateDir(e),
+            e => DaemonError::Journal(e),
+        }
+    }
 }
 
 /// Everything the main loop reacts to. Closed: there is no other source of work.
@@ -118,7 +128,6 @@ pub async fn run_with(
     notify: Notifier,
 ) -> Result<(), DaemonError> {
     let cfg = Config::load(&cfg_path)?;
-    crate::journal::require_local_state_dir(&cfg.state_dir)?;
     // The mirror root's lock is taken once the root is usable (it may be a mount that
     // appears later); until then the daemon runs, says why it waits, and retries.
     let lock = WriterLock::state(&cfg.state_dir)?;

@@ -50,7 +50,8 @@
 //! its own savepoint inside one `BEGIN IMMEDIATE` transaction, commits, and only then acks
 //! each caller. Reads use a second, read-only connection behind a mutex. [`JournalReader`]
 //! opens the file read-only and works while a writer process runs (WAL). Every connection
-//! has a `busy_timeout`. The journal must live on a local file system: WAL needs shared memory.
+//! has a `busy_timeout`. The journal must live on a local file system: WAL needs shared memory,
+//! so [`Journal::open`] refuses a state directory on a network one (`fscheck.rs`).
 //! A batch of one command runs without a savepoint (its failure rolls back the transaction),
 //! which spares a large listing the statement journal.
 //! A read-only open needs the `-shm` file to exist (a writer is running) or the directory
@@ -113,6 +114,9 @@ pub enum JournalError {
     /// The state directory cannot be used or created.
     #[error(transparent)]
     StateDir(#[from] crate::dirs::DirError),
+    /// The state directory is on a file system the journal cannot use (a network one).
+    #[error(transparent)]
+    StateDirFs(#[from] FsCheckError),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer thread: {0}")]
     SpawnWriter(std::io::Error),
@@ -788,9 +792,12 @@ impl fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Opens (creating the directory's last component with mode 0750 and the file if
-    /// missing) and migrates the journal in `state_dir`, and starts the writer thread.
+    /// Refuses a `state_dir` on a network file system ([`require_local_state_dir`]: SQLite's
+    /// WAL needs a local one), then opens (creating the directory's last component with mode
+    /// 0750 and the file if missing) and migrates the journal in it, and starts the writer
+    /// thread.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        require_local_state_dir(state_dir)?;
         crate::dirs::ensure_state_dir(state_dir)?;
         let path = state_dir.join(JOURNAL_FILE);
         let conn = schema::open_writer(&path)?;
