@@ -16,6 +16,7 @@ use super::dataset::BuiltFile;
 use super::dataset::BLOCK_MD5_SIZE;
 use super::faults::BodyFault;
 use super::http::{self, Request};
+use super::stats::InFlight;
 use super::{now_ms, Shared};
 use crate::model::FileId;
 
@@ -266,6 +267,8 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
 
 /// How a body is to be sent.
 struct BodyPlan {
+    /// Body bytes to write (a `LongLength` head announces more).
+    len: u64,
     /// Stop after this many body bytes (cut faults).
     cut_at: Option<u64>,
     /// Flip the byte at this body offset.
@@ -273,13 +276,14 @@ struct BodyPlan {
     spoiled: bool,
 }
 
-/// Writes `[offset, offset+len)` of `file`, counting what reaches the socket.
+/// Writes `plan.len` bytes of `file` from `offset` and counts what reached the socket, however
+/// the response ended, as `response`'s one interval.
 async fn write_body(
     stream: &mut TcpStream,
     shared: &Shared,
+    response: InFlight<'_>,
     file: &BuiltFile,
     offset: u64,
-    len: u64,
     plan: &BodyPlan,
     buf: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -291,7 +295,7 @@ async fn write_body(
     if buf.len() < piece {
         buf.resize(piece, 0);
     }
-    let limit = plan.cut_at.unwrap_or(len).min(len);
+    let limit = plan.cut_at.unwrap_or(plan.len).min(plan.len);
     let mut sent = 0u64;
     let mut result = Ok(());
     while sent < limit {
@@ -325,10 +329,7 @@ async fn write_body(
             break;
         }
     }
-    // One interval per response: what reached the socket, however the response ended.
-    shared
-        .counters
-        .served(file.id.as_str(), offset, sent, plan.spoiled);
+    response.served(file.id.as_str(), offset, sent, plan.spoiled);
     result
 }
 
@@ -360,6 +361,8 @@ async fn serve_body(
     buf: &mut Vec<u8>,
     range_md5: bool,
 ) -> io::Result<bool> {
+    // In flight from here until its bytes are counted (or it ends without a body).
+    let response = shared.counters.response_started();
     let size = file.spec.size;
     let range = parse_range(req.header("range"), size);
     let (start, end, partial) = match range {
@@ -428,6 +431,7 @@ async fn serve_body(
     let body_len = claim_end - claim_start;
     let mut content_len = body_len;
     let mut plan = BodyPlan {
+        len: body_len,
         cut_at: None,
         flip_at: None,
         spoiled: fault.is_some(),
@@ -478,7 +482,7 @@ async fn serve_body(
         return Ok(keep);
     }
     let _ = len;
-    let res = write_body(stream, shared, file, body_start, body_len, &plan, buf).await;
+    let res = write_body(stream, shared, response, file, body_start, &plan, buf).await;
     match fault {
         Some(BodyFault::Reset) => {
             // SO_LINGER 0 makes the close send RST; with a zero timeout it does not block.

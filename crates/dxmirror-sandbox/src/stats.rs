@@ -1,5 +1,6 @@
 //! Serve counters of the sandbox: which byte ranges of which file were really written to a
-//! socket, whether a fault spoiled them, and totals per route.
+//! socket, whether a fault spoiled them, totals per route, and how many responses are still
+//! being written.
 //!
 //! Ranges are stored as intervals (files are GBs); per-byte serve counts are computed by a
 //! sweep on demand. This module only counts; it decides nothing.
@@ -38,6 +39,10 @@ pub struct ServeStats {
     pub faults_injected: BTreeMap<String, u64>,
     /// Per file id: every served interval, in the order served.
     pub files: BTreeMap<String, Vec<Served>>,
+    /// Body responses of the download and storage hosts begun and not yet counted: 0 means
+    /// every byte written so far is in these counters (a test waits for it after killing a
+    /// client, instead of sleeping).
+    pub responses_in_flight: u64,
 }
 
 /// Per-byte serve counts of a list of intervals: `(range, count)` runs with count > 0.
@@ -165,23 +170,56 @@ impl Counters {
         self.with(|s| s.storage_auth_refused += 1);
     }
 
-    pub(crate) fn served(&self, file: &str, offset: u64, len: u64, spoiled: bool) {
-        if len == 0 {
-            return;
+    /// A body response begins: it counts as in flight until [`InFlight::served`] records what
+    /// reached the socket, or until it is dropped unsent (a refusal, a `HEAD`, a shutdown).
+    pub(crate) fn response_started(&self) -> InFlight<'_> {
+        self.with(|s| s.responses_in_flight += 1);
+        InFlight {
+            counters: self,
+            open: true,
         }
-        self.with(|s| {
+    }
+}
+
+fn end_response(s: &mut ServeStats) {
+    s.responses_in_flight = s.responses_in_flight.saturating_sub(1);
+}
+
+/// One body response in flight (see [`Counters::response_started`]).
+#[derive(Debug)]
+pub(crate) struct InFlight<'a> {
+    counters: &'a Counters,
+    open: bool,
+}
+
+impl InFlight<'_> {
+    /// Counts the `len` bytes at `offset` of `file` that reached the socket, and ends the
+    /// response, under one lock: a snapshot never sees the response ended but uncounted.
+    pub(crate) fn served(mut self, file: &str, offset: u64, len: u64, spoiled: bool) {
+        self.open = false;
+        self.counters.with(|s| {
+            end_response(s);
+            if len == 0 {
+                return;
+            }
             s.bytes_served += len;
             if spoiled {
                 s.bytes_spoiled += len;
             }
-            let v = s.files.entry(file.to_owned()).or_default();
-            // Merge with the previous piece of the same response stream when contiguous.
-            v.push(Served {
+            s.files.entry(file.to_owned()).or_default().push(Served {
                 offset,
                 len,
                 spoiled,
             });
         });
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.counters.with(end_response);
+        }
     }
 }
 
@@ -192,9 +230,9 @@ mod tests {
     #[test]
     fn sweep_counts_overlaps() {
         let c = Counters::default();
-        c.served("f", 0, 100, false);
-        c.served("f", 50, 100, false);
-        c.served("f", 120, 10, true);
+        c.response_started().served("f", 0, 100, false);
+        c.response_started().served("f", 50, 100, false);
+        c.response_started().served("f", 120, 10, true);
         let s = c.snapshot();
         assert_eq!(s.bytes_served("f"), 210);
         assert_eq!(s.max_serve_count("f"), 2);
@@ -209,5 +247,21 @@ mod tests {
         assert_eq!(s.spoiled_bytes(), 10);
         assert_eq!(s.bytes_covered_intact("f"), 150);
         assert_eq!(s.max_serve_count("g"), 0);
+    }
+
+    #[test]
+    fn a_response_is_in_flight_until_counted_or_dropped() {
+        let c = Counters::default();
+        let a = c.response_started();
+        let b = c.response_started();
+        assert_eq!(c.snapshot().responses_in_flight, 2);
+        a.served("f", 0, 10, false);
+        let s = c.snapshot();
+        assert_eq!((s.responses_in_flight, s.bytes_served), (1, 10));
+        drop(b);
+        assert_eq!(c.snapshot().responses_in_flight, 0);
+        c.response_started().served("f", 10, 0, false);
+        let s = c.snapshot();
+        assert_eq!((s.responses_in_flight, s.bytes_served("f")), (0, 10));
     }
 }
