@@ -13,7 +13,7 @@ use dxmirror::sandbox::{
     SandboxOptions,
 };
 
-use crate::support::{assert_mirrored, served_env_with, Env, EnvOptions};
+use crate::support::{assert_mirrored, served_env_with, Env};
 
 fn stdout(out: &Output) -> String {
     assert!(
@@ -32,12 +32,11 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     let project = sandbox.projects()[0].clone();
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("audit.jsonl");
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: format!("chunk-size = \"64KiB\"\naudit-log = {log:?}"),
-    });
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![project.clone()],
+        format!("chunk-size = \"64KiB\"\naudit-log = {log:?}"),
+    );
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
     let n = assert_mirrored(&sandbox, &env, &project);

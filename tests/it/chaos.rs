@@ -4,7 +4,6 @@
 //! was in flight at the kills, and what the sandbox itself spoiled.
 #![allow(clippy::unwrap_used)]
 
-use dxmirror::journal::JournalReader;
 use dxmirror::model::ProjectId;
 use dxmirror::platform::RANGE_MD5_MAX;
 use dxmirror::sandbox::Dataset;
@@ -15,7 +14,7 @@ use crate::support::{
 
 /// Bytes the journal counts as durable for `project` (finished files and chunk progress).
 fn durable(env: &Env, project: &ProjectId) -> u64 {
-    let Ok(reader) = JournalReader::open(&env.state()) else {
+    let Some(reader) = env.reader() else {
         return 0;
     };
     reader

@@ -4,73 +4,22 @@
 //! unit's flags (and, with `DXMIRROR_TEST_SYSTEMD=1`, `systemd-analyze`).
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dxmirror::daemon::{self, DaemonError, Notifier};
-use dxmirror::journal::{DaemonState, FileState, JournalReader, ProjectState};
+use dxmirror::journal::{DaemonState, FileState, ProjectState};
 use dxmirror::model::{ByteRange, ProjectId};
-use dxmirror::sandbox::{Dataset, FileSpec, ProjectSpec, Sandbox, SandboxOptions, ServeStats};
-use tokio::sync::{mpsc, oneshot};
+use dxmirror::sandbox::{FileSpec, ProjectSpec, Sandbox, SandboxOptions, ServeStats};
+use tokio::sync::mpsc;
 
-use crate::support::{files_under, wait_for, Env, EnvOptions, SandboxProcess};
+use crate::support::{empty_sandbox, files_under, wait_for, Env, Gate, Running, SandboxProcess};
 
 const T: Duration = Duration::from_secs(20);
 
-/// A daemon running in this process.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    reload: mpsc::Sender<()>,
-    handle: tokio::task::JoinHandle<Result<(), DaemonError>>,
-}
-
-impl Running {
-    fn start(env: &Env, notify: Notifier) -> Running {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (reload, reloads) = mpsc::channel(4);
-        let path = env.config_path.clone();
-        let handle = tokio::spawn(daemon::run_with(
-            path,
-            async move {
-                let _ = stopped.await;
-            },
-            reloads,
-            notify,
-        ));
-        Running {
-            stop: Some(stop),
-            reload,
-            handle,
-        }
-    }
-
-    async fn stop(mut self) -> Result<(), DaemonError> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.handle)
-            .await
-            .expect("the daemon stops within 10 s")
-            .unwrap()
-    }
-}
-
-fn env_with(api_url: String, token: String, projects: Vec<ProjectId>, extra: &str) -> Env {
-    Env::new(EnvOptions {
-        api_url,
-        token,
-        projects,
-        extra: extra.to_owned(),
-    })
-}
-
-fn reader(env: &Env) -> Option<JournalReader> {
-    JournalReader::open(&env.state()).ok()
-}
-
 fn daemon_state(env: &Env) -> Option<String> {
-    reader(env)?
+    env.reader()?
         .daemon()
         .ok()?
         .map(|d| d.state.as_str().to_owned())
@@ -78,30 +27,15 @@ fn daemon_state(env: &Env) -> Option<String> {
 
 /// True when every file of `project` in the journal is verified (and there are `n`).
 fn all_verified(env: &Env, project: &ProjectId, n: usize) -> Option<()> {
-    let files = reader(env)?.files(project).ok()?;
+    let files = env.reader()?.files(project).ok()?;
     (files.len() == n && files.iter().all(|f| f.state == FileState::Verified)).then_some(())
-}
-
-fn project_dir(env: &Env, project: &ProjectId) -> PathBuf {
-    let row = reader(env).unwrap().project(project).unwrap().unwrap();
-    env.mirror().join(row.dir_name.unwrap())
-}
-
-async fn empty_sandbox() -> Sandbox {
-    Sandbox::start(SandboxOptions {
-        dataset: Dataset::new(11),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not() {
     let sandbox = empty_sandbox().await;
-    let env = env_with(
-        sandbox.api_url(),
-        sandbox.token(),
+    let env = Env::for_sandbox(
+        &sandbox,
         Vec::new(),
         "[discovery]\nenabled = true\ninterval = \"100ms\"\ntags = [\"sjcp-project-data\"]\n\
          [relist]\ninterval = \"150ms\"\n",
@@ -135,7 +69,7 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
     })
     .await;
     wait_for("the restricted project to be recorded", T, || {
-        let row = reader(&env)?.project(&restricted).ok()??;
+        let row = env.reader()?.project(&restricted).ok()??;
         (row.state == ProjectState::Restricted).then_some(())
     })
     .await;
@@ -151,7 +85,7 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
         all_verified(&env, &p, 3)
     })
     .await;
-    let dir = project_dir(&env, &p);
+    let dir = env.project_dir(&p);
     assert_eq!(
         std::fs::read(dir.join("restricted/CNV/SJ001.cnv")).unwrap(),
         sandbox.content(&added[0], ByteRange::new(0, 50_000))
@@ -159,7 +93,8 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
 
     // A path whose file id changes upstream: the new version takes the path, the old one
     // is kept beside it as <old-id>__<name>, and its journal row says so.
-    let old_row = reader(&env)
+    let old_row = env
+        .reader()
         .unwrap()
         .files(&p)
         .unwrap()
@@ -175,7 +110,7 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
         .unwrap();
     let kept = format!("restricted/gVCF/{}__SJ001.g.vcf.gz", old_row.file_id);
     wait_for("the replaced file to be handled", T, || {
-        let r = reader(&env)?;
+        let r = env.reader()?;
         let new = r
             .files(&p)
             .ok()?
@@ -202,7 +137,7 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
     .await;
 
     running.stop().await.unwrap();
-    let r = reader(&env).unwrap();
+    let r = env.reader().unwrap();
     assert!(
         r.project(&untagged).unwrap().is_none(),
         "untagged project mirrored"
@@ -226,9 +161,8 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
         )
         .unwrap();
     // An agreement that has already ended: reported, nothing deleted.
-    let env = env_with(
-        sandbox.api_url(),
-        sandbox.token(),
+    let env = Env::for_sandbox(
+        &sandbox,
         Vec::new(),
         &format!(
             "[relist]\ninterval = \"100ms\"\n\
@@ -240,7 +174,7 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
         all_verified(&env, &p, 2)
     })
     .await;
-    let dir = project_dir(&env, &p);
+    let dir = env.project_dir(&p);
     let before = wait_for("the manifest", T, || {
         let files = files_under(&dir);
         (files.len() == 3).then_some(files) // two files and the manifest
@@ -249,17 +183,17 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
 
     sandbox.set_revoked(&p, true);
     wait_for("the project to be marked inaccessible", T, || {
-        let row = reader(&env)?.project(&p).ok()??;
+        let row = env.reader()?.project(&p).ok()??;
         (row.state == ProjectState::Inaccessible).then_some(())
     })
     .await;
     assert_eq!(files_under(&dir), before, "nothing may be deleted");
-    let files = reader(&env).unwrap().files(&p).unwrap();
+    let files = env.reader().unwrap().files(&p).unwrap();
     assert!(files.iter().all(|f| f.state == FileState::Verified));
 
     sandbox.set_token("a-rotated-token-the-daemon-does-not-have");
     wait_for("the daemon to report the bad token", T, || {
-        let d = reader(&env)?.daemon().ok()??;
+        let d = env.reader()?.daemon().ok()??;
         (d.state == DaemonState::BadToken && d.last_error?.contains("token")).then_some(())
     })
     .await;
@@ -279,7 +213,7 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     assert_eq!(v["daemon"]["state"], "bad-token");
     assert_eq!(v["projects"][0]["state"], "inaccessible");
     assert_eq!(v["projects"][0]["access_expires"], "2020-01-01");
-    let events = reader(&env).unwrap().recent_events(200).unwrap();
+    let events = env.reader().unwrap().recent_events(200).unwrap();
     assert!(
         events
             .iter()
@@ -297,7 +231,7 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     sandbox.set_revoked(&p, false);
     running.reload.send(()).await.unwrap();
     wait_for("the daemon to resume with the new token", T, || {
-        let r = reader(&env)?;
+        let r = env.reader()?;
         let d = r.daemon().ok()??;
         let row = r.project(&p).ok()??;
         (d.state == DaemonState::Running && row.state == ProjectState::Active).then_some(())
@@ -316,7 +250,7 @@ async fn reload_refuses_an_invalid_config_and_applies_a_valid_one() {
     let b = sandbox
         .add_project(ProjectSpec::new("SJC-B").file(FileSpec::new("/", "b.txt", 7_000)))
         .unwrap();
-    let env = env_with(sandbox.api_url(), sandbox.token(), vec![a.clone()], "");
+    let env = Env::for_sandbox(&sandbox, vec![a.clone()], "");
     let good = std::fs::read_to_string(&env.config_path).unwrap();
     let running = Running::start(&env, Notifier::disabled());
     wait_for("A mirrored", T, || all_verified(&env, &a, 1)).await;
@@ -324,7 +258,7 @@ async fn reload_refuses_an_invalid_config_and_applies_a_valid_one() {
     std::fs::write(&env.config_path, format!("{good}max-connections = 0\n")).unwrap();
     running.reload.send(()).await.unwrap();
     wait_for("the reload to be refused", T, || {
-        let d = reader(&env)?.daemon().ok()??;
+        let d = env.reader()?.daemon().ok()??;
         d.last_error?
             .contains("config reload refused")
             .then_some(())
@@ -351,7 +285,7 @@ async fn notify_socket_gets_ready_status_watchdog_and_stopping() {
     let p = sandbox
         .add_project(ProjectSpec::new("SJC-N").file(FileSpec::new("/", "n.txt", 10_000)))
         .unwrap();
-    let env = env_with(sandbox.api_url(), sandbox.token(), vec![p], "");
+    let env = Env::for_sandbox(&sandbox, vec![p], "");
     let sock_path = env.dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let path = sock_path.to_str().unwrap().to_owned();
@@ -389,7 +323,7 @@ async fn notify_socket_gets_ready_status_watchdog_and_stopping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_is_refused_while_the_daemon_runs() {
     let sandbox = empty_sandbox().await;
-    let env = env_with(sandbox.api_url(), sandbox.token(), Vec::new(), "");
+    let env = Env::for_sandbox(&sandbox, Vec::new(), "");
     let running = Running::start(&env, Notifier::disabled());
     wait_for("the daemon to run", T, || {
         (daemon_state(&env)? == "running").then_some(())
@@ -457,9 +391,8 @@ fn refetched_outside_flight(earlier: &ServeStats, later: &ServeStats, allowance:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_finishes() {
     let sp = SandboxProcess::start(&["--dataset", "large:3M", "--bandwidth", "1M"]);
-    let env = env_with(
-        sp.api_url.clone(),
-        sp.token.clone(),
+    let env = Env::for_process(
+        &sp,
         sp.projects.clone(),
         "chunk-size = \"256KiB\"\nprogress-step = \"64KiB\"\n",
     );
@@ -467,7 +400,8 @@ async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_f
     let log = env.dir.path().join("daemon1.log");
     let mut child = spawn_daemon(&env, &log);
     wait_for("some bytes journaled", T, || {
-        let done: u64 = reader(&env)?
+        let done: u64 = env
+            .reader()?
             .project_totals()
             .ok()?
             .iter()
@@ -498,7 +432,7 @@ async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_f
     assert!(status.success(), "exit status {status:?}");
     let first = sp.stats().await;
     let p = &sp.projects[0];
-    let n_files = reader(&env).unwrap().files(p).unwrap().len();
+    let n_files = env.reader().unwrap().files(p).unwrap().len();
     assert!(
         all_verified(&env, p, n_files).is_none(),
         "the stop should come in mid-transfer"
@@ -552,10 +486,6 @@ fn the_units_exec_start_uses_flags_the_binary_has() {
     assert_eq!(unit_lines("StateDirectoryMode"), vec!["0750".to_owned()]);
 }
 
-fn systemd_tests_enabled() -> bool {
-    std::env::var("DXMIRROR_TEST_SYSTEMD").is_ok_and(|v| v == "1")
-}
-
 fn systemd_analyze(args: &[&str]) -> std::process::Output {
     Command::new("systemd-analyze")
         .args(args)
@@ -565,8 +495,7 @@ fn systemd_analyze(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn systemd_analyze_verify_reports_only_the_absent_binary() {
-    if !systemd_tests_enabled() {
-        eprintln!("skipped: set DXMIRROR_TEST_SYSTEMD=1 to run systemd-analyze");
+    if !Gate::Systemd.enabled("daemon::systemd_analyze_verify_reports_only_the_absent_binary") {
         return;
     }
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dxmirror.service");
@@ -586,8 +515,7 @@ fn systemd_analyze_verify_reports_only_the_absent_binary() {
 
 #[test]
 fn systemd_analyze_security_exposure_is_printed() {
-    if !systemd_tests_enabled() {
-        eprintln!("skipped: set DXMIRROR_TEST_SYSTEMD=1 to run systemd-analyze");
+    if !Gate::Systemd.enabled("daemon::systemd_analyze_security_exposure_is_printed") {
         return;
     }
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dxmirror.service");
@@ -612,7 +540,8 @@ fn systemd_analyze_security_exposure_is_printed() {
 
 /// Names of the files of `project` in `state`, sorted.
 fn names_in_state(env: &Env, project: &ProjectId, state: FileState) -> Vec<String> {
-    let mut v: Vec<String> = reader(env)
+    let mut v: Vec<String> = env
+        .reader()
         .unwrap()
         .files(project)
         .unwrap()
@@ -644,9 +573,8 @@ async fn the_pass_applies_path_type_and_sample_info_filters_exactly() {
         ),
     ];
     for (rules, expected) in cases {
-        let env = env_with(
-            sandbox.api_url(),
-            sandbox.token(),
+        let env = Env::for_sandbox(
+            &sandbox,
             Vec::new(),
             &format!("[[project]]\nid = \"{p}\"\n{rules}\n"),
         );
@@ -657,7 +585,7 @@ async fn the_pass_applies_path_type_and_sample_info_filters_exactly() {
         done.sort();
         done.dedup();
         assert_eq!(done, expected, "{rules}");
-        let rows = reader(&env).unwrap().files(&p).unwrap();
+        let rows = env.reader().unwrap().files(&p).unwrap();
         for f in rows.iter().filter(|f| f.state == FileState::Skipped) {
             let why = f.reason.clone().unwrap_or_default();
             assert!(
@@ -666,7 +594,7 @@ async fn the_pass_applies_path_type_and_sample_info_filters_exactly() {
                 f.name
             );
         }
-        let dir = project_dir(&env, &p);
+        let dir = env.project_dir(&p);
         let local: Vec<String> = files_under(&dir)
             .into_iter()
             .filter(|f| !f.starts_with(".dxmirror") && f.as_os_str() != "SHA256SUMS")
@@ -708,9 +636,8 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
         .into_iter()
         .find(|f| f.name == "b.cnv")
         .unwrap();
-    let env = env_with(
-        sandbox.api_url(),
-        sandbox.token(),
+    let env = Env::for_sandbox(
+        &sandbox,
         Vec::new(),
         "[watch]\ndir = \"INBOX\"\nrescan = \"200ms\"\n",
     );
@@ -749,7 +676,8 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
     })
     .await;
     wait_for("the requested file to be mirrored", T, || {
-        let f = reader(&env)?
+        let f = env
+            .reader()?
             .files(&partial)
             .ok()?
             .into_iter()
@@ -762,7 +690,7 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
         names_in_state(&env, &partial, FileState::Verified),
         ["b.cnv"]
     );
-    let others = reader(&env).unwrap().files(&partial).unwrap();
+    let others = env.reader().unwrap().files(&partial).unwrap();
     for f in others.iter().filter(|f| f.file_id != wanted.id) {
         assert_eq!(f.state, FileState::Skipped, "{}", f.name);
         assert!(f.reason.as_deref().unwrap_or("").contains("not requested"));
@@ -775,7 +703,7 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
     running.stop().await.unwrap();
 
     // After a restart the partial project is still limited to its requested file.
-    let requests = reader(&env).unwrap().requests().unwrap();
+    let requests = env.reader().unwrap().requests().unwrap();
     assert!(requests.contains(&(whole.clone(), None)));
     assert!(requests.contains(&(partial.clone(), Some(wanted.id.clone()))));
 }
@@ -790,9 +718,8 @@ async fn scheduled_verification_finds_bit_rot_and_the_daemon_heals_only_the_dama
             400_000,
         )))
         .unwrap();
-    let env = env_with(
-        sandbox.api_url(),
-        sandbox.token(),
+    let env = Env::for_sandbox(
+        &sandbox,
         vec![p.clone()],
         "chunk-size = \"64KiB\"\n[relist]\ninterval = \"1h\"\n[verify]\ninterval = \"300ms\"\n",
     );
@@ -802,7 +729,7 @@ async fn scheduled_verification_finds_bit_rot_and_the_daemon_heals_only_the_dama
     })
     .await;
     let file = sandbox.files(&p).remove(0);
-    let path = project_dir(&env, &p).join("restricted/bam/r.bam");
+    let path = env.project_dir(&p).join("restricted/bam/r.bam");
     let served_before = sandbox.stats().bytes_served(file.id.as_str());
 
     // Bit rot in the finished file, inside chunk 2.
@@ -813,7 +740,8 @@ async fn scheduled_verification_finds_bit_rot_and_the_daemon_heals_only_the_dama
     let truth = sandbox.content(&file.id, ByteRange::new(0, file.size));
     wait_for("the damage to be found and healed", T, || {
         let healed = std::fs::read(&path).ok()? == truth;
-        let reported = reader(&env)?
+        let reported = env
+            .reader()?
             .recent_events(100)
             .ok()?
             .iter()
@@ -824,7 +752,7 @@ async fn scheduled_verification_finds_bit_rot_and_the_daemon_heals_only_the_dama
     // Only that 64 KiB chunk was fetched again.
     let again = sandbox.stats().bytes_served(file.id.as_str()) - served_before;
     assert_eq!(again, 64 << 10, "{again} bytes fetched again");
-    let audit = reader(&env).unwrap().audit_since(0).unwrap();
+    let audit = env.reader().unwrap().audit_since(0).unwrap();
     assert!(audit.iter().any(|a| a.action == "repaired"), "{audit:?}");
     running.stop().await.unwrap();
 }

@@ -9,10 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use dxmirror::journal::JournalReader;
-use dxmirror::model::ProjectId;
 use dxmirror::sandbox::{Dataset, FileSpec, ProjectSpec, Sandbox, SandboxOptions};
 
-use crate::support::{assert_mirrored, wait_for, Env, EnvOptions};
+use crate::support::{assert_mirrored, sandbox_of, wait_for, Env, Gate};
 
 fn dataset(n: usize, size: u64) -> Dataset {
     let mut spec = ProjectSpec::new("SJC-DISK");
@@ -22,18 +21,9 @@ fn dataset(n: usize, size: u64) -> Dataset {
     Dataset::build(5, vec![spec]).unwrap()
 }
 
-fn env_for(sandbox: &Sandbox, project: &ProjectId, extra: &str) -> Env {
-    Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: extra.to_owned(),
-    })
-}
-
 /// Journal events whose message contains `needle`.
 fn events_with(env: &Env, needle: &str) -> Vec<String> {
-    let Ok(reader) = JournalReader::open(&env.state()) else {
+    let Some(reader) = env.reader() else {
         return Vec::new();
     };
     reader
@@ -47,17 +37,12 @@ fn events_with(env: &Env, needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_file_that_does_not_fit_waits_and_is_reported_without_fetching() {
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: dataset(1, 1 << 20),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_of(dataset(1, 1 << 20)).await;
     let project = sandbox.projects()[0].clone();
     // No disk has a PiB free: the file can never start.
-    let env = env_for(
+    let env = Env::for_sandbox(
         &sandbox,
-        &project,
+        vec![project.clone()],
         "disk-reserve = \"1024TiB\"\ndisk-poll = \"20ms\"\n",
     );
     let env = std::sync::Arc::new(env);
@@ -114,8 +99,8 @@ fn mount(args: &[&str], dir: &Path) -> Result<(), String> {
 
 #[tokio::test]
 async fn a_full_tmpfs_pauses_the_sync_until_it_is_remounted_larger() {
-    if std::env::var("DXMIRROR_TEST_TMPFS").as_deref() != Ok("1") {
-        eprintln!("skipped: set DXMIRROR_TEST_TMPFS=1 (needs root) to run");
+    if !Gate::Tmpfs.enabled("diskspace::a_full_tmpfs_pauses_the_sync_until_it_is_remounted_larger")
+    {
         return;
     }
     // Three 4 MiB files at 4 MiB/s into an 8 MiB filesystem.
@@ -127,9 +112,9 @@ async fn a_full_tmpfs_pauses_the_sync_until_it_is_remounted_larger() {
     .await
     .unwrap();
     let project = sandbox.projects()[0].clone();
-    let env = env_for(
+    let env = Env::for_sandbox(
         &sandbox,
-        &project,
+        vec![project.clone()],
         "disk-reserve = \"512KiB\"\ndisk-poll = \"20ms\"\nchunk-size = \"1MiB\"\nprogress-step = \"256KiB\"\n",
     );
     let mirror = env.mirror();

@@ -12,9 +12,7 @@ use dxmirror::model::ByteRange;
 use dxmirror::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
-fn enabled() -> bool {
-    std::env::var("DXMIRROR_TEST_DXPY").is_ok_and(|v| v == "1")
-}
+use crate::support::Gate;
 
 async fn dx(sb: &Sandbox, home: &Path, cwd: &Path, args: &[&str]) -> Output {
     let port = sb.api_addr().port().to_string();
@@ -57,7 +55,7 @@ fn ok(out: &Output, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dx_client_works_against_the_sandbox() {
-    if !enabled() {
+    if !Gate::Dxpy.enabled("dxpy::dx_client_works_against_the_sandbox") {
         return;
     }
     let aria = std::process::Command::new("aria2c")

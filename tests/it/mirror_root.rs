@@ -10,37 +10,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use dxmirror::daemon::{self, Notifier};
+use dxmirror::daemon::Notifier;
 use dxmirror::journal::{FileState, JournalReader};
 use dxmirror::sandbox::{Sandbox, SandboxOptions};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{wait_for, Env, EnvOptions};
-
-/// A set-up whose config names `mirror_root` (relative to the env's directory) and
-/// `state_dir` instead of the usual ones.
-fn env_pointing_at(sandbox: &Sandbox, mirror_root: &str, state_dir: &str) -> Env {
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![sandbox.projects()[0].clone()],
-        extra: String::new(),
-    });
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    let root = env.dir.path().join(mirror_root);
-    let state = env.dir.path().join(state_dir);
-    let text = text
-        .replace(
-            &format!("mirror-root = {:?}", env.mirror()),
-            &format!("mirror-root = {root:?}"),
-        )
-        .replace(
-            &format!("state-dir = {:?}", env.state()),
-            &format!("state-dir = {state:?}"),
-        );
-    std::fs::write(&env.config_path, text).unwrap();
-    env
-}
+use crate::support::{wait_for, Env, Running};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -49,7 +23,8 @@ fn stderr(out: &Output) -> String {
 #[tokio::test]
 async fn sync_refuses_a_missing_mirror_root_and_creates_nothing() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let env = env_pointing_at(&sandbox, "srv/stjude", "state");
+    let env = Env::for_sandbox(&sandbox, vec![sandbox.projects()[0].clone()], "")
+        .with_dirs("srv/stjude", "state");
     let out = env.bin_async(&["-q", "sync"]).await;
     assert!(!out.status.success());
     let root = env.dir.path().join("srv/stjude");
@@ -71,7 +46,8 @@ async fn sync_refuses_a_missing_mirror_root_and_creates_nothing() {
 #[tokio::test]
 async fn sync_refuses_a_mirror_root_that_is_a_file() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let env = env_pointing_at(&sandbox, "root-file", "state");
+    let env = Env::for_sandbox(&sandbox, vec![sandbox.projects()[0].clone()], "")
+        .with_dirs("root-file", "state");
     let root = env.dir.path().join("root-file");
     std::fs::write(&root, b"not a directory").unwrap();
     let out = env.bin_async(&["-q", "sync"]).await;
@@ -92,7 +68,8 @@ async fn sync_refuses_a_mirror_root_that_is_a_file() {
 #[tokio::test]
 async fn sync_refuses_a_mirror_root_the_user_cannot_write_into() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let env = env_pointing_at(&sandbox, "readonly-root", "state");
+    let env = Env::for_sandbox(&sandbox, vec![sandbox.projects()[0].clone()], "")
+        .with_dirs("readonly-root", "state");
     let root = env.dir.path().join("readonly-root");
     std::fs::create_dir(&root).unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o555)).unwrap();
@@ -145,7 +122,8 @@ async fn sync_refuses_a_mirror_root_the_user_cannot_write_into() {
 #[tokio::test]
 async fn the_state_dir_is_created_but_not_its_parents() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let env = env_pointing_at(&sandbox, "mirror", "var/lib/dxmirror");
+    let env = Env::for_sandbox(&sandbox, vec![sandbox.projects()[0].clone()], "")
+        .with_dirs("mirror", "var/lib/dxmirror");
     let out = env.bin_async(&["-q", "sync"]).await;
     assert!(!out.status.success());
     assert!(
@@ -175,18 +153,10 @@ fn daemon_row(state_dir: &Path) -> Option<dxmirror::journal::DaemonRow> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_waits_for_a_mirror_root_that_appears_later() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let env = env_pointing_at(&sandbox, "srv/stjude", "state");
+    let env = Env::for_sandbox(&sandbox, vec![sandbox.projects()[0].clone()], "")
+        .with_dirs("srv/stjude", "state");
     let root = env.dir.path().join("srv/stjude");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (_reload, reloads) = mpsc::channel(4);
-    let handle = tokio::spawn(daemon::run_with(
-        env.config_path.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-        reloads,
-        Notifier::disabled(),
-    ));
+    let running = Running::start(&env, Notifier::disabled());
     let state = env.state();
     let row = wait_for(
         "the daemon to wait for its mirror root",
@@ -211,7 +181,7 @@ async fn the_daemon_waits_for_a_mirror_root_that_appears_later() {
     );
     assert!(!env.dir.path().join("srv").exists());
     assert!(
-        !handle.is_finished(),
+        !running.handle.is_finished(),
         "the daemon exited instead of waiting"
     );
 
@@ -237,10 +207,5 @@ async fn the_daemon_waits_for_a_mirror_root_that_appears_later() {
     .await;
     assert_eq!(daemon_row(&state).unwrap().state.as_str(), "running");
     assert!(root.join(".dxmirror.lock").exists());
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), handle)
-        .await
-        .expect("the daemon stops")
-        .unwrap()
-        .unwrap();
+    running.stop().await.unwrap();
 }

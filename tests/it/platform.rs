@@ -942,12 +942,14 @@ async fn connection_refused_is_retried_then_reported() {
 const CHILD_ENV: &str = "DXMIRROR_TEST_PROXY_CHILD";
 
 /// Helper run in a child process by `proxy_env_is_honoured` (environment variables are
-/// process-wide, so they are set only in a child). Without its variable it does nothing.
+/// process-wide, so they are set only in a child): ignored, so that only its parent runs it
+/// (`--ignored --exact`), and it fails without its variable rather than pass having tested
+/// nothing.
 #[tokio::test]
+#[ignore = "child of proxy_env_is_honoured, which runs it"]
 async fn proxy_env_child() {
-    let Ok(api_url) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let api_url = std::env::var(CHILD_ENV)
+        .unwrap_or_else(|_| panic!("run only by proxy_env_is_honoured, which sets {CHILD_ENV}"));
     let c = DxClient::new(config(&api_url)).unwrap();
     assert_eq!(c.whoami().await.unwrap(), "user-proxied");
 }
@@ -958,12 +960,17 @@ async fn proxy_env_is_honoured() {
     let direct = serve(|_, _| json_reply(200, json!({"id": "user-proxied"}))).await;
     let run = |api_url: String, no_proxy: Option<&str>| {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["platform::proxy_env_child", "--exact", "--quiet"])
-            .env(CHILD_ENV, api_url)
-            .env("HTTP_PROXY", proxy.url())
-            .env_remove("http_proxy")
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy");
+        cmd.args([
+            "platform::proxy_env_child",
+            "--exact",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(CHILD_ENV, api_url)
+        .env("HTTP_PROXY", proxy.url())
+        .env_remove("http_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
         if let Some(np) = no_proxy {
             cmd.env("NO_PROXY", np);
         }

@@ -12,6 +12,8 @@ use dxmirror::sandbox::{
 };
 use serde_json::{json, Value};
 
+use crate::support::wait_for_async;
+
 fn client() -> reqwest::Client {
     // reqwest is built without a default TLS provider; plain-HTTP clients still need one set.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -277,16 +279,15 @@ async fn download_urls_headers_expiry_and_ranges() {
         (422, Some("InvalidState"))
     );
     // Expiry: poll until the URL is refused (ttl is 2 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for_async("the URL to expire", Duration::from_secs(10), async || {
         let status = get(&pre, &[], Some("bytes=0-0")).await.status().as_u16();
         if status == 403 {
-            break;
+            return Some(());
         }
         assert_eq!(status, 206);
-        assert!(std::time::Instant::now() < deadline, "URL never expired");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        None
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -314,19 +315,18 @@ async fn symlinks_redirect_to_storage_which_refuses_authorization() {
     assert_eq!(sb.stats().storage_auth_refused, 1);
     let bad = location.replace("sig=", "sig=0");
     assert_eq!(get(&bad, &[], None).await.status().as_u16(), 403);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(&location, &[], Some("bytes=0-0"))
-        .await
-        .status()
-        .as_u16()
-        != 403
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "storage URL never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_async(
+        "the storage URL to expire",
+        Duration::from_secs(10),
+        async || {
+            let status = get(&location, &[], Some("bytes=0-0"))
+                .await
+                .status()
+                .as_u16();
+            (status == 403).then_some(())
+        },
+    )
+    .await;
 }
 
 /// What a client sees from one ranged GET.

@@ -4,7 +4,7 @@
 
 use dxmirror::sandbox::{Sandbox, SandboxOptions};
 
-use crate::support::{assert_mirrored, served_env_with, Env, EnvOptions};
+use crate::support::{assert_mirrored, served_env_with, Env};
 
 /// Every file under `dir`, recursively, as bytes.
 fn all_bytes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -101,12 +101,7 @@ async fn the_token_never_reaches_logs_errors_status_or_the_journal() {
 async fn a_lost_journal_is_rebuilt_from_the_mirror_without_downloading_again() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let project = sandbox.projects()[0].clone();
-    let env = Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects: vec![project.clone()],
-        extra: String::new(),
-    });
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
     assert!(env.sync().await.unwrap().is_ok());
     let served = sandbox.stats().bytes_served;
 

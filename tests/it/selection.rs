@@ -16,16 +16,7 @@ use dxmirror::sandbox::{
 use dxmirror::selection::{self, cross_check, select, Filter, SampleInfo, SelectionRules};
 use dxmirror::store::RelPath;
 
-use crate::support::{files_under, Env, EnvOptions};
-
-fn env_for(sandbox: &Sandbox, projects: Vec<ProjectId>) -> Env {
-    Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects,
-        extra: "chunk-size = \"64KiB\"".to_owned(),
-    })
-}
+use crate::support::{files_under, sandbox_of, Env};
 
 /// Every file under `root` (hidden ones too, symlinks as links) with its length and SHA-256.
 fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, (usize, String)> {
@@ -58,7 +49,7 @@ fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, (usize, String)>
 async fn demo_sample_info_cross_checks_clean_and_drives_the_filters() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let project = sandbox.projects()[0].clone();
-    let env = env_for(&sandbox, vec![project.clone()]);
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "chunk-size = \"64KiB\"");
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
 
@@ -167,15 +158,15 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
             .file(FileSpec::new("/", "SAMPLE_INFO.txt", 100))
             .file(FileSpec::new("/restricted/CNV", "x.CNV.txt", 5000))
     };
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(44, vec![mk("request A"), mk("request B")]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sandbox =
+        sandbox_of(Dataset::build(44, vec![mk("request A"), mk("request B")]).unwrap()).await;
     let projects = sandbox.projects();
     let (pa, pb) = (projects[0].clone(), projects[1].clone());
-    let env = env_for(&sandbox, vec![pa.clone(), pb.clone()]);
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![pa.clone(), pb.clone()],
+        "chunk-size = \"64KiB\"",
+    );
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
 

@@ -8,27 +8,18 @@ use std::time::Duration;
 
 use dxmirror::journal::{FileKey, FileState, JournalReader};
 use dxmirror::lock::WriterLock;
-use dxmirror::model::{ByteRange, FileId, ProjectId};
+use dxmirror::model::{ByteRange, FileId};
 use dxmirror::sandbox::{
     Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions,
 };
 
-use crate::support::{assert_mirrored, files_under, Env, EnvOptions};
-
-fn env_for(sandbox: &Sandbox, projects: Vec<ProjectId>, extra: &str) -> Env {
-    Env::new(EnvOptions {
-        api_url: sandbox.api_url(),
-        token: sandbox.token(),
-        projects,
-        extra: extra.to_owned(),
-    })
-}
+use crate::support::{assert_mirrored, files_under, sandbox_of, Env, EnvOptions};
 
 #[tokio::test]
 async fn demo_project_is_mirrored_verified_and_manifested() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let project = sandbox.projects()[0].clone();
-    let env = env_for(&sandbox, vec![project.clone()], "chunk-size = \"64KiB\"");
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "chunk-size = \"64KiB\"");
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
     let n = assert_mirrored(&sandbox, &env, &project);
@@ -89,14 +80,9 @@ async fn duplicate_names_follow_the_documented_rule() {
         .file(FileSpec::new("/restricted/CNV", "same.txt", 1000).times(2_000, 2_000))
         .file(FileSpec::new("/restricted/CNV", "same.txt", 2000).times(1_000, 1_000))
         .file(FileSpec::new("/restricted/CNV", "same.txt", 3000).times(3_000, 3_000));
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(5, vec![spec]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_of(Dataset::build(5, vec![spec]).unwrap()).await;
     let project = sandbox.projects()[0].clone();
-    let env = env_for(&sandbox, vec![project.clone()], "");
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
     assert!(env.sync().await.unwrap().is_ok());
     assert_mirrored(&sandbox, &env, &project);
     let files = sandbox.files(&project);
@@ -137,12 +123,7 @@ async fn a_file_id_in_two_projects_is_mirrored_into_both() {
         .file(bam("/clone"))
         .file(link("/restricted/vcf"))
         .file(FileSpec::new("/", "only-b.txt", 2000));
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(12, vec![a, b]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_of(Dataset::build(12, vec![a, b]).unwrap()).await;
     let projects = sandbox.projects();
     assert_eq!(projects.len(), 2);
     let (pa, pb) = (projects[0].clone(), projects[1].clone());
@@ -150,7 +131,7 @@ async fn a_file_id_in_two_projects_is_mirrored_into_both() {
         assert_eq!(sandbox.file_in(p, &shared).unwrap().project, *p);
     }
 
-    let env = env_for(&sandbox, projects.clone(), "chunk-size = \"64KiB\"");
+    let env = Env::for_sandbox(&sandbox, projects.clone(), "chunk-size = \"64KiB\"");
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
     assert_eq!(assert_mirrored(&sandbox, &env, &pa), 3);
@@ -216,14 +197,9 @@ async fn hostile_names_stay_inside_the_mirror_root() {
     for (folder, name) in names {
         spec = spec.file(FileSpec::new(folder, name, 100));
     }
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(9, vec![spec]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_of(Dataset::build(9, vec![spec]).unwrap()).await;
     let project = sandbox.projects()[0].clone();
-    let env = env_for(&sandbox, vec![project.clone()], "");
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
     assert_eq!(assert_mirrored(&sandbox, &env, &project), names.len());
@@ -270,14 +246,9 @@ async fn a_bad_token_exits_non_zero_with_a_clear_message() {
 async fn a_download_restricted_project_is_refused() {
     let mut spec = ProjectSpec::new("no downloads").file(FileSpec::new("/", "x.txt", 10));
     spec.download_restricted = true;
-    let sandbox = Sandbox::start(SandboxOptions {
-        dataset: Dataset::build(3, vec![spec]).unwrap(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_of(Dataset::build(3, vec![spec]).unwrap()).await;
     let project = sandbox.projects()[0].clone();
-    let env = env_for(&sandbox, vec![project], "");
+    let env = Env::for_sandbox(&sandbox, vec![project], "");
     let summary = env.sync().await.unwrap();
     assert!(!summary.is_ok());
     let err = summary.projects[0].error.clone().unwrap();
@@ -299,7 +270,7 @@ async fn api_503_with_retry_after_and_500s_are_survived() {
     .await
     .unwrap();
     let project = sandbox.projects()[0].clone();
-    let env = env_for(&sandbox, vec![project.clone()], "");
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
     assert_mirrored(&sandbox, &env, &project);
@@ -332,7 +303,7 @@ async fn expired_download_urls_are_refreshed_without_losing_bytes() {
     .await
     .unwrap();
     let project = sandbox.projects()[0].clone();
-    let env = env_for(
+    let env = Env::for_sandbox(
         &sandbox,
         vec![project.clone()],
         "chunk-size = \"256KiB\"\nprogress-step = \"64KiB\"\nmax-connections = 4\nmax-connections-per-file = 2",
@@ -359,7 +330,7 @@ async fn expired_download_urls_are_refreshed_without_losing_bytes() {
 #[tokio::test]
 async fn a_second_writer_is_refused() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let env = env_for(&sandbox, sandbox.projects(), "");
+    let env = Env::for_sandbox(&sandbox, sandbox.projects(), "");
     let cfg = env.config();
     let _held = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root).unwrap();
     let out = env.bin_async(&["sync"]).await;
