@@ -164,7 +164,7 @@ async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_del
     let env = Env::for_sandbox(
         &sandbox,
         Vec::new(),
-        &format!(
+        format!(
             "[relist]\ninterval = \"100ms\"\n\
              [[project]]\nid = \"{p}\"\naccess-expires = \"2020-01-01\"\n"
         ),
@@ -576,7 +576,7 @@ async fn the_pass_applies_path_type_and_sample_info_filters_exactly() {
         let env = Env::for_sandbox(
             &sandbox,
             Vec::new(),
-            &format!("[[project]]\nid = \"{p}\"\n{rules}\n"),
+            format!("[[project]]\nid = \"{p}\"\n{rules}\n"),
         );
         let summary = env.sync().await.unwrap();
         assert!(summary.is_ok(), "{summary:#?}");
