@@ -215,21 +215,29 @@ pub(super) enum SegmentVerdict {
     },
     /// It failed its checksum: fetch it again, or give up.
     Mismatch(Strike),
+    /// It failed, but its re-fetch already waits for its chunk tasks to end: the cursor read
+    /// the same bad bytes again (another segment's reset restarted it), which is no new
+    /// failure.
+    RefetchPending,
 }
 
-/// Judges the cursor's check of a segment, given whether it was verified already and how
-/// often it failed before.
+/// Judges the cursor's check of a segment, given whether it was verified already, how often
+/// it failed before, and whether its re-fetch is already waiting.
 pub(super) fn on_segment(
     plan: &FilePlan,
     check: &SegmentCheck,
     verified: bool,
     failures_before: u32,
+    refetch_pending: bool,
     max_retries: u32,
 ) -> SegmentVerdict {
     if check.ok {
         return SegmentVerdict::Verified {
             newly: check.expected.is_some() && !verified,
         };
+    }
+    if refetch_pending {
+        return SegmentVerdict::RefetchPending;
     }
     let seg = &plan.segments[check.idx as usize];
     let evidence = format!(
@@ -576,11 +584,11 @@ mod tests {
     fn a_segment_is_verified_once_refetched_while_retries_last_then_corrupt() {
         let p = plan(&[&[10], &[7, 3]]);
         assert_eq!(
-            on_segment(&p, &check(1, true), false, 0, 3),
+            on_segment(&p, &check(1, true), false, 0, false, 3),
             SegmentVerdict::Verified { newly: true }
         );
         assert_eq!(
-            on_segment(&p, &check(1, true), true, 0, 3),
+            on_segment(&p, &check(1, true), true, 0, false, 3),
             SegmentVerdict::Verified { newly: false }
         );
         // Nothing to verify against: matched, but not recorded as verified.
@@ -591,11 +599,12 @@ mod tests {
             ok: true,
         };
         assert_eq!(
-            on_segment(&p, &unchecked, false, 0, 3),
+            on_segment(&p, &unchecked, false, 0, false, 3),
             SegmentVerdict::Verified { newly: false }
         );
 
-        let SegmentVerdict::Mismatch(s) = on_segment(&p, &check(1, false), true, 2, 3) else {
+        let SegmentVerdict::Mismatch(s) = on_segment(&p, &check(1, false), true, 2, false, 3)
+        else {
             panic!("a bad segment was verified");
         };
         assert_eq!(
@@ -607,13 +616,28 @@ mod tests {
             )
         );
         assert_eq!((s.attempt, s.corrupt), (3, None));
-        let SegmentVerdict::Mismatch(s) = on_segment(&p, &check(1, false), false, 3, 3) else {
+        let SegmentVerdict::Mismatch(s) = on_segment(&p, &check(1, false), false, 3, false, 3)
+        else {
             panic!("a bad segment was verified");
         };
         assert_eq!(s.attempt, 4);
         assert_eq!(
             s.corrupt,
             Some(format!("{}; still wrong after 3 re-fetches", s.evidence))
+        );
+    }
+
+    #[test]
+    fn the_same_bad_bytes_read_again_before_their_refetch_are_not_counted_again() {
+        let p = plan(&[&[10], &[7, 3]]);
+        // At the last retry: read again while its re-fetch waits, it is not the end.
+        assert_eq!(
+            on_segment(&p, &check(1, false), false, 2, true, 2),
+            SegmentVerdict::RefetchPending
+        );
+        assert_eq!(
+            on_segment(&p, &check(1, true), false, 2, true, 2),
+            SegmentVerdict::Verified { newly: true }
         );
     }
 

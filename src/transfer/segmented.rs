@@ -129,15 +129,17 @@ impl Engine {
                     match event {
                         CursorEvent::Segment { check, chunk_crcs, .. } => {
                             let seg = check.idx as usize;
+                            let pending = deferred.iter().any(|(s, _)| *s == check.idx);
                             let verdict = decide::on_segment(
                                 plan,
                                 &check,
                                 state.seg_verified[seg],
                                 state.seg_retries[seg],
+                                pending,
                                 self.cfg.max_verify_retries,
                             );
                             match verdict {
-                                SegmentVerdict::Verified { newly: false } => {}
+                                SegmentVerdict::Verified { newly: false } | SegmentVerdict::RefetchPending => {}
                                 SegmentVerdict::Verified { newly: true } => {
                                     state.seg_verified[seg] = true;
                                     self.journal.set_segment_verified(&key, check.idx, true).await?;
