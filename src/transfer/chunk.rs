@@ -16,12 +16,25 @@ use crate::model::ByteRange;
 use crate::planner::Chunk;
 use crate::platform::{ApiDisposition, DownloadDisposition, DownloadUrl, DxClient, PlatformError};
 
-/// A chunk's end: its final (done bytes, CRC32C), or why it stopped.
-pub(super) type ChunkResult = Result<(u64, u32), ChunkFailure>;
-
-/// Why a chunk stopped without completing.
+/// How a chunk task ended.
 #[derive(Debug)]
-pub(super) enum ChunkFailure {
+pub(super) enum ChunkEnd {
+    /// Every byte of the chunk is in: its done bytes and their CRC32C.
+    Done {
+        /// Bytes done (the chunk's length).
+        bytes: u64,
+        /// CRC32C of those bytes, computed as they arrived.
+        crc: u32,
+    },
+    /// The file ends with this outcome.
+    File(FileOutcome),
+    /// The whole run must stop.
+    Run(TransferError),
+}
+
+/// Why a chunk stopped without completing (the error side of the fetch loop's steps).
+#[derive(Debug)]
+enum ChunkFailure {
     /// The file ends with this outcome.
     File(FileOutcome),
     /// The whole run must stop.
@@ -170,7 +183,6 @@ impl ChunkCtx {
         }
     }
 
-    /// The journal key of the file (its project and id).
     /// Limits every GET to `cap` bytes.
     pub(super) fn with_range_cap(mut self, cap: u64) -> ChunkCtx {
         self.range_cap = cap.max(1);
@@ -194,6 +206,7 @@ impl ChunkCtx {
         self
     }
 
+    /// The journal key of the file (its project and id).
     pub(super) fn key(&self) -> &FileKey {
         &self.key
     }
@@ -274,7 +287,21 @@ impl ChunkCtx {
     }
 
     /// Fetches the rest of `chunk`, starting from `done` bytes whose CRC32C is `crc`.
-    pub(super) async fn fetch(&self, chunk: Chunk, mut done: u64, mut crc: u32) -> ChunkResult {
+    pub(super) async fn fetch(&self, chunk: Chunk, done: u64, crc: u32) -> ChunkEnd {
+        match self.fetch_rest(chunk, done, crc).await {
+            Ok((bytes, crc)) => ChunkEnd::Done { bytes, crc },
+            Err(ChunkFailure::File(outcome)) => ChunkEnd::File(outcome),
+            Err(ChunkFailure::Run(e)) => ChunkEnd::Run(e),
+        }
+    }
+
+    /// [`ChunkCtx::fetch`]'s loop: the chunk's final (done bytes, CRC32C), or why it stopped.
+    async fn fetch_rest(
+        &self,
+        chunk: Chunk,
+        mut done: u64,
+        mut crc: u32,
+    ) -> Result<(u64, u32), ChunkFailure> {
         let mut attempt: u32 = 0;
         // Fresh URLs refused again and again without a byte arriving: back off, then give up,
         // rather than hammer the API with URL requests.
@@ -324,11 +351,15 @@ impl ChunkCtx {
                 DownloadDisposition::RetryRange => {
                     attempt += 1;
                     let delay = self.cfg.backoff.next_delay(attempt);
-                    debug!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, attempt, error = %err, "range retry");
+                    debug!(chunk_idx = chunk.idx, attempt, error = %err, "range retry");
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RetryAfter(delay) => {
-                    debug!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, delay_ms = delay.as_millis() as u64, "download host asked to wait");
+                    debug!(
+                        chunk_idx = chunk.idx,
+                        delay_ms = delay.as_millis() as u64,
+                        "download host asked to wait"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RefreshUrl => {
@@ -340,7 +371,11 @@ impl ChunkCtx {
                             ),
                         }));
                     }
-                    debug!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, attempt = refreshes, "download URL refused; getting a fresh one");
+                    debug!(
+                        chunk_idx = chunk.idx,
+                        attempt = refreshes,
+                        "download URL refused; getting a fresh one"
+                    );
                     self.invalidate(generation).await;
                     if refreshes > 1 {
                         tokio::time::sleep(self.cfg.backoff.next_delay(refreshes - 1)).await;
@@ -361,7 +396,7 @@ impl ChunkCtx {
                     }
                 }
                 DownloadDisposition::Fail => {
-                    warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, error = %err, "range failed permanently");
+                    warn!(chunk_idx = chunk.idx, error = %err, "range failed permanently");
                     return Err(ChunkFailure::File(FileOutcome::Failed {
                         reason: err.to_string(),
                     }));
@@ -387,7 +422,7 @@ impl ChunkCtx {
             .ok()
             .and_then(|mut l| l.admit(Instant::now()));
         if let Some(suppressed) = admitted {
-            warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, offset = m.range.offset, len = m.range.len, attempt = mismatches, suppressed, error = %m, "range damaged in transit; fetching it again");
+            warn!(chunk_idx = chunk.idx, offset = m.range.offset, len = m.range.len, attempt = mismatches, suppressed, error = %m, "range damaged in transit; fetching it again");
         }
         let bound = self.cfg.max_verify_retries;
         if mismatches > bound {
@@ -593,7 +628,7 @@ impl ChunkCtx {
     ) -> Result<(), StreamError> {
         if paused_since.is_none() {
             *paused_since = Some(Instant::now());
-            warn!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, offset, error = %msg, "disk full; transfer paused until space returns");
+            warn!(chunk_idx = chunk.idx, offset, error = %msg, "disk full; transfer paused until space returns");
             self.journal
                 .record_event(
                     crate::journal::EventLevel::Warn,
@@ -613,7 +648,11 @@ impl ChunkCtx {
     /// Logs the end of a disk-full pause, if there was one.
     fn resumed_after_disk(&self, chunk: Chunk, paused_since: Option<Instant>) {
         if let Some(since) = paused_since {
-            info!(project_id = %self.key.project, file_id = %self.key.file, chunk_idx = chunk.idx, elapsed_ms = since.elapsed().as_millis() as u64, "disk space returned; transfer resumed");
+            info!(
+                chunk_idx = chunk.idx,
+                elapsed_ms = since.elapsed().as_millis() as u64,
+                "disk space returned; transfer resumed"
+            );
         }
     }
 

@@ -39,6 +39,17 @@ pub(super) enum CursorEvent {
     Failed { epoch: u64, error: String },
 }
 
+impl CursorEvent {
+    /// The epoch the event belongs to.
+    pub(super) fn epoch(&self) -> u64 {
+        match self {
+            CursorEvent::Segment { epoch, .. }
+            | CursorEvent::Finished { epoch, .. }
+            | CursorEvent::Failed { epoch, .. } => *epoch,
+        }
+    }
+}
+
 struct TrackState {
     /// Bytes written of each chunk, from its start.
     done: Vec<u64>,

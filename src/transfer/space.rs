@@ -3,13 +3,20 @@
 //! progress still have to write. Each started file holds a [`Reservation`] that shrinks as its
 //! bytes land on disk and is released when the file ends.
 //!
-//! This module only does the arithmetic and the book-keeping; it never waits, logs or
-//! touches the journal (the engine does), and it never writes to disk.
+//! [`DiskBudget`] and [`Reservation`] only do the arithmetic and the book-keeping: they never
+//! wait, log or touch the journal, and never write to disk. [`Engine::wait_for_space`] is the
+//! engine's side: it waits for a file to fit, reporting the wait once.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
+use tracing::{info, warn};
+
+use super::{Engine, FileJob, TransferError};
+use crate::journal::FileState;
 use crate::store::{free_space, StoreError};
+use crate::units::human_bytes;
 
 /// Bytes still to be written by the files in progress, shared by all of them.
 #[derive(Debug, Default)]
@@ -28,6 +35,28 @@ pub(super) struct Shortfall {
     pub reserve: u64,
     /// Bytes promised to files already in progress.
     pub promised: u64,
+}
+
+impl Shortfall {
+    /// The file's reason while it waits (also its journal event).
+    pub(super) fn reason(&self) -> String {
+        format!(
+            "waiting for disk space: need {}, free {}, reserve {}, promised to files in progress {}",
+            human_bytes(self.need),
+            human_bytes(self.free),
+            human_bytes(self.reserve),
+            human_bytes(self.promised)
+        )
+    }
+}
+
+/// Whether a file fits now.
+#[derive(Debug)]
+pub(super) enum SpaceCheck {
+    /// It fits: its bytes are reserved.
+    Reserved(Reservation),
+    /// It does not fit yet.
+    Short(Shortfall),
 }
 
 impl DiskBudget {
@@ -51,12 +80,12 @@ impl DiskBudget {
         dir: &Path,
         need: u64,
         reserve: u64,
-    ) -> Result<Result<Reservation, Shortfall>, StoreError> {
+    ) -> Result<SpaceCheck, StoreError> {
         // Held across the statvfs so that two files cannot both take the same free bytes.
         let mut promised = self.lock();
         let free = free_space(dir)?;
         if fits(need, free, reserve, *promised).is_err() {
-            return Ok(Err(Shortfall {
+            return Ok(SpaceCheck::Short(Shortfall {
                 need,
                 free,
                 reserve,
@@ -64,7 +93,7 @@ impl DiskBudget {
             }));
         }
         *promised = promised.saturating_add(need);
-        Ok(Ok(Reservation {
+        Ok(SpaceCheck::Reserved(Reservation {
             budget: self.clone(),
             left: Mutex::new(need),
         }))
@@ -121,6 +150,61 @@ impl Drop for Reservation {
     }
 }
 
+impl Engine {
+    /// Waits until `need` more bytes of this file fit on the mirror's filesystem (free space
+    /// minus the reserve minus what files in progress still have to write), reporting the
+    /// wait once (log, journal event and the file's reason), and reserves them.
+    pub(super) async fn wait_for_space(
+        &self,
+        job: &FileJob,
+        need: u64,
+    ) -> Result<Reservation, TransferError> {
+        let key = job.key();
+        let dir = job.store.dir().to_path_buf();
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            match self.disk.try_reserve(&dir, need, self.cfg.disk_reserve) {
+                Ok(SpaceCheck::Reserved(reservation)) => {
+                    if let Some(since) = waiting_since {
+                        info!(
+                            len = need,
+                            elapsed_ms = since.elapsed().as_millis() as u64,
+                            "disk space available; file starts"
+                        );
+                        self.journal
+                            .set_file_state(&key, FileState::Fetching, None)
+                            .await?;
+                    }
+                    return Ok(reservation);
+                }
+                Ok(SpaceCheck::Short(short)) => {
+                    if waiting_since.is_none() {
+                        waiting_since = Some(Instant::now());
+                        let reason = short.reason();
+                        warn!(
+                            len = short.need,
+                            free = short.free,
+                            reserve = short.reserve,
+                            promised = short.promised,
+                            "waiting for disk space"
+                        );
+                        self.file_warning(&key, reason.clone()).await?;
+                        self.journal
+                            .set_file_state(&key, FileState::Fetching, Some(reason))
+                            .await?;
+                    }
+                }
+                Err(e) => {
+                    // Free space unknown: start anyway; a full disk still pauses the writes.
+                    warn!(error = %e, "cannot read free space; starting without the check");
+                    return Ok(Reservation::none(&self.disk));
+                }
+            }
+            tokio::time::sleep(self.cfg.disk_poll).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +217,27 @@ mod tests {
         assert!(fits(0, 0, 0, 0).is_ok());
     }
 
+    fn reserved(check: SpaceCheck) -> Reservation {
+        match check {
+            SpaceCheck::Reserved(r) => r,
+            SpaceCheck::Short(s) => panic!("does not fit: {s:?}"),
+        }
+    }
+
+    #[test]
+    fn a_shortfall_names_every_term() {
+        let short = Shortfall {
+            need: 3 << 30,
+            free: 2 << 30,
+            reserve: 1 << 30,
+            promised: 512 << 20,
+        };
+        assert_eq!(
+            short.reason(),
+            "waiting for disk space: need 3.0 GiB, free 2.0 GiB, reserve 1.0 GiB, promised to files in progress 512.0 MiB"
+        );
+    }
+
     #[test]
     fn reservations_are_counted_consumed_and_released() {
         let dir = tempfile::tempdir().unwrap();
@@ -140,12 +245,11 @@ mod tests {
         let free = free_space(dir.path()).unwrap();
         // Half of the free space for one file: a second, equal one does not fit beside it.
         let half = free / 2 + 1;
-        let a = budget.try_reserve(dir.path(), half, 0).unwrap().unwrap();
+        let a = reserved(budget.try_reserve(dir.path(), half, 0).unwrap());
         assert_eq!(budget.promised(), half);
-        let short = budget
-            .try_reserve(dir.path(), half, 0)
-            .unwrap()
-            .unwrap_err();
+        let SpaceCheck::Short(short) = budget.try_reserve(dir.path(), half, 0).unwrap() else {
+            panic!("a second half of the disk fitted");
+        };
         assert_eq!(short.need, half);
         assert_eq!(short.promised, half);
         a.consumed(10);
@@ -154,15 +258,15 @@ mod tests {
         assert_eq!(budget.promised(), 0);
         drop(a);
         assert_eq!(budget.promised(), 0);
-        let b = budget.try_reserve(dir.path(), 7, 0).unwrap().unwrap();
+        let b = reserved(budget.try_reserve(dir.path(), 7, 0).unwrap());
         assert_eq!(budget.promised(), 7);
         drop(b);
         assert_eq!(budget.promised(), 0);
         // A reserve larger than the disk: nothing fits.
-        assert!(budget
-            .try_reserve(dir.path(), 1, u64::MAX)
-            .unwrap()
-            .is_err());
+        assert!(matches!(
+            budget.try_reserve(dir.path(), 1, u64::MAX).unwrap(),
+            SpaceCheck::Short(_)
+        ));
         assert!(budget
             .try_reserve(&dir.path().join("missing"), 1, 0)
             .is_err());
