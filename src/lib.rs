@@ -19,6 +19,7 @@ pub mod hashing;
 pub mod inbox;
 pub mod journal;
 pub mod lock;
+pub mod pass;
 pub mod planner;
 pub mod platform;
 pub mod purge;
