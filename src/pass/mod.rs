@@ -256,7 +256,9 @@ enum Step<T> {
 /// mirrored (small first), handle replaced files, and rewrite the manifest. A project the
 /// token may not read is recorded `inaccessible` and summarised, not an error; only
 /// run-wide failures (bad token, journal, disk full) are errors.
-#[instrument(skip_all, fields(project_id = %project))]
+// At level ERROR, so the span is enabled whenever any line inside it is (with `-q` or
+// `RUST_LOG=warn` an INFO span would be filtered out, and its warnings would lose the field).
+#[instrument(level = "error", skip_all, fields(project_id = %project))]
 pub async fn project_pass(
     ctx: &PassContext,
     project: &ProjectId,
