@@ -1,0 +1,108 @@
+//! The command line (clap derive): [`Cli`] with its global flags, and one [`Command`] per
+//! subcommand. Parsing only: the doc comments here are the `--help` text, and what each
+//! subcommand does lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use dxmirror::model::ProjectId;
+
+/// Mirror St. Jude Cloud data vended through DNAnexus: resumable, verified, unattended.
+#[derive(Debug, Parser)]
+#[command(name = "dxmirror", version, about)]
+pub(crate) struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands, each run by its file in `commands/`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Mirror projects once, verify every file, and exit (0 only if every eligible file is mirrored).
+    Sync {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Projects to mirror (default: the config's [[project]] list).
+        projects: Vec<ProjectId>,
+    },
+    /// Run unattended: discover projects, re-list them, mirror what is new, watch the inbox
+    /// (SIGHUP reloads the config; SIGTERM/SIGINT stop cleanly with exit status 0).
+    Daemon {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show what the journal knows: projects, files, bytes, failures (read-only).
+    Status {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash mirrored files against platform checksums, journaled chunk digests and recorded
+    /// SHA-256s; exits non-zero on any finding. --repair re-fetches only what is damaged.
+    Verify {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this project.
+        project: Option<ProjectId>,
+        /// Put damaged files back into staging and fetch their damaged chunks again (takes the
+        /// writer lock).
+        #[arg(long)]
+        repair: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the audit trail: every file fetched, repaired, quarantined, and every project
+    /// purged, with when, which platform identity, size and SHA-256 (read-only).
+    Audit {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only records at or after this date: YYYY-MM-DD (UTC) or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file and show the resolved settings (the token is never printed).
+    CheckConfig {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Delete a project's local copy and its journal rows, and write an audit record
+    /// (end of a data-use agreement). Without --yes, only shows what would be deleted.
+    Purge {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+        /// The project to purge.
+        project: ProjectId,
+    },
+    /// Serve a DNAnexus-compatible sandbox on loopback (for tests, demos and benchmarks).
+    Sandbox(dxmirror::sandbox::SandboxArgs),
+    /// Mirror the built-in sandbox project into ./dxmirror-demo/ and verify it (no account needed).
+    Demo {
+        /// Where to put the demo's config, journal and mirror.
+        #[arg(long, default_value = "dxmirror-demo")]
+        dir: PathBuf,
+    },
+}

@@ -1,0 +1,81 @@
+//! One file per subcommand, each with a `run` that the dispatch in `main.rs` calls and that
+//! returns the exit status; here, what several of them share: where the config file is, how
+//! progress is shown, and the summary a sync prints.
+//!
+//! The binary's code: `anyhow` adds context on the way up, and the library is only called.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dxmirror::sync::{ProgressMode, SyncSummary};
+use dxmirror::units::human_bytes;
+
+pub(crate) mod audit;
+pub(crate) mod check_config;
+pub(crate) mod daemon;
+pub(crate) mod demo;
+pub(crate) mod purge;
+pub(crate) mod sandbox;
+pub(crate) mod status;
+pub(crate) mod sync;
+pub(crate) mod verify;
+
+/// The config file: the one given, else `$DXMIRROR_CONFIG`, else `/etc/dxmirror/config.toml`.
+pub(crate) fn config_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("DXMIRROR_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/dxmirror/config.toml"))
+}
+
+/// How a sync shows its progress: nothing with `--quiet`, a bar on a terminal, else a line
+/// every 10 s.
+pub(crate) fn progress_mode(quiet: bool) -> ProgressMode {
+    if quiet {
+        ProgressMode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Lines(Duration::from_secs(10))
+    }
+}
+
+/// Prints what a sync did, project by project, and whether every eligible file is mirrored.
+pub(crate) fn print_summary(summary: &SyncSummary) {
+    let secs = summary.elapsed.as_secs_f64().max(0.001);
+    for p in &summary.projects {
+        println!(
+            "project {} {:?}: {} verified, {} unverified (no platform checksum), {} fetched now",
+            p.id, p.name, p.verified, p.unverified, p.fetched_now
+        );
+        if let Some(err) = &p.error {
+            println!("  ERROR: {err}");
+        }
+        for prob in &p.problems {
+            println!(
+                "  {:<8} {} ({}): {}",
+                prob.state, prob.path, prob.file_id, prob.reason
+            );
+        }
+        if p.removed_upstream > 0 {
+            println!(
+                "  {} files no longer listed upstream (kept locally)",
+                p.removed_upstream
+            );
+        }
+        if let Some(m) = &p.manifest {
+            println!("  manifest: {}", m.display());
+        }
+    }
+    println!(
+        "{} in {:.1}s ({:.1} MB/s); {}",
+        human_bytes(summary.bytes),
+        secs,
+        summary.bytes as f64 / secs / 1e6,
+        if summary.is_ok() {
+            "every eligible file is mirrored"
+        } else {
+            "NOT every eligible file is mirrored"
+        }
+    );
+}
