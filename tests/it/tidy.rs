@@ -1,14 +1,15 @@
 //! Hygiene of the source tree, checked by plain tests so that `cargo test` is the only gate:
-//! every `.rs` file opens with a `//!` module doc, and the library's modules form the layered
-//! DAG of ARCHITECTURE.md (every `crate::X` edge outside tests goes to a lower layer).
+//! every `.rs` file opens with a `//!` module doc, the library's modules form the layered
+//! DAG of ARCHITECTURE.md (every `crate::X` edge outside tests goes to a lower layer), and only
+//! the binary uses `anyhow`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The library's top-level modules by layer: a module may use only modules of lower layers.
 /// Layer 0 are the workspace's other crates, re-exported as `crate::model` and
-/// `crate::sandbox`. The binary (`main.rs`, and later `cli.rs` and `commands/`) is the root and
-/// may use anything. A new module must be added here.
+/// `crate::sandbox`. The binary (`main.rs`, `cli.rs` and `commands/`, see [`BIN_ROOT`]) is the
+/// root and may use anything. A new module must be added here.
 const LAYERS: &[(u8, &[&str])] = &[
     (0, &["model", "sandbox"]),
     (1, &["units", "clock", "dirs", "telemetry"]),
@@ -26,7 +27,8 @@ const LAYERS: &[(u8, &[&str])] = &[
     (8, &["daemon", "demo"]),
 ];
 
-/// Files of `src/` that form the binary rather than the library: exempt from the layering.
+/// Files and folders of `src/` that form the binary rather than the library: exempt from the
+/// layering, and the only code that may use `anyhow`.
 const BIN_ROOT: &[&str] = &["main", "cli", "commands"];
 
 fn root() -> PathBuf {
@@ -288,6 +290,19 @@ fn crate_edges(code: &str) -> BTreeSet<String> {
     edges
 }
 
+/// The top-level module (or binary part) of a file at `rel` under `src/`: `sync` for
+/// `sync.rs`, `journal` for `journal/read.rs`.
+fn top_module(rel: &Path) -> String {
+    let first = rel
+        .components()
+        .next()
+        .expect("a file")
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
+    first.strip_suffix(".rs").unwrap_or(&first).to_owned()
+}
+
 fn layer_of(module: &str) -> Option<u8> {
     LAYERS
         .iter()
@@ -305,14 +320,7 @@ fn library_modules_only_use_lower_layers() {
     let mut edges_seen = 0;
     for path in &files {
         let rel = path.strip_prefix(&src).expect("under src/");
-        let first = rel
-            .components()
-            .next()
-            .expect("a file")
-            .as_os_str()
-            .to_string_lossy()
-            .into_owned();
-        let module = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
+        let module = top_module(rel);
         if module == "lib" || BIN_ROOT.contains(&module.as_str()) {
             continue;
         }
@@ -348,6 +356,38 @@ fn library_modules_only_use_lower_layers() {
         problems.is_empty(),
         "the module layering is broken:\n{}",
         problems.join("\n")
+    );
+}
+
+#[test]
+fn anyhow_is_used_only_by_the_binary() {
+    let root = root();
+    let src = root.join("src");
+    // The library's and the member crates' code (tests may use what they like).
+    let files: Vec<PathBuf> = all_sources()
+        .into_iter()
+        .filter(|p| !p.starts_with(root.join("tests")))
+        .collect();
+    let (binary, library): (Vec<_>, Vec<_>) = files.iter().partition(|p| {
+        p.strip_prefix(&src)
+            .is_ok_and(|rel| BIN_ROOT.contains(&top_module(rel).as_str()))
+    });
+    assert!(
+        binary.len() >= 3 && library.len() > 40,
+        "binary {binary:?}, {} library files",
+        library.len()
+    );
+    let offenders: Vec<String> = library
+        .iter()
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).expect("readable source");
+            strip_comments_and_literals(&text).contains("anyhow")
+        })
+        .map(|p| p.strip_prefix(&root).unwrap_or(p).display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "library code uses anyhow (typed errors at module boundaries; anyhow is the binary's): {offenders:?}"
     );
 }
 
