@@ -576,7 +576,15 @@ fn file_download(
         .get("filename")
         .and_then(Value::as_str)
         .unwrap_or(&f.spec.name);
-    let (url, headers) = issue_url(shared, &claims, filename);
+    let (mut url, headers) = issue_url(shared, &claims, filename);
+    if let Some(base) = shared
+        .content_base
+        .as_ref()
+        .filter(|_| !f.spec.kind.is_drive())
+    {
+        // An outside content server holds the bytes (the benchmark's nginx backend).
+        url = format!("{base}/{}", f.id);
+    }
     let headers: Map<String, Value> = headers.into_iter().map(|(k, v)| (k, json!(v))).collect();
     Ok(json!({"url": url, "headers": headers, "expires": expires_ms}))
 }

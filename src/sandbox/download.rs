@@ -140,9 +140,14 @@ pub(crate) async fn handle_download(
         return refuse(stream, 403, "AccessDenied: no access to the file", true).await;
     };
     if file.spec.kind.is_drive() {
-        let se = now_ms() + shared.storage_url_ttl.as_millis() as i64;
-        let sig = shared.sign(&format!("blob:{}:{se}", file.id));
-        let location = format!("{}/blob/{}?se={se}&sig={sig}", shared.storage_base, file.id);
+        let location = match &shared.content_base {
+            Some(base) => format!("{base}/{}", file.id),
+            None => {
+                let se = now_ms() + shared.storage_url_ttl.as_millis() as i64;
+                let sig = shared.sign(&format!("blob:{}:{se}", file.id));
+                format!("{}/blob/{}?se={se}&sig={sig}", shared.storage_base, file.id)
+            }
+        };
         let headers = [
             ("Location", location),
             ("Content-Type", "text/plain".to_owned()),

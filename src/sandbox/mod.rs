@@ -94,6 +94,12 @@ pub struct SandboxOptions {
     pub storage_url_ttl: Duration,
     /// `Retry-After` of 503/429 answers, in seconds.
     pub retry_after_secs: u64,
+    /// An outside content server (e.g. nginx over a directory of the dataset's files, each
+    /// named by its file id) that serves the bytes in place of the sandbox: download URLs of
+    /// platform-hosted files become `<content_url>/<file-id>`, and the 302 of drive-backed
+    /// files points there instead of the storage host. The API (listing, describe, download
+    /// URLs, the 302) stays the sandbox's; the content server checks nothing.
+    pub content_url: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -108,6 +114,7 @@ impl Default for SandboxOptions {
             url_ttl: Duration::from_secs(365 * 86_400),
             storage_url_ttl: Duration::from_secs(300),
             retry_after_secs: 1,
+            content_url: None,
         }
     }
 }
@@ -257,6 +264,8 @@ pub(crate) struct Shared {
     pub storage_url_ttl: Duration,
     pub retry_after_secs: u64,
     pub limiter: Option<Limiter>,
+    /// `SandboxOptions::content_url`, without a trailing `/`.
+    pub content_base: Option<String>,
 }
 
 impl Shared {
@@ -437,6 +446,7 @@ impl Sandbox {
                 rate,
                 next: Mutex::new(Instant::now()),
             }),
+            content_base: opts.content_url.map(|u| u.trim_end_matches('/').to_owned()),
         });
         let (tx, rx) = watch::channel(false);
         let tasks = vec![
@@ -688,6 +698,11 @@ pub struct SandboxArgs {
     /// Retry-After seconds of 503/429 answers.
     #[arg(long, default_value_t = 1)]
     pub retry_after: u64,
+    /// Serve the bytes from this loopback content server instead (`URL/<file-id>`, e.g. nginx
+    /// over the dataset's files): platform-hosted files' download URLs point there, and
+    /// drive-backed files' 302 does. The benchmark's second backend.
+    #[arg(long)]
+    pub content_url: Option<String>,
 }
 
 fn parse_duration(flag: &'static str, v: &str) -> Result<Duration, SandboxError> {
@@ -710,6 +725,7 @@ impl SandboxArgs {
             dataset: Dataset::from_name(&self.dataset)?,
             faults: FaultConfig::parse(&self.faults)?,
             retry_after_secs: self.retry_after,
+            content_url: self.content_url.clone(),
             ..SandboxOptions::default()
         };
         if let Some(b) = &self.bandwidth {
@@ -773,6 +789,7 @@ mod tests {
             url_ttl: Some("90s".into()),
             storage_url_ttl: Some("5".into()),
             retry_after: 2,
+            content_url: None,
         }
     }
 
