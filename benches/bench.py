@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """dxmirror benchmark harness (run it through benches/run.sh, which builds the release binary).
 
-What it owns: building sandbox datasets (`dxmirror sandbox --dataset ...` on loopback), running
-each contender (dxmirror, aria2c, `dx download -r`) against the same sandbox one after another,
+What it owns: building sandbox datasets (`dxmirror sandbox --dataset ...` on loopback), serving
+the same bytes a second way (nginx over the dataset's files materialised on disk, the sandbox
+keeping the API), running each contender (dxmirror, aria2c, `dx download -r`, and optionally a
+baseline dxmirror binary) against each backend in alternating order over several rounds,
 checking every result against the SHA256SUMS dxmirror wrote (sizes and SHA-256 of every file),
-measuring wall time, CPU (user+sys) and peak RSS with /usr/bin/time, the limit line (dd
-conv=fdatasync + curl from the sandbox), the 100k-file scale phase, and printing the tables.
+measuring wall time with a fair clock (a `sync` before the clock starts and one before it
+stops, so bytes left in the page cache are paid for), CPU (user+sys), peak RSS and blocks
+written with /usr/bin/time, the limit line (dd conv=fdatasync + curl from each backend), the
+100k-file scale phase, peak RSS of full syncs of many files, and printing the tables (median
+and range of the rounds).
 
 What it must not do: talk to anything but loopback, print the API token or a download header,
 or leave processes behind. Standard library only (Python 3.8+).
@@ -16,9 +21,11 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,14 +33,52 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The dxmirror under test (--bin), its baseline (--baseline) and the binary whose `sandbox`
+# serves the datasets (--sandbox-bin, default --bin). Set in main().
 BIN = os.path.join(ROOT, "target", "release", "dxmirror")
+BASELINE = None
+SANDBOX_BIN = None
 GIB = 1 << 30
 MIB = 1 << 20
 
-# Full and --quick sizes of each workload.
-FULL = {"large": 4 * GIB, "small": 5000, "mixed": 2 * GIB, "many": 100_000}
-QUICK = {"large": 512 * MIB, "small": 500, "mixed": 256 * MIB, "many": 10_000}
-SMALL_FILE = 64 << 10
+# Full and --quick sizes of each workload. `large16` is the big large workload, run with the
+# page cache dropped before every contender; `memory` lists the file counts of the full syncs
+# whose peak RSS is measured.
+FULL = {
+    "large": 4 * GIB,
+    "large16": 16 * GIB,
+    "small": 5000,
+    "mixed": 2 * GIB,
+    "many": 100_000,
+    "memory": [10_000, 100_000, 300_000],
+}
+QUICK = {
+    "large": 512 * MIB,
+    "large16": 1 * GIB,
+    "small": 500,
+    "mixed": 256 * MIB,
+    "many": 10_000,
+    "memory": [1_000, 3_000, 10_000],
+}
+WORKLOADS = ("large", "large16", "small", "mixed")
+BACKENDS = ("sandbox", "nginx")
+# What each backend exercises in the engine (printed with every table).
+PATHS = {
+    "sandbox": (
+        "sandbox: the crate's sandbox serves the bytes (generated on the fly on the same cores). "
+        "Platform-hosted files (parts, single part) come straight from its download host in "
+        "16 MiB chunk GETs; drive-backed files (the parts-less symlinks) take a 302 to its "
+        "storage host for every range of at most 4 MiB, asked with "
+        "x-ms-range-get-content-md5, and each range's Content-MD5 is checked on arrival."
+    ),
+    "nginx": (
+        "nginx: the same bytes, materialised on disk, served by nginx (sendfile from the page "
+        "cache); the sandbox keeps the API and the 302s (`--content-url`). Platform-hosted files "
+        "come straight from nginx; drive-backed files still take a 302 (now to nginx) for every "
+        "range of at most 4 MiB, but nginx sends no Content-MD5, so the per-range MD5 check is "
+        "not exercised."
+    ),
+}
 
 
 def log(msg):
@@ -47,24 +92,60 @@ def human(n):
     return f"{n} B"
 
 
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DX_")}
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(k, None)
+    env["NO_PROXY"] = "*"
+    env.update(extra)
+    return env
+
+
+def proc_cpu_seconds(pid):
+    """user+sys CPU seconds of one process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host, port, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 # --------------------------------------------------------------------------------------------
-# The sandbox
+# The backends
 
 
 class Sandbox:
-    """One `dxmirror sandbox` process serving one dataset on loopback."""
+    """One `dxmirror sandbox` process serving one dataset on loopback (with `content_url`, the
+    bytes are served by that outside server and the sandbox keeps the API and the 302s)."""
 
-    def __init__(self, dataset, workdir):
+    def __init__(self, dataset, workdir, content_url=None):
         self.dataset = dataset
-        self.log_path = os.path.join(workdir, f"sandbox-{dataset.replace(':', '-')}.log")
+        tag = dataset.replace(":", "-") + ("-content" if content_url else "")
+        self.log_path = os.path.join(workdir, f"sandbox-{tag}.log")
         self.log_file = open(self.log_path, "wb")
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [BIN, "sandbox", "--dataset", dataset],
-            stdout=subprocess.PIPE,
-            stderr=self.log_file,
-            env=clean_env(),
-        )
+        cmd = [SANDBOX_BIN, "sandbox", "--dataset", dataset]
+        if content_url:
+            cmd += ["--content-url", content_url]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, env=clean_env())
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"sandbox {dataset} did not start; see {self.log_path}")
@@ -77,7 +158,7 @@ class Sandbox:
         self.bytes = sum(f["size"] for f in self.files)
         log(
             f"sandbox {dataset}: {len(self.files)} files, {human(self.bytes)} "
-            f"(built in {self.start_s:.1f}s) at {self.api}"
+            f"(built in {self.start_s:.1f}s) at {self.api}" + (f", bytes from {content_url}" if content_url else "")
         )
 
     def call(self, route, body):
@@ -129,17 +210,7 @@ class Sandbox:
             return list(ex.map(one, self.files))
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        tck = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / tck
-
-    def rss_mib(self):
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return proc_cpu_seconds(self.proc.pid)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -152,47 +223,194 @@ class Sandbox:
         self.log_file.close()
 
 
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DX_")}
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        env.pop(k, None)
-    env["NO_PROXY"] = "*"
-    env.update(extra)
-    return env
+def nginx_binary():
+    for p in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+class Nginx:
+    """nginx in the foreground (`daemon off`) on a loopback port with a config of its own,
+    serving `root` (files named by file id)."""
+
+    def __init__(self, root, workdir, tag):
+        exe = nginx_binary()
+        if not exe:
+            raise RuntimeError("nginx is not installed (apt-get install -y nginx)")
+        self.host = "127.0.0.1"
+        self.port = free_port(self.host)
+        self.prefix = os.path.join(workdir, f"nginx-{tag}")
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        os.makedirs(os.path.join(self.prefix, "logs"))
+        conf = os.path.join(self.prefix, "nginx.conf")
+        user = ""
+        if os.geteuid() == 0:
+            # As root nginx would drop its workers to `nobody`; serve as the owner of the files.
+            user = f"user {pwd.getpwuid(os.getuid()).pw_name};\n"
+        with open(conf, "w") as fh:
+            fh.write(
+                f"{user}daemon off;\nmaster_process on;\nworker_processes 2;\n"
+                f"pid {self.prefix}/nginx.pid;\nerror_log {self.prefix}/logs/error.log warn;\n"
+                "events { worker_connections 1024; }\n"
+                "http {\n"
+                "  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n"
+                "  keepalive_timeout 120s;\n  keepalive_requests 1000000;\n"
+                "  default_type application/octet-stream;\n  types { }\n"
+                f"  client_body_temp_path {self.prefix}/tmp-body;\n"
+                f"  proxy_temp_path {self.prefix}/tmp-proxy;\n"
+                f"  fastcgi_temp_path {self.prefix}/tmp-fastcgi;\n"
+                f"  uwsgi_temp_path {self.prefix}/tmp-uwsgi;\n"
+                f"  scgi_temp_path {self.prefix}/tmp-scgi;\n"
+                f"  server {{\n    listen {self.host}:{self.port};\n    root {root};\n"
+                "    location / { }\n  }\n}\n"
+            )
+        self.log_file = open(os.path.join(self.prefix, "stderr.log"), "wb")
+        self.proc = subprocess.Popen(
+            [exe, "-p", self.prefix, "-c", conf], stdout=self.log_file, stderr=self.log_file, env=clean_env()
+        )
+        if not wait_port(self.host, self.port):
+            self.stop()
+            raise RuntimeError(f"nginx did not start; see {self.prefix}/stderr.log and logs/error.log")
+        self.url = f"http://{self.host}:{self.port}"
+        log(f"nginx serving {root} at {self.url}")
+
+    def pids(self):
+        pids = [self.proc.pid]
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
+                pids += [int(x) for x in fh.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    def cpu_seconds(self):
+        return sum(proc_cpu_seconds(p) for p in self.pids())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, then exit
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+class Backend:
+    """What the contenders talk to: `sandbox` (the sandbox alone) or `nginx` (nginx serving
+    the bytes, a second sandbox with `--content-url` serving the API and the 302s)."""
+
+    def __init__(self, kind, sb, nginx=None):
+        self.kind, self.sb, self.nginx = kind, sb, nginx
+
+    def cpu_seconds(self):
+        """CPU of everything serving: the sandbox, plus nginx's master and workers."""
+        return self.sb.cpu_seconds() + (self.nginx.cpu_seconds() if self.nginx else 0.0)
+
+    def stop(self):
+        self.sb.stop()
+        if self.nginx:
+            self.nginx.stop()
+
+
+def materialise(sb, root, workdir, tag):
+    """Writes every file of the sandbox's dataset to `root/<file-id>` (curl, 8 at a time),
+    for nginx to serve. dxmirror then checks each platform checksum of what nginx serves
+    against the sandbox's description, so a bad copy cannot pass unseen."""
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    cfg = os.path.join(workdir, f"{tag}-materialise.curl")
+    with open(cfg, "w") as fh:
+        for i, (f, url, headers) in enumerate(sb.download_urls()):
+            if i:
+                fh.write("next\n")
+            fh.write(f'url = "{url}"\noutput = "{os.path.join(root, f["id"])}"\nlocation\nfail\n')
+            for k, v in headers.items():
+                fh.write(f'header = "{k}: {v}"\n')
+    os.chmod(cfg, 0o600)
+    t0 = time.monotonic()
+    rc = subprocess.call(["curl", "-sS", "--no-progress-meter", "--fail", "-Z", "--parallel-max", "8", "-K", cfg], env=clean_env())
+    os.unlink(cfg)
+    if rc != 0:
+        raise RuntimeError(f"materialising {tag} with curl failed (rc {rc})")
+    for f in sb.files:
+        p = os.path.join(root, f["id"])
+        if not os.path.exists(p):
+            open(p, "wb").close()  # curl writes nothing for an empty body
+        if os.path.getsize(p) != f["size"]:
+            raise RuntimeError(f"materialised {f['id']} has {os.path.getsize(p)} bytes, expected {f['size']}")
+    log(f"materialised {len(sb.files)} files ({human(sb.bytes)}) for nginx in {time.monotonic() - t0:.1f}s")
 
 
 # --------------------------------------------------------------------------------------------
 # Measuring
 
 
-class Measure:
-    """Wall, CPU and peak RSS of one command, from /usr/bin/time."""
+def rmtree(path):
+    """Deletes a tree, its files 16 at a time: on ext4 mounted with `discard` (as here), each
+    unlink waits for its discard, so deleting 300,000 files one by one takes half an hour."""
+    if os.path.isdir(path):
+        subprocess.call(
+            ["sh", "-c", 'find "$1" -type f -print0 | xargs -0 -r -P 16 -n 256 rm -f', "sh", path],
+            stderr=subprocess.DEVNULL,
+        )
+    shutil.rmtree(path, ignore_errors=True)
 
-    def __init__(self, wall, user, sys_, rss_kib, rc):
-        self.wall, self.user, self.sys, self.rss_kib, self.rc = wall, user, sys_, rss_kib, rc
+
+def drop_caches():
+    """Drops the page cache (after a sync). False (with nothing done) if not permitted."""
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+class Measure:
+    """One command's figures: wall with the fair clock (`sync` before it starts and after it
+    ends, both timed), wall without the final sync, CPU and peak RSS and blocks from
+    /usr/bin/time."""
+
+    def __init__(self, wall, wall_nosync, user, sys_, rss_kib, in_blocks, out_blocks, rc):
+        self.wall, self.wall_nosync = wall, wall_nosync
+        self.user, self.sys, self.rss_kib, self.rc = user, sys_, rss_kib, rc
+        self.read_bytes, self.written_bytes = in_blocks * 512, out_blocks * 512
 
     @property
     def cpu(self):
         return self.user + self.sys
 
 
-def timed(cmd, workdir, name, cwd=None, env=None):
+def timed(cmd, workdir, name, cwd=None, env=None, fair=True, drop=False):
+    """Runs `cmd` under /usr/bin/time. With `fair`, the clock includes a final `sync` (and a
+    `sync` runs before it starts, so earlier dirty pages are not billed to this command); with
+    `drop`, the page cache is dropped after that first sync."""
     tfile = os.path.join(workdir, f"time-{name}.txt")
     out = open(os.path.join(workdir, f"{name}.log"), "wb")
+    if fair:
+        subprocess.call(["sync"])
+    if drop:
+        drop_caches()
     t0 = time.monotonic()
     rc = subprocess.call(
-        ["/usr/bin/time", "-f", "%e %U %S %M", "-o", tfile] + cmd,
+        ["/usr/bin/time", "-f", "%e %U %S %M %I %O", "-o", tfile] + cmd,
         stdout=out,
         stderr=subprocess.STDOUT,
         cwd=cwd,
         env=env or clean_env(),
     )
-    wall = time.monotonic() - t0
+    t1 = time.monotonic()
+    if fair:
+        subprocess.call(["sync"])
+    t2 = time.monotonic()
     out.close()
     with open(tfile) as fh:
         last = fh.read().strip().splitlines()[-1]
-    _, user, sys_, rss = last.split()
-    return Measure(wall, float(user), float(sys_), int(rss), rc)
+    _, user, sys_, rss, inb, outb = last.split()
+    return Measure(t2 - t0, t1 - t0, float(user), float(sys_), int(rss), int(inb), int(outb), rc)
 
 
 def sha256_file(path):
@@ -273,39 +491,45 @@ def write_dxmirror_config(sb, base):
     return cfg
 
 
-def run_dxmirror(sb, workdir, wl):
-    base = os.path.join(workdir, f"{wl}-dxmirror")
+def run_dxmirror(binary, who, sb, workdir, tag, expected, drop):
+    """One `dxmirror sync` of the whole project. Returns (measure, expected, problems, base):
+    `expected` (relpath -> (size, sha256)) comes from this run's SHA256SUMS when none was
+    known yet (dxmirror checked every platform checksum first), else this run is checked
+    against it."""
+    base = os.path.join(workdir, f"{tag}-{who}")
     shutil.rmtree(base, ignore_errors=True)
     cfg = write_dxmirror_config(sb, base)
-    m = timed([BIN, "sync", "--config", cfg], workdir, f"{wl}-dxmirror")
+    m = timed([binary, "sync", "--config", cfg], workdir, f"{tag}-{who}", drop=drop)
     mirror = os.path.join(base, "mirror")
     projects = [d for d in os.listdir(mirror) if not d.startswith(".")] if os.path.isdir(mirror) else []
     if m.rc != 0 or len(projects) != 1:
-        raise RuntimeError(f"dxmirror sync failed (rc {m.rc}); see {workdir}/{wl}-dxmirror.log")
+        raise RuntimeError(f"{who} sync failed (rc {m.rc}); see {workdir}/{tag}-{who}.log")
     proj = os.path.join(mirror, projects[0])
-    expected = {}
+    sums = {}
     with open(os.path.join(proj, "SHA256SUMS")) as fh:
         for line in fh:
             digest, rel = line.rstrip("\n").split("  ", 1)
-            expected[rel.lstrip("./")] = digest
+            sums[rel.lstrip("./")] = digest
     sizes = {f"{f['folder'].strip('/')}/{f['name']}".lstrip("/"): f["size"] for f in sb.files}
-    exp = {}
-    problems = []
+    exp, problems = {}, []
     for rel, size in sizes.items():
-        if rel not in expected:
-            problems.append(f"dxmirror: {rel} missing from SHA256SUMS")
+        if rel not in sums:
+            problems.append(f"{who}: {rel} missing from SHA256SUMS")
         else:
-            exp[rel] = (size, expected[rel])
-    # dxmirror checked every platform checksum itself; here: sizes, and sha256sum -c.
-    problems += check_outputs(exp, proj, "dxmirror")
-    return m, exp, problems, base
+            exp[rel] = (size, sums[rel])
+    if expected is not None and exp != expected:
+        problems.append(f"{who}: SHA256SUMS differs from the first run's")
+    expected = expected if expected is not None else exp
+    # dxmirror checked every platform checksum itself; here: sizes, and SHA-256 of every file.
+    problems += check_outputs(expected, proj, who)
+    return m, expected, problems, base
 
 
-def run_aria2c(sb, workdir, wl, exp, urls):
-    base = os.path.join(workdir, f"{wl}-aria2c")
+def run_aria2c(sb, workdir, tag, exp, urls, drop):
+    base = os.path.join(workdir, f"{tag}-aria2c")
     shutil.rmtree(base, ignore_errors=True)
     os.makedirs(base)
-    inp = os.path.join(workdir, f"{wl}-aria2c.input")
+    inp = os.path.join(workdir, f"{tag}-aria2c.input")
     with open(inp, "w") as fh:
         for f, url, headers in urls:
             rel = f"{f['folder'].strip('/')}/{f['name']}".lstrip("/")
@@ -320,14 +544,14 @@ def run_aria2c(sb, workdir, wl, exp, urls):
         "--console-log-level=warn", "--summary-interval=0", "--download-result=hide",
         "--max-tries=5", "--retry-wait=1",
     ]
-    m = timed(cmd, workdir, f"{wl}-aria2c")
+    m = timed(cmd, workdir, f"{tag}-aria2c", drop=drop)
     problems = [] if m.rc == 0 else [f"aria2c: exit status {m.rc}"]
     problems += check_outputs(exp, base, "aria2c")
     return m, problems, base
 
 
-def run_dx(sb, workdir, wl, exp):
-    base = os.path.join(workdir, f"{wl}-dx")
+def run_dx(sb, workdir, tag, exp, drop):
+    base = os.path.join(workdir, f"{tag}-dx")
     shutil.rmtree(base, ignore_errors=True)
     home = os.path.join(base, "home")
     out = os.path.join(base, "out")
@@ -345,7 +569,7 @@ def run_dx(sb, workdir, wl, exp):
         DX_CLI_WD="/",
     )
     cmd = ["dx", "download", "-r", "-f", "--no-progress", f"{sb.project}:/"]
-    m = timed(cmd, workdir, f"{wl}-dx", cwd=out, env=env)
+    m = timed(cmd, workdir, f"{tag}-dx", cwd=out, env=env, drop=drop)
     problems = [] if m.rc == 0 else [f"dx download: exit status {m.rc}"]
     problems += check_outputs(exp, out, "dx download")
     return m, problems, base
@@ -355,24 +579,26 @@ def run_dx(sb, workdir, wl, exp):
 # The limit line
 
 
-def limit_line(sb, workdir, wl, urls):
-    """dd conv=fdatasync of the same byte count to the same filesystem, and curl of the same
-    files from the sandbox to /dev/null (16 at once, large files in 16 MiB ranges)."""
-    total = sb.bytes
-    ddfile = os.path.join(workdir, f"{wl}-dd.bin")
+def dd_rate(workdir, tag, total, drop):
+    """dd conv=fdatasync of `total` bytes (in 16 MiB blocks) to the work directory's filesystem."""
+    ddfile = os.path.join(workdir, f"{tag}-dd.bin")
     count = max(1, -(-total // (16 * MIB)))
     dd = timed(
         ["dd", "if=/dev/zero", f"of={ddfile}", "bs=16M", f"count={count}", "conv=fdatasync"],
-        workdir, f"{wl}-dd",
+        workdir, f"{tag}-dd", drop=drop,
     )
     os.unlink(ddfile)
-    dd_rate = count * 16 * MIB / dd.wall
-    cfg = os.path.join(workdir, f"{wl}-curl.config")
+    return count * 16 * MIB / dd.wall
+
+
+def curl_rate(be, workdir, tag, urls, drop):
+    """16 parallel curls of every file from the backend to /dev/null (large files in 16 MiB
+    ranges): the backend's own serving rate, and the CPU it spent serving."""
+    cfg = os.path.join(workdir, f"{tag}-curl.config")
     with open(cfg, "w") as fh:
         for f, url, headers in urls:
             step = 16 * MIB
-            starts = range(0, max(f["size"], 1), step)
-            for s in starts:
+            for s in range(0, max(f["size"], 1), step):
                 # Headers are not per-URL in curl: `next` starts a fresh set of options.
                 if fh.tell() > 0:
                     fh.write("next\n")
@@ -382,56 +608,45 @@ def limit_line(sb, workdir, wl, urls):
                 for k, v in headers.items():
                     fh.write(f'header = "{k}: {v}"\n')
     os.chmod(cfg, 0o600)
-    cpu0 = sb.cpu_seconds()
-    curl = timed(
-        ["curl", "-sS", "--fail", "-Z", "--parallel-max", "16", "-K", cfg],
-        workdir, f"{wl}-curl",
-    )
-    sb_cpu = sb.cpu_seconds() - cpu0
+    cpu0 = be.cpu_seconds()
+    curl = timed(["curl", "-sS", "--no-progress-meter", "--fail", "-Z", "--parallel-max", "16", "-K", cfg], workdir, f"{tag}-curl", drop=drop)
+    server_cpu = be.cpu_seconds() - cpu0
     if curl.rc != 0:
-        raise RuntimeError(f"curl from the sandbox failed (rc {curl.rc})")
-    curl_rate = total / curl.wall
-    return {
-        "dd_MBps": dd_rate / 1e6,
-        "dd_wall": dd.wall,
-        "curl_MBps": curl_rate / 1e6,
-        "curl_wall": curl.wall,
-        "curl_cpu": curl.cpu,
-        "sandbox_cpu": sb_cpu,
-        "limit_MBps": min(dd_rate, curl_rate) / 1e6,
-    }
+        raise RuntimeError(f"curl from the {be.kind} backend failed (rc {curl.rc})")
+    total = sum(f["size"] for f, _, _ in urls)
+    return total / curl.wall, server_cpu
 
 
 # --------------------------------------------------------------------------------------------
-# Workloads
+# Verify (large workload)
 
 
 VERIFY_ROUNDS = 2
+VERIFY = True
 
 
-def run_verify(workdir, wl, base, exp):
+def run_verify(workdir, tag, base, exp):
     """`dxmirror verify` against `md5sum` then `sha256sum` over the same page-cached files.
 
     Runs both sides VERIFY_ROUNDS times, alternating (the machine is shared and noisy), and
-    keeps each side's fastest round. With DXMIRROR_BENCH_VERIFY_BASELINE=/path/to/dxmirror, that
-    binary's `verify` is timed in the same rounds (before/after comparisons)."""
+    keeps each side's fastest round; with --baseline, that binary's `verify` is timed in the
+    same rounds."""
     mirror = os.path.join(base, "mirror")
     proj = os.path.join(mirror, [d for d in os.listdir(mirror) if not d.startswith(".")][0])
     files = [os.path.join(proj, rel) for rel in sorted(exp)]
     config = os.path.join(base, "config.toml")
-    baseline = os.environ.get("DXMIRROR_BENCH_VERIFY_BASELINE")
     # Warm the page cache for both sides alike.
     subprocess.call(["cat"] + files, stdout=subprocess.DEVNULL)
     rounds = []
     for r in range(VERIFY_ROUNDS):
-        dxm = timed([BIN, "-q", "verify", "--config", config], workdir, f"{wl}-verify-{r}")
+        dxm = timed([BIN, "-q", "verify", "--config", config], workdir, f"{tag}-verify-{r}", fair=False)
         if dxm.rc != 0:
-            raise RuntimeError(f"dxmirror verify failed (rc {dxm.rc}); see {workdir}/{wl}-verify-{r}.log")
-        md5 = timed(["md5sum"] + files, workdir, f"{wl}-md5sum-{r}")
-        sha = timed(["sha256sum"] + files, workdir, f"{wl}-sha256sum-{r}")
+            raise RuntimeError(f"dxmirror verify failed (rc {dxm.rc}); see {workdir}/{tag}-verify-{r}.log")
+        md5 = timed(["md5sum"] + files, workdir, f"{tag}-md5sum-{r}", fair=False)
+        sha = timed(["sha256sum"] + files, workdir, f"{tag}-sha256sum-{r}", fair=False)
         row = {"dxmirror_s": dxm.wall, "dxmirror_cpu": dxm.cpu, "coreutils_s": md5.wall + sha.wall}
-        if baseline:
-            b = timed([baseline, "-q", "verify", "--config", config], workdir, f"{wl}-verify-baseline-{r}")
+        if BASELINE:
+            b = timed([BASELINE, "-q", "verify", "--config", config], workdir, f"{tag}-verify-baseline-{r}", fair=False)
             if b.rc != 0:
                 raise RuntimeError(f"baseline verify failed (rc {b.rc})")
             row["baseline_s"] = b.wall
@@ -439,27 +654,49 @@ def run_verify(workdir, wl, base, exp):
         log(
             f"verify round {r + 1}: dxmirror {row['dxmirror_s']:.2f} s (CPU {row['dxmirror_cpu']:.2f} s), "
             f"md5sum+sha256sum {row['coreutils_s']:.2f} s, {row['coreutils_s'] / row['dxmirror_s']:.2f}x"
-            + (f"; baseline {row['baseline_s']:.2f} s (CPU {row['baseline_cpu']:.2f} s)" if baseline else "")
+            + (f"; baseline {row['baseline_s']:.2f} s (CPU {row['baseline_cpu']:.2f} s)" if BASELINE else "")
         )
         rounds.append(row)
     best = min(rounds, key=lambda x: x["dxmirror_s"])
-    return {
+    out = {
         "dxmirror_s": best["dxmirror_s"],
         "dxmirror_cpu": best["dxmirror_cpu"],
         "coreutils_s": min(x["coreutils_s"] for x in rounds),
         "rounds": rounds,
     }
+    if BASELINE:
+        out["baseline_s"] = min(x["baseline_s"] for x in rounds)
+    return out
 
 
-def run_workload(wl, dataset, workdir, contenders, results):
-    sb = Sandbox(dataset, workdir)
-    rows = []
-    problems = []
-    # Many small files: each contender's output is deleted only once every contender ran.
-    # On ext4 without a journal, creating files shortly (minutes) after thousands were deleted
-    # costs much more kernel time (`recently_deleted` skips their inodes), so deleting one
-    # contender's 5000 files right before the next one runs would handicap the next one.
+# --------------------------------------------------------------------------------------------
+# Workloads
+
+LABEL = {"dxmirror": "dxmirror", "baseline": "dxmirror baseline", "aria2c": "aria2c", "dx": "dx download"}
+
+
+def run_workload(wl, dataset, workdir, backends, contenders, rounds, results, drop=False):
+    """Every contender against every backend, `rounds` rounds each, the order rotating by one
+    contender per round (round 0 starts with dxmirror, whose checked output is the reference
+    every other output is compared with)."""
+    plain = Sandbox(dataset, workdir)
+    res = {
+        "dataset": dataset,
+        "files": len(plain.files),
+        "bytes": plain.bytes,
+        "rounds": rounds,
+        "backends": {},
+        "problems": [],
+        "drop": drop,
+    }
+    results[wl] = res
+    expected = None
+    # Many small files: outputs are deleted only once the workload is over. On ext4, creating
+    # files shortly after thousands were deleted costs much more kernel time (`recently_deleted`
+    # skips their inodes), so deleting one contender's files right before the next one runs
+    # would handicap the next one.
     later = []
+    live = [plain]
 
     def cleanup(base):
         if wl == "small":
@@ -468,55 +705,110 @@ def run_workload(wl, dataset, workdir, contenders, results):
             shutil.rmtree(base, ignore_errors=True)
 
     try:
-        cpu0 = sb.cpu_seconds()
-        m, exp, probs, base = run_dxmirror(sb, workdir, wl)
-        rows.append(("dxmirror", m, sb.cpu_seconds() - cpu0))
-        problems += probs
-        verify = run_verify(workdir, wl, base, exp) if wl == "large" else None
-        cleanup(base)
-        t0 = time.monotonic()
-        urls = sb.download_urls()
-        url_s = time.monotonic() - t0
-        if "aria2c" in contenders:
-            cpu0 = sb.cpu_seconds()
-            m, probs, base = run_aria2c(sb, workdir, wl, exp, urls)
-            rows.append(("aria2c", m, sb.cpu_seconds() - cpu0))
-            problems += probs
-            cleanup(base)
-        if "dx" in contenders:
-            cpu0 = sb.cpu_seconds()
-            m, probs, base = run_dx(sb, workdir, wl, exp)
-            rows.append(("dx download", m, sb.cpu_seconds() - cpu0))
-            problems += probs
-            cleanup(base)
-        limit = limit_line(sb, workdir, wl, urls)
-    finally:
-        sb.stop()
-        for base in later:
-            shutil.rmtree(base, ignore_errors=True)
-    results[wl] = {
-        "dataset": dataset,
-        "files": len(sb.files),
-        "bytes": sb.bytes,
-        "url_s": url_s,
-        "rows": [
-            {
-                "name": name,
-                "wall": m.wall,
-                "cpu": m.cpu,
-                "user": m.user,
-                "sys": m.sys,
-                "rss_mib": m.rss_kib / 1024,
-                "sandbox_cpu": sbc,
+        res["dd_MBps"] = dd_rate(workdir, wl, plain.bytes, drop) / 1e6
+        for kind in backends:
+            content = None
+            if kind == "sandbox":
+                be = Backend("sandbox", plain)
+            else:
+                content = os.path.join(workdir, f"{wl}-content")
+                materialise(plain, content, workdir, wl)
+                ng = Nginx(content, workdir, wl)
+                live.append(ng)
+                sb2 = Sandbox(dataset, workdir, content_url=ng.url)
+                live.append(sb2)
+                be = Backend("nginx", sb2, ng)
+            t0 = time.monotonic()
+            urls = be.sb.download_urls()
+            url_s = time.monotonic() - t0
+            runs = {c: [] for c in contenders}
+            keep = None
+            for r in range(rounds):
+                k = r % len(contenders)
+                order = contenders[k:] + contenders[:k]
+                log(f"{wl} on {kind}, round {r + 1}/{rounds}: {', '.join(LABEL[c] for c in order)}")
+                for pos, c in enumerate(order):
+                    tag = f"{wl}-{kind}-r{r}"
+                    cpu0 = be.cpu_seconds()
+                    if c in ("dxmirror", "baseline"):
+                        binary = BIN if c == "dxmirror" else BASELINE
+                        m, expected, probs, base = run_dxmirror(binary, c, be.sb, workdir, tag, expected, drop)
+                    elif c == "aria2c":
+                        m, probs, base = run_aria2c(be.sb, workdir, tag, expected, urls, drop)
+                    else:
+                        m, probs, base = run_dx(be.sb, workdir, tag, expected, drop)
+                    server = be.cpu_seconds() - cpu0
+                    res["problems"] += [f"{kind} round {r + 1}: {p}" for p in probs]
+                    runs[c].append(
+                        {
+                            "round": r,
+                            "position": pos,
+                            "wall": m.wall,
+                            "wall_nosync": m.wall_nosync,
+                            "user": m.user,
+                            "sys": m.sys,
+                            "rss_mib": m.rss_kib / 1024,
+                            "read_bytes": m.read_bytes,
+                            "written_bytes": m.written_bytes,
+                            "server_cpu": server,
+                        }
+                    )
+                    log(
+                        f"  {LABEL[c]}: {m.wall:.2f} s ({m.wall_nosync:.2f} s before the final sync), "
+                        f"user {m.user:.2f} s, sys {m.sys:.2f} s, {m.rss_kib / 1024:.0f} MiB, server CPU {server:.2f} s"
+                    )
+                    if wl == "large" and kind == "sandbox" and c == "dxmirror" and keep is None and VERIFY:
+                        keep = base
+                    else:
+                        cleanup(base)
+            rate, server_cpu = curl_rate(be, workdir, f"{wl}-{kind}", urls, drop)
+            res["backends"][kind] = {
+                "runs": runs,
+                "url_s": url_s,
+                "curl_MBps": rate / 1e6,
+                "curl_server_cpu": server_cpu,
             }
-            for name, m, sbc in rows
-        ],
-        "limit": limit,
-        "verify": verify,
-        "problems": problems,
-    }
-    for p in problems:
-        log(f"CHECK FAILED: {p}")
+            if keep:
+                res["verify"] = run_verify(workdir, wl, keep, expected)
+                shutil.rmtree(keep, ignore_errors=True)
+            if kind == "nginx":
+                be.stop()
+                live.remove(be.sb)
+                live.remove(be.nginx)
+                shutil.rmtree(content, ignore_errors=True)
+    finally:
+        for x in live:
+            x.stop()
+        for base in later:
+            rmtree(base)
+    for p in res["problems"]:
+        log(f"CHECK FAILED: {wl}: {p}")
+
+
+def run_memory(counts, workdir, results):
+    """Peak RSS (and time) of a full `dxmirror sync` of `many:N` for each N (16-byte files),
+    and of the baseline's when there is one."""
+    out = []
+    for n in counts:
+        sb = Sandbox(f"many:{n}", workdir)
+        try:
+            row = {"files": n}
+            for who, binary in (("dxmirror", BIN), ("baseline", BASELINE)):
+                if not binary:
+                    continue
+                base = os.path.join(workdir, f"memory-{n}-{who}")
+                shutil.rmtree(base, ignore_errors=True)
+                cfg = write_dxmirror_config(sb, base)
+                m = timed([binary, "sync", "--config", cfg], workdir, f"memory-{n}-{who}")
+                if m.rc != 0:
+                    raise RuntimeError(f"{who} sync of many:{n} failed (rc {m.rc}); see {workdir}/memory-{n}-{who}.log")
+                row[who] = {"rss_mib": m.rss_kib / 1024, "wall": m.wall, "cpu": m.cpu}
+                log(f"memory, many:{n}: {LABEL[who]} peak RSS {m.rss_kib / 1024:.0f} MiB, {m.wall:.1f} s")
+                rmtree(base)
+            out.append(row)
+        finally:
+            sb.stop()
+    results["memory"] = out
 
 
 def parse_phase_times(path):
@@ -591,7 +883,7 @@ def run_scale(n, workdir, results):
             raise RuntimeError("restart fetched nothing within 120 s")
     finally:
         sb.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        rmtree(base)
     results["many"] = {
         "files": n,
         "list_ms": first[0][0],
@@ -605,134 +897,230 @@ def run_scale(n, workdir, results):
     }
 
 
+
 # --------------------------------------------------------------------------------------------
 # Report
 
 
-def report(results, machine, scaled_note):
-    lines = []
-    lines.append(f"dxmirror benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    lines.append(f"machine: {machine}")
-    if scaled_note:
-        lines.append(scaled_note)
+def med(runs, key):
+    return statistics.median(x[key] for x in runs)
+
+
+def spread(runs, key, fmt="{:.2f}"):
+    v = [x[key] for x in runs]
+    return f"{fmt.format(statistics.median(v))} ({fmt.format(min(v))}–{fmt.format(max(v))})"
+
+
+def wl_title(wl, r):
+    t = f"{wl} ({r['files']} files, {human(r['bytes'])})"
+    if r.get("drop"):
+        t += ", page cache dropped"
+    return t
+
+
+def report(results, machine, notes):
+    lines = [f"dxmirror benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", f"machine: {machine}"]
+    lines += notes
+    lines.append(f"binary under test: {BIN}" + (f"; baseline: {BASELINE}" if BASELINE else ""))
     lines.append("")
     lines.append(
-        "| workload | contender | wall s | MB/s | files/s | CPU s | CPU s/GiB | peak RSS MiB | sandbox CPU s | dxmirror speed-up |"
+        "Fair clock: every wall time includes a `sync` after the contender exits (one also runs before "
+        "the clock starts). Each cell is the median of the rounds, with the range (min–max)."
     )
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for wl in ("large", "small", "mixed"):
+    lines.append("")
+    lines.append(
+        "| workload | backend | contender | wall s, median (range) | MB/s | files/s | user s | sys s | "
+        "CPU s/GiB | sys s/GiB | peak RSS MiB | written GiB | server CPU s | dxmirror speed-up |"
+    )
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for wl in WORKLOADS:
         r = results.get(wl)
         if not r:
             continue
-        dxm = r["rows"][0]["wall"]
-        for row in r["rows"]:
-            mbps = r["bytes"] / row["wall"] / 1e6
-            fps = r["files"] / row["wall"]
-            cpu_gib = row["cpu"] / (r["bytes"] / GIB)
-            ratio = row["wall"] / dxm
+        gib = r["bytes"] / GIB
+        for kind, b in r["backends"].items():
+            dxm = med(b["runs"]["dxmirror"], "wall")
+            for c, runs in b["runs"].items():
+                w = med(runs, "wall")
+                lines.append(
+                    f"| {wl_title(wl, r)} | {kind} | {LABEL[c]} | {spread(runs, 'wall')} | {r['bytes'] / w / 1e6:.0f} | "
+                    f"{r['files'] / w:.0f} | {med(runs, 'user'):.2f} | {med(runs, 'sys'):.2f} | "
+                    f"{(med(runs, 'user') + med(runs, 'sys')) / gib:.2f} | {med(runs, 'sys') / gib:.2f} | "
+                    f"{max(x['rss_mib'] for x in runs):.0f} | {med(runs, 'written_bytes') / GIB:.2f} | "
+                    f"{med(runs, 'server_cpu'):.2f} | {w / dxm:.2f}× |"
+                )
+            lim = min(r["dd_MBps"], b["curl_MBps"])
             lines.append(
-                f"| {wl} ({r['files']} files, {human(r['bytes'])}) | {row['name']} | {row['wall']:.2f} | {mbps:.0f} | {fps:.0f} | "
-                f"{row['cpu']:.2f} | {cpu_gib:.2f} | {row['rss_mib']:.0f} | {row['sandbox_cpu']:.2f} | {ratio:.2f}× |"
+                f"| {wl} | {kind} | limit line: min(dd {r['dd_MBps']:.0f} MB/s, curl {b['curl_MBps']:.0f} MB/s) | | "
+                f"{lim:.0f} | | | | | | | | {b['curl_server_cpu']:.2f} | dxmirror at {100 * r['bytes'] / dxm / 1e6 / lim:.0f}% |"
             )
-        lim = r["limit"]
-        dxm_mbps = r["bytes"] / dxm / 1e6
-        lines.append(
-            f"| {wl} | limit line: min(dd {lim['dd_MBps']:.0f} MB/s, curl {lim['curl_MBps']:.0f} MB/s) | "
-            f"| {lim['limit_MBps']:.0f} | | | | | {lim['sandbox_cpu']:.2f} | dxmirror at {100 * dxm_mbps / lim['limit_MBps']:.0f}% |"
-        )
     lines.append("")
     lines.append(
-        "dxmirror speed-up = contender wall / dxmirror wall (above 1 means dxmirror was faster). "
-        "Sandbox serving rate = the curl figure (16 parallel curls to /dev/null, large files in 16 MiB ranges)."
+        "dxmirror speed-up = the contender's median wall / dxmirror's (above 1: dxmirror was faster). "
+        "Peak RSS is the highest of the rounds; written GiB is /usr/bin/time's blocks written (%O × 512, "
+        "what reached the block layer while the process lived). Server CPU = the sandbox's (plus nginx's "
+        "master and workers on the nginx backend) during that run. The limit line is the lower of dd "
+        "conv=fdatasync of the same byte count and 16 parallel curls from that backend to /dev/null."
     )
-    for wl in ("large", "small", "mixed"):
+    lines.append("")
+    lines.append("What each backend exercises in dxmirror:")
+    for kind in BACKENDS:
+        if any(kind in results.get(wl, {}).get("backends", {}) for wl in WORKLOADS):
+            lines.append(f"- {PATHS[kind]}")
+    # The fair clock against the old one, from the same runs.
+    lines.append("")
+    lines.append("The fair clock against the old one (the same runs; the old clock stopped when the process exited):")
+    lines.append("")
+    lines.append("| workload | backend | contender | MB/s without the final sync | MB/s with it (fair) | final sync s |")
+    lines.append("|---|---|---|---:|---:|---:|")
+    for wl in WORKLOADS:
         r = results.get(wl)
-        if r:
+        if not r:
+            continue
+        for kind, b in r["backends"].items():
+            for c, runs in b["runs"].items():
+                ns, w = med(runs, "wall_nosync"), med(runs, "wall")
+                lines.append(
+                    f"| {wl} | {kind} | {LABEL[c]} | {r['bytes'] / ns / 1e6:.0f} | {r['bytes'] / w / 1e6:.0f} | "
+                    f"{statistics.median(x['wall'] - x['wall_nosync'] for x in runs):.2f} |"
+                )
+    for wl in WORKLOADS:
+        r = results.get(wl)
+        if not r:
+            continue
+        for kind, b in r["backends"].items():
             lines.append(
-                f"{wl}: aria2c's {r['files']} download URLs were fetched beforehand in {r['url_s']:.2f}s, "
-                "outside its timing; dxmirror's timing includes its listing and URL requests."
+                f"{wl} on {kind}: aria2c's {r['files']} download URLs were fetched beforehand in "
+                f"{b['url_s']:.2f}s, outside its timing; dxmirror's timing includes its listing and URL requests."
             )
-            for p in r["problems"]:
-                lines.append(f"{wl}: CHECK FAILED: {p}")
-            if not r["problems"]:
-                lines.append(f"{wl}: every contender's output checked (sizes + SHA-256 of every file).")
+        for p in r["problems"]:
+            lines.append(f"{wl}: CHECK FAILED: {p}")
+        if not r["problems"]:
+            lines.append(f"{wl}: every contender's output checked in every round (sizes + SHA-256 of every file).")
+    lines += ab_report(results)
     lines += targets(results)
+    mem = results.get("memory")
+    if mem:
+        lines.append("")
+        lines.append("Memory: peak RSS of a full `dxmirror sync` of many:N (16-byte files):")
+        lines.append("")
+        head = "| files | dxmirror peak RSS MiB | wall s | files/s |"
+        sep = "|---:|---:|---:|---:|"
+        if BASELINE:
+            head += " baseline peak RSS MiB | baseline wall s |"
+            sep += "---:|---:|"
+        lines += [head, sep]
+        for row in mem:
+            d = row["dxmirror"]
+            line = f"| {row['files']} | {d['rss_mib']:.0f} | {d['wall']:.1f} | {row['files'] / d['wall']:.0f} |"
+            if "baseline" in row:
+                line += f" {row['baseline']['rss_mib']:.0f} | {row['baseline']['wall']:.1f} |"
+            lines.append(line)
     m = results.get("many")
     if m:
         lines.append("")
         lines.append(f"scale, many:{m['files']} (16-byte files):")
         lines.append(
             f"- listed+planned+journaled: list_ms={m['list_ms']} plan_ms={m['plan_ms']} "
-            f"(total {(m['list_ms'] + m['plan_ms']) / 1000:.2f} s; target <= 5 s)"
+            f"(total {(m['list_ms'] + m['plan_ms']) / 1000:.2f} s)"
         )
-        lines.append(f"- dxmirror status: {m['status_ms']:.0f} ms median of 5 (target <= 200 ms)")
+        lines.append(f"- dxmirror status: {m['status_ms']:.0f} ms median of 5")
         lines.append(
-            f"- restart to first byte: {m['restart_first_byte_s']:.2f} s (target <= 2 s); restart's "
+            f"- restart to first byte: {m['restart_first_byte_s']:.2f} s; restart's "
             f"list_ms={m['restart_list_ms']} plan_ms={m['restart_plan_ms']}"
         )
         lines.append(f"- journal size: {human(m['journal_bytes'])}")
     return "\n".join(lines)
 
 
+def ab_report(results):
+    """Baseline against the binary under test: per round, baseline wall / new wall (the new
+    binary's speed relative to the old; the rounds alternate their order)."""
+    out = []
+    for wl in WORKLOADS:
+        r = results.get(wl)
+        for kind, b in (r or {}).get("backends", {}).items():
+            if "baseline" not in b["runs"]:
+                continue
+            if not out:
+                out += ["", "A/B, new binary against the baseline (speed = baseline wall / new wall, per round; target median >= 0.95):", ""]
+                out += ["| workload | backend | new s, median (range) | baseline s, median (range) | speed new/old, median (range) | verdict |", "|---|---|---:|---:|---:|---|"]
+            by_round = {x["round"]: x for x in b["runs"]["baseline"]}
+            q = [by_round[x["round"]]["wall"] / x["wall"] for x in b["runs"]["dxmirror"] if x["round"] in by_round]
+            mq = statistics.median(q)
+            out.append(
+                f"| {wl} | {kind} | {spread(b['runs']['dxmirror'], 'wall')} | {spread(b['runs']['baseline'], 'wall')} | "
+                f"{mq:.3f} ({min(q):.3f}–{max(q):.3f}) | {'met' if mq >= 0.95 else 'NOT met'} |"
+            )
+    v = results.get("large", {}).get("verify")
+    if v and "baseline_s" in v:
+        out.append(f"verify on large: new {v['dxmirror_s']:.2f} s, baseline {v['baseline_s']:.2f} s (fastest of {VERIFY_ROUNDS})")
+    return out
+
+
 def targets(results):
-    """Issue 6's targets, met or not, from this run's figures."""
-    out = ["", "targets (issue 6), this run:"]
+    """Issue 12's targets, met or not, from this run's medians (sandbox backend; the nginx
+    backend's figures beside)."""
+    out = ["", "targets (issue 12), this run, on medians:"]
 
     def verdict(name, ok, detail):
         out.append(f"- [{'met' if ok else 'NOT met'}] {name}: {detail}")
 
-    def row(wl, name):
+    def runs(wl, kind, c):
+        return results.get(wl, {}).get("backends", {}).get(kind, {}).get("runs", {}).get(c)
+
+    for wl in ("large", "large16"):
         r = results.get(wl)
         if not r:
-            return None, None
-        for x in r["rows"]:
-            if x["name"] == name:
-                return r, x
-        return r, None
-
-    r, dxm = row("large", "dxmirror")
-    if dxm:
-        _, ar = row("large", "aria2c")
-        _, dx = row("large", "dx download")
-        if ar:
-            q = ar["wall"] / dxm["wall"]
-            verdict("large files >= 1.0x aria2c", q >= 1.0, f"{q:.2f}x")
-        if dx:
-            q = dx["wall"] / dxm["wall"]
-            verdict("large files >= 3x dx download", q >= 3.0, f"{q:.2f}x")
-        mbps = r["bytes"] / dxm["wall"] / 1e6
-        frac = mbps / r["limit"]["limit_MBps"]
-        verdict("large files >= 85% of the limit line", frac >= 0.85, f"{100 * frac:.0f}% ({mbps:.0f} of {r['limit']['limit_MBps']:.0f} MB/s)")
+            continue
         gib = r["bytes"] / GIB
-        cpu = f"dxmirror {dxm['cpu'] / gib:.2f}"
-        if ar:
-            cpu += f", aria2c {ar['cpu'] / gib:.2f}"
-        out.append(f"- CPU s/GiB on large files: {cpu}")
-    r, dxm = row("small", "dxmirror")
-    _, ar = row("small", "aria2c")
-    if dxm and ar:
-        q = ar["wall"] / dxm["wall"]
-        verdict("small files files/s >= 1.0x aria2c", q >= 1.0, f"{r['files'] / dxm['wall']:.0f} vs {r['files'] / ar['wall']:.0f} files/s ({q:.2f}x)")
-    # The target is the large-file workload's; the other workloads' peaks are shown beside it.
-    rss = {wl: results[wl]["rows"][0]["rss_mib"] for wl in ("large", "small", "mixed") if results.get(wl)}
-    if "large" in rss:
-        others = ", ".join(f"{wl} {v:.0f}" for wl, v in rss.items() if wl != "large")
-        verdict("peak RSS <= 64 MiB on large files at 16 connections", rss["large"] <= 64,
-                f"{rss['large']:.0f} MiB" + (f" (other workloads: {others} MiB)" if others else ""))
+        for kind in r["backends"]:
+            d, a, x = runs(wl, kind, "dxmirror"), runs(wl, kind, "aria2c"), runs(wl, kind, "dx")
+            dw = med(d, "wall")
+            lim = min(r["dd_MBps"], r["backends"][kind]["curl_MBps"])
+            frac = r["bytes"] / dw / 1e6 / lim
+            p = f"{wl} on {kind}"
+            verdict(f"{p} >= 85% of the limit line", frac >= 0.85, f"{100 * frac:.0f}% ({r['bytes'] / dw / 1e6:.0f} of {lim:.0f} MB/s)")
+            if a:
+                q = med(a, "wall") / dw
+                verdict(f"{p} >= 1.0x aria2c", q >= 1.0, f"{q:.2f}x")
+                ks, ka = med(d, "sys") / gib, med(a, "sys") / gib
+                verdict(f"{p} kernel time/GiB <= 1.5x aria2c's", ks <= 1.5 * ka, f"{ks:.2f} vs {ka:.2f} s/GiB ({ks / max(ka, 1e-9):.2f}x)")
+                wd = (max(y["wall"] for y in d) - min(y["wall"] for y in d)) / dw
+                wa = (max(y["wall"] for y in a) - min(y["wall"] for y in a)) / med(a, "wall")
+                verdict(f"{p} dxmirror's range no wider than aria2c's", wd <= wa, f"{100 * wd:.0f}% vs {100 * wa:.0f}% of the median")
+            if x:
+                q = med(x, "wall") / dw
+                verdict(f"{p} >= 2x dx download", q >= 2.0, f"{q:.2f}x")
+            cpu = (med(d, "user") + med(d, "sys")) / gib
+            verdict(f"{p} CPU <= 2.5 s/GiB", cpu <= 2.5, f"{cpu:.2f} s/GiB")
+            if wl == "large":
+                rss = max(y["rss_mib"] for y in d)
+                verdict(f"{p} peak RSS <= 48 MiB", rss <= 48, f"{rss:.0f} MiB")
+    for wl, target, unit in (("mixed", 1.0, "wall"), ("small", 1.5, "files/s")):
+        r = results.get(wl)
+        for kind in (r or {}).get("backends", {}):
+            d, a = runs(wl, kind, "dxmirror"), runs(wl, kind, "aria2c")
+            if d and a:
+                q = med(a, "wall") / med(d, "wall")
+                verdict(f"{wl} on {kind} >= {target}x aria2c ({unit})", q >= target, f"{q:.2f}x")
+    mem = {row["files"]: row["dxmirror"]["rss_mib"] for row in results.get("memory", [])}
+    if 100_000 in mem:
+        verdict("peak RSS <= 64 MiB at 100,000 files", mem[100_000] <= 64, f"{mem[100_000]:.0f} MiB")
+    if len(mem) >= 2:
+        lo, hi = min(mem), max(mem)
+        g = mem[hi] - mem[lo]
+        verdict(f"growth {lo} -> {hi} files <= 16 MiB", g <= 16, f"{g:.0f} MiB ({mem[lo]:.0f} -> {mem[hi]:.0f})")
     m = results.get("many")
     if m:
         t = (m["list_ms"] + m["plan_ms"]) / 1000
-        verdict(f"{m['files']}-file project listed+planned+journaled <= 5 s", t <= 5, f"{t:.2f} s")
-        verdict("dxmirror status <= 200 ms", m["status_ms"] <= 200, f"{m['status_ms']:.0f} ms")
-        verdict("restart to first byte <= 2 s", m["restart_first_byte_s"] <= 2, f"{m['restart_first_byte_s']:.2f} s")
+        verdict(f"{m['files']} files listed+planned+journaled <= 3 s", t <= 3, f"{t:.2f} s")
+        verdict("restart to first byte <= 0.5 s", m["restart_first_byte_s"] <= 0.5, f"{m['restart_first_byte_s']:.2f} s")
+        verdict("dxmirror status <= 100 ms", m["status_ms"] <= 100, f"{m['status_ms']:.0f} ms")
     v = results.get("large", {}).get("verify")
     if v:
         q = v["coreutils_s"] / v["dxmirror_s"]
-        verdict(
-            "dxmirror verify >= 3x md5sum+sha256sum (page-cached large files)",
-            q >= 3.0,
-            f"{q:.2f}x ({v['dxmirror_s']:.2f} s vs {v['coreutils_s']:.2f} s)",
-        )
+        out.append(f"- dxmirror verify, page-cached large files: {q:.2f}x md5sum+sha256sum ({v['dxmirror_s']:.2f} s vs {v['coreutils_s']:.2f} s)")
     return out
 
 
@@ -758,46 +1146,103 @@ def machine_line():
 
 
 def main():
+    global BIN, BASELINE, SANDBOX_BIN, VERIFY
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small datasets (a minute or two)")
+    ap.add_argument("--quick", action="store_true", help="small datasets (a smoke run of every phase)")
     ap.add_argument("--workdir", default=os.environ.get("DXMIRROR_BENCH_DIR", os.path.join(ROOT, "target", "bench")))
-    ap.add_argument("--only", default="large,small,mixed,many", help="comma-separated workloads")
-    ap.add_argument("--contenders", default="dxmirror,aria2c,dx")
+    ap.add_argument("--only", default="large,large16,small,mixed,many,memory", help="comma-separated workloads")
+    ap.add_argument("--contenders", default="dxmirror,aria2c,dx", help="dxmirror,aria2c,dx (dxmirror always runs)")
+    ap.add_argument("--backends", default="sandbox,nginx", help="sandbox,nginx")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per workload and backend (at least 3 for figures that count)")
+    ap.add_argument("--bin", default=os.environ.get("DXMIRROR_BIN", BIN), help="the dxmirror binary under test")
+    ap.add_argument("--baseline", help="a second dxmirror binary, run in the same alternating rounds (A/B)")
+    ap.add_argument("--sandbox-bin", help="the binary whose `sandbox` serves the datasets (default: --bin)")
+    ap.add_argument("--no-verify", action="store_true", help="skip the `dxmirror verify` timing on large")
+    ap.add_argument("--sizes", help="override sizes, e.g. large=2GiB,large16=8GiB,small=2000,memory=10000+100000")
     args = ap.parse_args()
+    BIN = os.path.abspath(args.bin)
+    VERIFY = not args.no_verify
+    BASELINE = os.path.abspath(args.baseline) if args.baseline else None
+    SANDBOX_BIN = os.path.abspath(args.sandbox_bin) if args.sandbox_bin else BIN
+    for b in (BIN, BASELINE, SANDBOX_BIN):
+        if b and not os.access(b, os.X_OK):
+            log(f"not an executable: {b}")
+            return 2
     sizes = dict(QUICK if args.quick else FULL)
+    for kv in (args.sizes or "").split(","):
+        if kv:
+            k, v = kv.split("=", 1)
+            if k == "memory":
+                sizes[k] = [int(x) for x in v.split("+")]
+            elif k in ("small", "many"):
+                sizes[k] = int(v)
+            else:
+                m = re.fullmatch(r"(\d+)(MiB|GiB)", v)
+                if not m:
+                    raise SystemExit(f"bad size {v!r} (use MiB or GiB)")
+                sizes[k] = int(m.group(1)) * (MIB if m.group(2) == "MiB" else GIB)
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    contenders = [c for c in args.contenders.split(",") if c and c != "dxmirror"]
+    bad = [c for c in contenders if c not in ("aria2c", "dx")]
+    if bad:
+        raise SystemExit(f"unknown contenders {bad}")
+    contenders = ["dxmirror"] + (["baseline"] if BASELINE else []) + contenders
+    backends = [b for b in BACKENDS if b in args.backends.split(",")]
+    only = set(args.only.split(","))
+    notes = []
+    if args.rounds < 3:
+        notes.append(f"NOTE: {args.rounds} round(s) per workload: figures for smoke testing only (targets need >= 3).")
+    if "nginx" in backends and not nginx_binary():
+        note = "NOTE: nginx is not installed (apt-get install -y nginx): the nginx backend is skipped."
+        log(note)
+        notes.append(note)
+        backends.remove("nginx")
     # Absolute: contenders run in their own output folders (dx download writes to its cwd).
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
-    # Disk: one contender's output (deleted after it is checked) or the dd file at a time.
+    # Disk: the materialised copy for nginx plus one contender's output (deleted after it is
+    # checked) or the dd file, plus a reserve.
     free = shutil.disk_usage(args.workdir).free
-    need = int(max(sizes["large"], sizes["mixed"]) * 1.1) + GIB
-    note = ""
-    if free < need:
-        usable = max(64 * MIB, int((free - GIB) / 1.1))
-        factor = usable / max(sizes["large"], sizes["mixed"])
-        sizes["large"] = int(sizes["large"] * factor) // MIB * MIB
-        sizes["mixed"] = int(sizes["mixed"] * factor) // MIB * MIB
-        note = (
-            f"NOTE: only {human(free)} free in {args.workdir}; datasets scaled down to "
-            f"large {human(sizes['large'])}, mixed {human(sizes['mixed'])}"
-        )
-        log(note)
-    else:
-        log(f"{human(free)} free in {args.workdir}: full-size datasets fit")
-    only = set(args.only.split(","))
-    contenders = set(args.contenders.split(","))
+    big = [k for k in ("large", "large16", "mixed") if k in only]
+    if big:
+        # The nginx backend needs a materialised copy beside each contender's output.
+        per = 2.2 if "nginx" in backends else 1.1
+        need = int(max(sizes[k] for k in big) * per) + GIB
+        if free < need:
+            factor = max(64 * MIB, int((free - GIB) / per)) / max(sizes[k] for k in big)
+            for k in big:
+                sizes[k] = max(64 * MIB, int(sizes[k] * factor) // MIB * MIB)
+            note = (
+                f"NOTE: only {human(free)} free in {args.workdir}; datasets scaled down to "
+                + ", ".join(f"{k} {human(sizes[k])}" for k in big)
+            )
+            log(note)
+            notes.append(note)
+        else:
+            log(f"{human(free)} free in {args.workdir}: full-size datasets fit")
     results = {}
     machine = machine_line()
     t0 = time.monotonic()
-    if "large" in only:
-        run_workload("large", f"large:{sizes['large']}", args.workdir, contenders, results)
-    if "small" in only:
-        run_workload("small", f"small:{sizes['small']}", args.workdir, contenders, results)
-    if "mixed" in only:
-        run_workload("mixed", f"mixed:{sizes['mixed']}", args.workdir, contenders, results)
+    for wl in WORKLOADS:
+        if wl not in only:
+            continue
+        drop = False
+        if wl == "large16":
+            subprocess.call(["sync"])
+            drop = drop_caches()
+            if not drop:
+                note = "NOTE: large16: the page cache could not be dropped (needs root); it ran with a warm cache."
+                log(note)
+                notes.append(note)
+        dataset = f"large:{sizes[wl]}" if wl == "large16" else f"{wl}:{sizes[wl]}"
+        run_workload(wl, dataset, args.workdir, backends, contenders, args.rounds, results, drop)
     if "many" in only:
         run_scale(sizes["many"], args.workdir, results)
-    text = report(results, machine, note)
+    if "memory" in only:
+        run_memory(sizes["memory"], args.workdir, results)
+    notes.append("load average %.2f %.2f %.2f at the end" % os.getloadavg())
+    text = report(results, machine, notes)
     print(text)
     with open(os.path.join(args.workdir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1)

@@ -2,7 +2,8 @@
 # Profiles one `dxmirror sync` of the large workload with perf (cpu-clock sampling, whole
 # system, so the sandbox's and the kernel's share show too) and prints the top symbols per
 # process and per DSO. Usage: benches/profile.sh [SIZE]   (default 2GiB; loopback only)
-# Needs `perf` (linux-perf); where perf cannot sample, use
+# Needs `perf` (linux-perf); for counts (syscalls, fdatasync, /proc/PID/io) and kernel call
+# graphs of one contender against either backend, see benches/probe.py. Where perf cannot sample, use
 #   valgrind --tool=callgrind target/release/dxmirror sync --config ...   on a smaller SIZE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,9 @@ size="${1:-2GiB}"
 work="${DXMIRROR_BENCH_DIR:-target/bench}/profile"
 rm -rf "$work" && mkdir -p "$work"
 cargo build --release --quiet
-bin=target/release/dxmirror
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/release/dxmirror"
 "$bin" sandbox --dataset "large:$size" > "$work/sandbox.json" 2> "$work/sandbox.log" &
 sb=$!
 trap 'kill $sb 2>/dev/null || true' EXIT
