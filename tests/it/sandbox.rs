@@ -318,33 +318,6 @@ async fn a_content_url_takes_the_bytes_elsewhere_and_keeps_the_api() {
 }
 
 #[tokio::test]
-async fn a_content_url_takes_the_bytes_elsewhere_and_keeps_the_api() {
-    // The benchmark's nginx backend: the sandbox keeps the API and the 302, an outside server
-    // (here nothing listens: only the URLs are checked) serves `<content-url>/<file-id>`.
-    let sb = Sandbox::start(SandboxOptions {
-        content_url: Some("http://127.0.0.3:9/".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let plain = file_named(&sb, "SJBALL020073_D1.WGS.bam.bai");
-    let (url, _) = url_for(&sb, &plain.id, false).await;
-    assert_eq!(url, format!("http://127.0.0.3:9/{}", plain.id));
-    let link = file_named(&sb, "SJBALL020073_G1.WGS.bam");
-    let (url, headers) = url_for(&sb, &link.id, false).await;
-    assert!(
-        url.starts_with(&sb.api_url()),
-        "drive-backed: the platform's URL"
-    );
-    let res = get(&url, &headers, Some("bytes=10-20")).await;
-    assert_eq!(res.status().as_u16(), 302);
-    assert_eq!(
-        res.headers()["location"].to_str().unwrap(),
-        format!("http://127.0.0.3:9/{}", link.id)
-    );
-}
-
-#[tokio::test]
 async fn symlinks_redirect_to_storage_which_refuses_authorization() {
     let sb = Sandbox::start(SandboxOptions {
         storage_url_ttl: Duration::from_secs(1),
