@@ -1,4 +1,4 @@
-//! Read queries shared by [`Journal`](super::Journal) (its read connection) and
+//! Read queries shared by [`Journal`](crate::journal::Journal) (its read connection) and
 //! [`JournalReader`](super::JournalReader). Every function takes a `&Connection` and only
 //! runs `SELECT`s; nothing here may write.
 
@@ -7,50 +7,13 @@ use std::collections::BTreeMap;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
-use super::{
+use crate::journal::rows::parts_from_json;
+use crate::journal::{
     AuditRow, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow,
     ProjectTotals, RunRow, SqlContext as _, StoredPlan,
 };
-use crate::model::{ByteRange, FileId, ProjectId, RemotePart, RemoteState};
+use crate::model::{ByteRange, Digest, FileId, ProjectId, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
-
-/// The platform parts as stored in `files.parts_json`.
-#[derive(serde::Deserialize)]
-struct PartJson {
-    index: u32,
-    size: u64,
-    #[serde(default)]
-    md5: Option<String>,
-    #[serde(default)]
-    checksum: Option<String>,
-}
-
-/// The same shape, borrowed, for writing without copying the strings.
-#[derive(serde::Serialize)]
-struct PartJsonRef<'a> {
-    index: u32,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    md5: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    checksum: Option<&'a str>,
-}
-
-/// Serialises parts for `files.parts_json`.
-pub(crate) fn parts_to_json(parts: &Option<Vec<RemotePart>>) -> Option<String> {
-    let parts = parts.as_ref()?;
-    let json: Vec<PartJsonRef<'_>> = parts
-        .iter()
-        .map(|p| PartJsonRef {
-            index: p.index,
-            size: p.size,
-            md5: p.md5.as_deref(),
-            checksum: p.checksum.as_deref(),
-        })
-        .collect();
-    // Serialising plain strings and numbers cannot fail.
-    serde_json::to_string(&json).ok()
-}
 
 fn conversion(
     idx: usize,
@@ -126,24 +89,9 @@ const FILE_COLS: &str = "file_id, project_id, folder, name, size, remote_state, 
 fn file_row(row: &Row<'_>) -> rusqlite::Result<FileRow> {
     let remote_state: String = row.get(5)?;
     let parts_json: Option<String> = row.get(9)?;
-    let parts = match parts_json {
-        Some(text) => {
-            let parts: Vec<PartJson> =
-                serde_json::from_str(&text).map_err(|e| conversion(9, Type::Text, e))?;
-            Some(
-                parts
-                    .into_iter()
-                    .map(|p| RemotePart {
-                        index: p.index,
-                        size: p.size,
-                        md5: p.md5,
-                        checksum: p.checksum,
-                    })
-                    .collect(),
-            )
-        }
-        None => None,
-    };
+    let parts = parts_json
+        .map(|text| parts_from_json(&text).map_err(|e| conversion(9, Type::Text, e)))
+        .transpose()?;
     let kind: Option<String> = row.get(13)?;
     let kind = match kind {
         Some(text) => Some(FileKind::parse(&text).ok_or_else(|| {
@@ -250,7 +198,7 @@ pub(crate) fn load_plan(
                 .map_err(|e| bad_segment(id, idx, e.to_string()))?;
             let expect: Option<String> = row.get(4).sql_ctx("reading segments")?;
             let expect = expect
-                .map(|t| super::parse_tagged(&t))
+                .map(|t| Digest::from_tagged(&t))
                 .transpose()
                 .map_err(|e| bad_segment(id, idx, e.to_string()))?;
             let verified: bool = row.get(5).sql_ctx("reading segments")?;
@@ -570,4 +518,24 @@ pub(crate) fn requests(
             Ok((p, Some(id)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{schema, JOURNAL_FILE};
+
+    #[test]
+    fn bad_stored_rows_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let conn = schema::open_writer(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO projects (id, name, state, first_seen_ms) \
+                 VALUES ('project-000000000000000000000001', 'p', 'exploded', 0);",
+        )
+        .unwrap();
+        let err = projects(&conn).unwrap_err();
+        assert!(err.to_string().contains("exploded"), "{err}");
+    }
 }
