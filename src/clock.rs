@@ -1,12 +1,14 @@
 //! Wall-clock time and the calendar: milliseconds since the epoch (as the journal stores
 //! times), calendar dates (`access-expires`, today) and the day count of a civil date (also
-//! for the HTTP dates of `Retry-After`).
+//! for the HTTP dates of `Retry-After`); and [`Clock`], the time as the daemon reads it, so
+//! that its timers can be tested by moving a manual clock (`ManualClock`, in test builds) instead
+//! of waiting.
 //!
 //! One copy of each, so every module agrees on what "now" and "today" are. Pure apart from
 //! reading the system clock; it must not know any config key or wire format.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -46,9 +48,85 @@ impl Date {
 
     /// Today (UTC).
     pub fn today() -> Date {
+        Date::from_ms(now_ms())
+    }
+
+    /// The day (UTC) of a time in milliseconds since the epoch.
+    pub fn from_ms(ms: i64) -> Date {
         Date {
-            days: now_ms().div_euclid(MS_PER_DAY),
+            days: ms.div_euclid(MS_PER_DAY),
         }
+    }
+}
+
+/// Where time is read: the monotonic clock for timers and the wall clock for what is recorded.
+/// The daemon holds one: [`SystemClock`] in production, `ManualClock` in unit tests.
+pub trait Clock: Send + Sync + 'static {
+    /// Now on the monotonic clock (deadlines, intervals, elapsed times).
+    fn now(&self) -> Instant;
+    /// Now on the wall clock, in milliseconds since the Unix epoch (times in the journal).
+    fn now_ms(&self) -> i64;
+    /// Today (UTC) on the wall clock.
+    fn today(&self) -> Date {
+        Date::from_ms(self.now_ms())
+    }
+}
+
+/// The system's clocks: [`Instant::now`] and [`now_ms`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// A clock that moves only when told to: [`advance`](ManualClock::advance) moves both clocks,
+/// [`set_ms`](ManualClock::set_ms) only the wall clock.
+#[cfg(test)]
+#[derive(Debug)]
+pub struct ManualClock {
+    start: Instant,
+    /// Time since `start` on the monotonic clock, and the wall clock in ms.
+    now: std::sync::Mutex<(std::time::Duration, i64)>,
+}
+
+#[cfg(test)]
+impl ManualClock {
+    /// A clock whose wall clock reads `ms`.
+    pub fn new(ms: i64) -> ManualClock {
+        ManualClock {
+            start: Instant::now(),
+            now: std::sync::Mutex::new((std::time::Duration::ZERO, ms)),
+        }
+    }
+
+    /// Moves both clocks forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        now.0 += by;
+        now.1 += i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+    }
+
+    /// Sets the wall clock (the monotonic one never goes back).
+    pub fn set_ms(&self, ms: i64) {
+        self.now.lock().unwrap_or_else(|e| e.into_inner()).1 = ms;
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + self.now.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now.lock().unwrap_or_else(|e| e.into_inner()).1
     }
 }
 
@@ -90,5 +168,20 @@ mod tests {
         }
         assert_eq!(Date::parse("1970-01-02").unwrap().days, 1);
         assert!(Date::parse("2027-13-01").is_err());
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let day = 86_400_000;
+        let clock = ManualClock::new(20_000 * day + 1);
+        let t0 = clock.now();
+        assert_eq!(clock.today().days, 20_000);
+        assert_eq!(clock.now(), t0);
+        clock.advance(std::time::Duration::from_secs(86_400));
+        assert_eq!(clock.now() - t0, std::time::Duration::from_secs(86_400));
+        assert_eq!(clock.today().days, 20_001);
+        clock.set_ms(day - 1);
+        assert_eq!(clock.today(), Date { days: 0 });
+        assert_eq!(clock.now() - t0, std::time::Duration::from_secs(86_400));
     }
 }
