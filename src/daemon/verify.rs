@@ -1,0 +1,103 @@
+//! The scheduled verification (`[verify] interval`): `verify::check`, the `dxmirror verify`
+//! code, run on blocking threads when it is due and no pass runs; its report comes back as
+//! `Event::VerifyDone`. Findings become journal error events; with `repair` the damaged files
+//! go back into staging (`verify::repair_for_refetch`, only their damaged chunks reset) and
+//! their projects are queued, so the next passes fetch only those chunks.
+//!
+//! It must not verify while a pass runs (a pass writes the files being checked), nor repair
+//! files of a project whose pass is running.
+
+use std::time::Instant;
+
+use tracing::{error, info, instrument, warn};
+
+use super::timers::VerifyStep;
+use super::{Daemon, DaemonError};
+use crate::journal::EventLevel;
+use crate::verify::{self, VerifyReport};
+
+impl Daemon {
+    /// Starts the scheduled verification when it is due and no pass is running (a pass
+    /// writes the files being checked); it runs in the background, on blocking threads, and
+    /// ends as an `Event::VerifyDone`.
+    pub(super) fn maybe_verify(&mut self, now: Instant) {
+        let every = self.cfg.verify.map(|v| v.interval);
+        let step = self.timers.verify_step(
+            now,
+            every,
+            self.verify_task.is_some(),
+            self.root_held,
+            !self.running.is_empty(),
+        );
+        if step != VerifyStep::Start {
+            return;
+        }
+        let (state_dir, mirror_root) = (self.cfg.state_dir.clone(), self.cfg.mirror_root.clone());
+        info!("scheduled verification of the mirror started");
+        self.verify_task = Some(tokio::task::spawn_blocking(move || {
+            verify::check(&state_dir, &mirror_root, None)
+        }));
+    }
+
+    /// Records a scheduled verification's findings and, with `[verify] repair`, puts the
+    /// damaged files back into staging and queues their projects, so that the next passes
+    /// fetch only the damaged chunks again.
+    #[instrument(skip_all)]
+    pub(super) async fn verify_done(
+        &mut self,
+        result: Result<VerifyReport, String>,
+    ) -> Result<(), DaemonError> {
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "scheduled verification could not run");
+                self.journal
+                    .record_event(
+                        EventLevel::Error,
+                        None,
+                        None,
+                        format!("scheduled verification could not run: {e}"),
+                    )
+                    .await?;
+                return Ok(());
+            }
+        };
+        info!(
+            files = report.files_checked,
+            bytes = report.bytes_checked,
+            findings = report.findings.len(),
+            "scheduled verification done"
+        );
+        if report.is_clean() {
+            return Ok(());
+        }
+        for f in &report.findings {
+            error!(finding = %f, "verification found damage");
+            self.journal
+                .record_event(
+                    EventLevel::Error,
+                    Some(&f.project),
+                    Some(&f.file_id),
+                    format!("verify: {f}"),
+                )
+                .await?;
+        }
+        if !self.cfg.verify.is_some_and(|v| v.repair) {
+            return Ok(());
+        }
+        // Files of a project with a pass running now are left for the next verification.
+        match verify::repair_for_refetch(
+            &self.journal,
+            &self.cfg.mirror_root,
+            self.cfg.audit_log.as_deref(),
+            &mut report,
+            &self.running,
+        )
+        .await
+        {
+            Ok(projects) => self.due.extend(projects),
+            Err(e) => warn!(error = %e, "repair after verification failed"),
+        }
+        Ok(())
+    }
+}
