@@ -3,8 +3,8 @@
 //! runs.
 //!
 //! The caller holds the writer lock (`lock::WriterLock`). The pass itself is
-//! [`crate::pass::project_pass`], which the daemon runs too; this module re-exports the items
-//! the daemon and the tests still name as `sync::`.
+//! [`crate::pass::project_pass`], which the daemon runs too; this module re-exports the pass
+//! types its own results carry (`SyncError`, `ProjectSummary`, `FileProblem`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +14,10 @@ use tracing::info;
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::model::ProjectId;
+use crate::pass::{project_pass, PassContext, PassOptions};
 use crate::transfer::Progress;
 
-pub use crate::pass::{
-    client_for, engine_config, project_pass, FileProblem, PassContext, PassOptions, ProjectSummary,
-    SyncError,
-};
+pub use crate::pass::{FileProblem, ProjectSummary, SyncError};
 
 /// How progress is shown while a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

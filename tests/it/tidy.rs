@@ -21,10 +21,8 @@ const LAYERS: &[(u8, &[&str])] = &[
     (4, &["config", "audit"]),
     (5, &["transfer", "verify", "purge", "status"]),
     (6, &["pass"]),
-    // `daemon` still runs `sync::project_pass`; once it uses `pass::` directly it may share
-    // `sync`'s layer.
-    (7, &["sync"]),
-    (8, &["daemon", "demo"]),
+    (7, &["sync", "daemon"]),
+    (8, &["demo"]),
 ];
 
 /// Files and folders of `src/` that form the binary rather than the library: exempt from the
