@@ -344,7 +344,7 @@ impl Daemon {
         if self.timers.take_due(Timer::Watchdog, now, &armed) {
             self.notify.watchdog();
         }
-        if self.timers.root_retry_due(now) {
+        if self.timers.root.due(now) {
             self.take_mirror_root().await?;
             let word = self.state_word();
             if self.row.state != word {
@@ -352,7 +352,7 @@ impl Daemon {
                 self.journal.put_daemon(self.row.clone()).await?;
             }
         }
-        if self.timers.token_retry_due(now) {
+        if self.timers.token.due(now) {
             info!("trying the API token again");
             self.build_context().await?;
         }

@@ -49,7 +49,7 @@ impl Daemon {
                 }
                 // A refused token and an unusable mirror root are tried again now (the
                 // operator may have fixed them).
-                if self.timers.root_waiting() {
+                if self.timers.root.waiting() {
                     self.take_mirror_root().await?;
                     self.row.state = self.state_word();
                 }

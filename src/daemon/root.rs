@@ -22,7 +22,7 @@ impl Daemon {
         match self.lock.add_mirror_root(&self.cfg.mirror_root) {
             Ok(()) => {
                 self.root_held = true;
-                if self.timers.root_usable() {
+                if self.timers.root.cleared() {
                     info!(path = %self.cfg.mirror_root.display(), "mirror root usable; resuming");
                     self.journal
                         .record_event(
@@ -39,7 +39,7 @@ impl Daemon {
                 Ok(())
             }
             Err(LockError::Dir(e)) if e.is_mirror_root() => {
-                let wait = self.timers.root_unusable(self.clock.now());
+                let wait = self.timers.root.failed(self.clock.now());
                 error!(error = %e, retry_in_s = wait.as_secs(), "mirror root unusable: no transfer runs until it is");
                 self.record_error(e.to_string()).await
             }

@@ -67,7 +67,7 @@ impl Daemon {
         let Some(ctx) = self.ctx.clone() else {
             return;
         };
-        if self.timers.token_paused() || !self.root_held {
+        if self.timers.token.waiting() || !self.root_held {
             return;
         }
         let prio = |p: &ProjectId| self.cfg.settings(p).priority;

@@ -23,7 +23,7 @@ impl Daemon {
     /// The daemon's state for its journal row: a refused token first, then a mirror root it
     /// waits for.
     pub(super) fn state_word(&self) -> DaemonState {
-        if self.timers.token_paused() {
+        if self.timers.token.waiting() {
             DaemonState::BadToken
         } else if !self.root_held {
             DaemonState::WaitingForMirrorRoot
@@ -79,7 +79,7 @@ impl Daemon {
             crate::units::human_bytes(done),
             crate::units::human_bytes(total)
         );
-        if self.timers.token_paused() {
+        if self.timers.token.waiting() {
             s.push_str("; API TOKEN REFUSED, retrying");
         }
         if !self.root_held {

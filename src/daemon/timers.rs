@@ -25,9 +25,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How soon a scheduled verification that found passes running looks again (at most).
 const VERIFY_BUSY_RETRY: Duration = Duration::from_secs(60);
 
-/// A wait that doubles on every failure, from `min` up to `max`, until a success clears it.
+/// A wait that doubles on every failure, from `min` up to `max`, until a success clears it:
+/// the daemon's pause on a refused token and its wait for an unusable mirror root.
 #[derive(Debug, Clone, Copy)]
-struct Backoff {
+pub(super) struct Backoff {
     min: Duration,
     max: Duration,
     /// While failing: when to try again, and the wait that led there.
@@ -44,7 +45,7 @@ impl Backoff {
     }
 
     /// One more failure at `now`: arms the next try and returns the wait until it.
-    fn failed(&mut self, now: Instant) -> Duration {
+    pub(super) fn failed(&mut self, now: Instant) -> Duration {
         let wait = match self.retry {
             Some((_, w)) => (w * 2).min(self.max),
             None => self.min,
@@ -53,17 +54,32 @@ impl Backoff {
         wait
     }
 
+    /// [`failed`](Backoff::failed), unless the wait holds (the next try is not due yet): a
+    /// failure seen meanwhile (a pass that was still running) changes nothing (`None`).
+    pub(super) fn failed_when_due(&mut self, now: Instant) -> Option<Duration> {
+        if self.waiting() && !self.due(now) {
+            return None;
+        }
+        Some(self.failed(now))
+    }
+
     /// A success: returns whether it was failing.
-    fn cleared(&mut self) -> bool {
+    pub(super) fn cleared(&mut self) -> bool {
         self.retry.take().is_some()
+    }
+
+    /// Whether it is failing (waiting for its next try).
+    pub(super) fn waiting(&self) -> bool {
+        self.retry.is_some()
+    }
+
+    /// Whether the next try is due at `now`.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        self.at().is_some_and(|at| now >= at)
     }
 
     fn at(&self) -> Option<Instant> {
         self.retry.map(|(at, _)| at)
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        self.at().is_some_and(|at| now >= at)
     }
 }
 
@@ -118,6 +134,17 @@ pub(super) enum VerifyStep {
     Start,
 }
 
+/// What the scheduled verification's step depends on besides the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct VerifyState {
+    /// The previous verification still runs.
+    pub(super) running: bool,
+    /// The mirror root's lock is held.
+    pub(super) root_held: bool,
+    /// Project passes run.
+    pub(super) passes_running: bool,
+}
+
 /// Every deadline the daemon's loop waits for.
 #[derive(Debug)]
 pub(super) struct Timers {
@@ -126,8 +153,11 @@ pub(super) struct Timers {
     rescan: Instant,
     status: Instant,
     watchdog: Option<Instant>,
-    token: Backoff,
-    root: Backoff,
+    /// The pause on a refused token (5 s doubling to 15 min); discovery and re-listing wait
+    /// while it holds.
+    pub(super) token: Backoff,
+    /// The wait for an unusable mirror root (5 s doubling to 1 min).
+    pub(super) root: Backoff,
     verify: Option<Instant>,
     expiry_checked: Option<Date>,
 }
@@ -152,7 +182,7 @@ impl Timers {
     /// token is refused).
     pub(super) fn next_deadline(&self, armed: &Armed) -> Instant {
         let mut d = self.status;
-        if !self.token_paused() {
+        if !self.token.waiting() {
             if armed.discovery.is_some() {
                 d = d.min(self.discovery);
             }
@@ -175,12 +205,12 @@ impl Timers {
                 (Some(at), Some(every)) => (at, every),
                 _ => return false,
             },
-            Timer::Discovery if self.token.retry.is_some() => return false,
+            Timer::Discovery if self.token.waiting() => return false,
             Timer::Discovery => match armed.discovery {
                 Some(every) => (&mut self.discovery, every),
                 None => return false,
             },
-            Timer::Relist if self.token.retry.is_some() => return false,
+            Timer::Relist if self.token.waiting() => return false,
             Timer::Relist => (&mut self.relist, armed.relist),
             Timer::Rescan => match armed.rescan {
                 Some(every) => (&mut self.rescan, every),
@@ -204,52 +234,6 @@ impl Timers {
         true
     }
 
-    /// The token was refused at `now`: the wait until the next try (5 s, doubling to 15 min),
-    /// or `None` if the daemon is already paused and that try is not due yet (a pass that was
-    /// still running hit the same refusal).
-    pub(super) fn token_refused(&mut self, now: Instant) -> Option<Duration> {
-        if self.token.retry.is_some() && !self.token.due(now) {
-            return None;
-        }
-        Some(self.token.failed(now))
-    }
-
-    /// The token was accepted: returns whether it had been refused.
-    pub(super) fn token_accepted(&mut self) -> bool {
-        self.token.cleared()
-    }
-
-    /// Whether the daemon is paused on a refused token.
-    pub(super) fn token_paused(&self) -> bool {
-        self.token.retry.is_some()
-    }
-
-    /// Whether a refused token is to be tried again now.
-    pub(super) fn token_retry_due(&self, now: Instant) -> bool {
-        self.token.due(now)
-    }
-
-    /// The mirror root was unusable at `now`: the wait until the next look (5 s, doubling
-    /// to 60 s).
-    pub(super) fn root_unusable(&mut self, now: Instant) -> Duration {
-        self.root.failed(now)
-    }
-
-    /// The mirror root is usable: returns whether the daemon had been waiting for it.
-    pub(super) fn root_usable(&mut self) -> bool {
-        self.root.cleared()
-    }
-
-    /// Whether the daemon waits for an unusable mirror root.
-    pub(super) fn root_waiting(&self) -> bool {
-        self.root.retry.is_some()
-    }
-
-    /// Whether an unusable mirror root is to be looked at again now.
-    pub(super) fn root_retry_due(&self, now: Instant) -> bool {
-        self.root.due(now)
-    }
-
     /// Brings the next inbox rescan forward to `at` (never later than it already is).
     pub(super) fn rescan_by(&mut self, at: Instant) {
         self.rescan = self.rescan.min(at);
@@ -261,16 +245,12 @@ impl Timers {
     }
 
     /// The scheduled verification's step at `now`, with `every` its interval (`None`: off),
-    /// `running` whether the previous one still runs, `root_held` whether the mirror root's
-    /// lock is held, and `busy` whether passes run. Its first run is one interval after it
-    /// was first armed.
+    /// in the daemon's state `s`. Its first run is one interval after it was first armed.
     pub(super) fn verify_step(
         &mut self,
         now: Instant,
         every: Option<Duration>,
-        running: bool,
-        root_held: bool,
-        busy: bool,
+        s: VerifyState,
     ) -> VerifyStep {
         let Some(every) = every else {
             self.verify = None;
@@ -280,14 +260,14 @@ impl Timers {
         if now < due {
             return VerifyStep::NotDue;
         }
-        if running {
+        if s.running {
             return VerifyStep::Running;
         }
-        if !root_held {
+        if !s.root_held {
             self.verify = Some(now + every);
             return VerifyStep::NoRoot;
         }
-        if busy {
+        if s.passes_running {
             self.verify = Some(now + every.min(VERIFY_BUSY_RETRY));
             return VerifyStep::Busy;
         }
@@ -303,6 +283,25 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    /// No verification or pass running, the mirror root held.
+    const IDLE: VerifyState = VerifyState {
+        running: false,
+        root_held: true,
+        passes_running: false,
+    };
+    const BUSY: VerifyState = VerifyState {
+        passes_running: true,
+        ..IDLE
+    };
+    const RUNNING: VerifyState = VerifyState {
+        running: true,
+        ..IDLE
+    };
+    const NO_ROOT: VerifyState = VerifyState {
+        root_held: false,
+        ..IDLE
+    };
+
     fn armed() -> Armed {
         Armed {
             discovery: Some(600 * S),
@@ -312,17 +311,19 @@ mod tests {
         }
     }
 
+    const PERIODIC: [Timer; 5] = [
+        Timer::Watchdog,
+        Timer::Discovery,
+        Timer::Relist,
+        Timer::Rescan,
+        Timer::Status,
+    ];
+
     /// Timers whose first round (everything due at start) has been taken.
     fn started(clock: &ManualClock, armed: &Armed) -> Timers {
         let now = clock.now();
         let mut t = Timers::new(now, armed.watchdog);
-        for timer in [
-            Timer::Watchdog,
-            Timer::Discovery,
-            Timer::Relist,
-            Timer::Rescan,
-            Timer::Status,
-        ] {
+        for timer in PERIODIC {
             t.take_due(timer, now, armed);
         }
         t
@@ -338,13 +339,7 @@ mod tests {
         let now = clock.now();
         let mut t = Timers::new(now, a.watchdog);
         assert_eq!(t.next_deadline(&a), now);
-        for timer in [
-            Timer::Watchdog,
-            Timer::Discovery,
-            Timer::Relist,
-            Timer::Rescan,
-            Timer::Status,
-        ] {
+        for timer in PERIODIC {
             assert!(t.take_due(timer, now, &a), "{timer:?}");
             assert!(!t.take_due(timer, now, &a), "{timer:?} twice");
         }
@@ -376,9 +371,9 @@ mod tests {
         };
         assert_eq!(t.next_deadline(&nothing), t0 + 3600 * S);
         // A verification, a backoff or the watchdog come earlier.
-        t.verify_step(clock.now(), Some(20 * S), false, true, false);
+        t.verify_step(clock.now(), Some(20 * S), IDLE);
         assert_eq!(t.next_deadline(&nothing), clock.now() + 20 * S);
-        t.root_unusable(clock.now());
+        t.root.failed(clock.now());
         assert_eq!(t.next_deadline(&nothing), clock.now() + ROOT_RETRY_MIN);
     }
 
@@ -389,8 +384,8 @@ mod tests {
         let mut t = started(&clock, &a);
         clock.advance(3600 * S);
         let now = clock.now();
-        assert_eq!(t.token_refused(now), Some(TOKEN_BACKOFF_MIN));
-        assert!(t.token_paused());
+        assert_eq!(t.token.failed_when_due(now), Some(TOKEN_BACKOFF_MIN));
+        assert!(t.token.waiting());
         assert!(!t.take_due(Timer::Discovery, now, &a));
         assert!(!t.take_due(Timer::Relist, now, &a));
         // The deadline is the token retry (or an earlier timer), never the paused ones.
@@ -401,9 +396,9 @@ mod tests {
         assert!(t.take_due(Timer::Rescan, now + 3600 * S, &a));
         // Once the token is accepted, the overdue ones are taken at once.
         clock.advance(TOKEN_BACKOFF_MIN);
-        assert!(t.token_retry_due(clock.now()));
-        assert!(t.token_accepted());
-        assert!(!t.token_accepted());
+        assert!(t.token.due(clock.now()));
+        assert!(t.token.cleared());
+        assert!(!t.token.cleared());
         assert!(t.take_due(Timer::Discovery, clock.now(), &a));
         assert!(t.take_due(Timer::Relist, clock.now(), &a));
     }
@@ -414,44 +409,50 @@ mod tests {
         let mut t = Timers::new(clock.now(), None);
         let mut waits = Vec::new();
         for _ in 0..12 {
-            let wait = t.token_refused(clock.now()).expect("a try that was due");
+            let wait = t
+                .token
+                .failed_when_due(clock.now())
+                .expect("a try that was due");
             waits.push(wait.as_secs());
             // A refusal while the pause holds (another pass) changes nothing.
             clock.advance(wait - S);
-            assert!(!t.token_retry_due(clock.now()));
-            assert_eq!(t.token_refused(clock.now()), None);
+            assert!(!t.token.due(clock.now()));
+            assert_eq!(t.token.failed_when_due(clock.now()), None);
             clock.advance(S);
-            assert!(t.token_retry_due(clock.now()));
+            assert!(t.token.due(clock.now()));
         }
         assert_eq!(
             waits,
             [5, 10, 20, 40, 80, 160, 320, 640, 900, 900, 900, 900]
         );
         // Accepted, the next refusal starts again at 5 s.
-        assert!(t.token_accepted());
-        assert_eq!(t.token_refused(clock.now()), Some(TOKEN_BACKOFF_MIN));
+        assert!(t.token.cleared());
+        assert_eq!(
+            t.token.failed_when_due(clock.now()),
+            Some(TOKEN_BACKOFF_MIN)
+        );
     }
 
     #[test]
     fn the_mirror_root_backoff_doubles_up_to_a_minute() {
         let clock = ManualClock::new(0);
         let mut t = Timers::new(clock.now(), None);
-        assert!(!t.root_waiting());
+        assert!(!t.root.waiting());
         let mut waits = Vec::new();
         for _ in 0..6 {
-            let wait = t.root_unusable(clock.now());
+            let wait = t.root.failed(clock.now());
             waits.push(wait.as_secs());
-            assert!(t.root_waiting());
+            assert!(t.root.waiting());
             clock.advance(wait - S);
-            assert!(!t.root_retry_due(clock.now()));
+            assert!(!t.root.due(clock.now()));
             clock.advance(S);
-            assert!(t.root_retry_due(clock.now()));
+            assert!(t.root.due(clock.now()));
         }
         assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
-        assert!(t.root_usable());
-        assert!(!t.root_waiting());
-        assert!(!t.root_usable());
-        assert_eq!(t.root_unusable(clock.now()), ROOT_RETRY_MIN);
+        assert!(t.root.cleared());
+        assert!(!t.root.waiting());
+        assert!(!t.root.cleared());
+        assert_eq!(t.root.failed(clock.now()), ROOT_RETRY_MIN);
     }
 
     #[test]
@@ -460,52 +461,34 @@ mod tests {
         let mut t = Timers::new(clock.now(), None);
         let hour = Some(3600 * S);
         // First armed: due one interval later.
-        assert_eq!(
-            t.verify_step(clock.now(), hour, false, true, true),
-            VerifyStep::NotDue
-        );
+        assert_eq!(t.verify_step(clock.now(), hour, BUSY), VerifyStep::NotDue);
         clock.advance(3600 * S);
-        assert_eq!(
-            t.verify_step(clock.now(), hour, false, true, true),
-            VerifyStep::Busy
-        );
+        assert_eq!(t.verify_step(clock.now(), hour, BUSY), VerifyStep::Busy);
         assert_eq!(t.verify, Some(clock.now() + 60 * S));
         clock.advance(59 * S);
-        assert_eq!(
-            t.verify_step(clock.now(), hour, false, true, false),
-            VerifyStep::NotDue
-        );
+        assert_eq!(t.verify_step(clock.now(), hour, IDLE), VerifyStep::NotDue);
         clock.advance(S);
-        assert_eq!(
-            t.verify_step(clock.now(), hour, false, true, false),
-            VerifyStep::Start
-        );
+        assert_eq!(t.verify_step(clock.now(), hour, IDLE), VerifyStep::Start);
         assert_eq!(t.verify, Some(clock.now() + 3600 * S));
         // An interval shorter than a minute is kept when busy.
         let mut t = Timers::new(clock.now(), None);
         let short = Some(20 * S);
-        t.verify_step(clock.now(), short, false, true, true);
+        t.verify_step(clock.now(), short, BUSY);
         clock.advance(20 * S);
-        assert_eq!(
-            t.verify_step(clock.now(), short, false, true, true),
-            VerifyStep::Busy
-        );
+        assert_eq!(t.verify_step(clock.now(), short, BUSY), VerifyStep::Busy);
         assert_eq!(t.verify, Some(clock.now() + 20 * S));
         // Still running, without a root, or turned off.
         clock.advance(20 * S);
         assert_eq!(
-            t.verify_step(clock.now(), short, true, true, false),
+            t.verify_step(clock.now(), short, RUNNING),
             VerifyStep::Running
         );
         assert_eq!(
-            t.verify_step(clock.now(), short, false, false, false),
+            t.verify_step(clock.now(), short, NO_ROOT),
             VerifyStep::NoRoot
         );
         assert_eq!(t.verify, Some(clock.now() + 20 * S));
-        assert_eq!(
-            t.verify_step(clock.now(), None, false, true, false),
-            VerifyStep::Off
-        );
+        assert_eq!(t.verify_step(clock.now(), None, IDLE), VerifyStep::Off);
         assert_eq!(t.verify, None);
     }
 

@@ -32,7 +32,7 @@ impl Daemon {
             Ok(identity) => {
                 // The platform identity every audit record of this context carries.
                 ctx.engine.set_identity(Some(identity));
-                if self.timers.token_accepted() {
+                if self.timers.token.cleared() {
                     info!("the API token is accepted again; resuming");
                 }
                 if self.row.state != DaemonState::Starting && self.row.state != self.state_word() {
@@ -60,7 +60,7 @@ impl Daemon {
     /// the daemon is already paused (another pass that was still running hit the same
     /// refusal).
     pub(super) async fn token_failed(&mut self, message: String) -> Result<(), DaemonError> {
-        let Some(wait) = self.timers.token_refused(self.clock.now()) else {
+        let Some(wait) = self.timers.token.failed_when_due(self.clock.now()) else {
             self.ctx = None;
             return Ok(());
         };

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tracing::{error, info, instrument, warn};
 
-use super::timers::VerifyStep;
+use super::timers::{VerifyState, VerifyStep};
 use super::{Daemon, DaemonError};
 use crate::journal::EventLevel;
 use crate::verify::{self, VerifyReport};
@@ -22,13 +22,12 @@ impl Daemon {
     /// ends as an `Event::VerifyDone`.
     pub(super) fn maybe_verify(&mut self, now: Instant) {
         let every = self.cfg.verify.map(|v| v.interval);
-        let step = self.timers.verify_step(
-            now,
-            every,
-            self.verify_task.is_some(),
-            self.root_held,
-            !self.running.is_empty(),
-        );
+        let state = VerifyState {
+            running: self.verify_task.is_some(),
+            root_held: self.root_held,
+            passes_running: !self.running.is_empty(),
+        };
+        let step = self.timers.verify_step(now, every, state);
         if step != VerifyStep::Start {
             return;
         }
