@@ -2,9 +2,15 @@
 //! re-listing, replaced files, access loss, sd_notify and the single-writer rule; the real
 //! binary for SIGTERM in mid-transfer, SIGHUP with a bad config and a restart; the systemd
 //! unit's flags (and, with `DXMIRROR_TEST_SYSTEMD=1`, `systemd-analyze`).
+//!
+//! The access scenarios start from one shared state (`support::Mirrored`: a project mirrored
+//! by a running daemon). `status` with a refused token, an inaccessible project and an expired
+//! agreement is compared whole with `snapshots/status_bad_token_inaccessible_expired.txt`;
+//! after an intended change of that output, rewrite the file with
+//! `DXMIRROR_UPDATE_SNAPSHOTS=1 cargo test --test it daemon::status_` and review its diff.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,7 +20,10 @@ use dxmirror::model::{ByteRange, ProjectId};
 use dxmirror::sandbox::{FileSpec, ProjectSpec, Sandbox, SandboxOptions, ServeStats};
 use tokio::sync::mpsc;
 
-use crate::support::{empty_sandbox, files_under, wait_for, Env, Gate, Running, SandboxProcess};
+use crate::support::{
+    all_verified, assert_snapshot, empty_sandbox, files_under, numbers_after, redact, wait_for,
+    Env, Gate, Mirrored, Running, SandboxProcess,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -25,14 +34,8 @@ fn daemon_state(env: &Env) -> Option<String> {
         .map(|d| d.state.as_str().to_owned())
 }
 
-/// True when every file of `project` in the journal is verified (and there are `n`).
-fn all_verified(env: &Env, project: &ProjectId, n: usize) -> Option<()> {
-    let files = env.reader()?.files(project).ok()?;
-    (files.len() == n && files.iter().all(|f| f.state == FileState::Verified)).then_some(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not() {
+async fn discovery_mirrors_tagged_projects_only_and_records_restricted_ones() {
     let sandbox = empty_sandbox().await;
     let env = Env::for_sandbox(
         &sandbox,
@@ -48,12 +51,7 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
 
     // A project vended later (and one without the tag, and a download-restricted one).
     let p = sandbox
-        .add_project(
-            ProjectSpec::new("SJC-DT-0001")
-                .tag("sjcp-project-data")
-                .file(FileSpec::new("/restricted/gVCF", "SJ001.g.vcf.gz", 300_000))
-                .file(FileSpec::new("/", "SAMPLE_INFO.txt", 2_000)),
-        )
+        .add_project(sj001().tag("sjcp-project-data"))
         .unwrap();
     let untagged = sandbox
         .add_project(ProjectSpec::new("Unrelated").file(FileSpec::new("/", "x.bam", 1_000)))
@@ -73,30 +71,88 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
         (row.state == ProjectState::Restricted).then_some(())
     })
     .await;
+    running.stop().await.unwrap();
+    let r = env.reader().unwrap();
+    assert!(
+        r.project(&untagged).unwrap().is_none(),
+        "untagged project mirrored"
+    );
+    assert!(r.project(&restricted).unwrap().unwrap().dir_name.is_none());
+}
 
+/// A daemon running on an empty sandbox, with nothing configured.
+async fn idle_daemon() -> (Sandbox, Env, Running) {
+    let sandbox = empty_sandbox().await;
+    let env = Env::for_sandbox(&sandbox, Vec::new(), "");
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the daemon to run", T, || {
+        (daemon_state(&env)? == "running").then_some(())
+    })
+    .await;
+    (sandbox, env, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_daemon_records_stopped_in_its_row_and_its_run() {
+    let (_sandbox, env, running) = idle_daemon().await;
+    running.stop().await.unwrap();
+    let r = env.reader().unwrap();
+    assert_eq!(r.daemon().unwrap().unwrap().state.as_str(), "stopped");
+    assert_eq!(
+        r.last_run().unwrap().unwrap().outcome.as_deref(),
+        Some("stopped")
+    );
+}
+
+/// A data request of a gVCF and its `SAMPLE_INFO.txt`.
+fn sj001() -> ProjectSpec {
+    ProjectSpec::new("SJC-DT-0001")
+        .file(FileSpec::new("/restricted/gVCF", "SJ001.g.vcf.gz", 300_000))
+        .file(FileSpec::new("/", "SAMPLE_INFO.txt", 2_000))
+}
+
+/// [`sj001`] mirrored by a daemon that re-lists it every 150 ms.
+async fn sj001_mirrored() -> Mirrored {
+    Mirrored::start(sj001(), "[relist]\ninterval = \"150ms\"\n", "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_added_upstream_is_mirrored_at_the_next_listing() {
+    let m = sj001_mirrored().await;
+    let (sandbox, env, p, dir) = (&m.sandbox, &m.env, &m.project, &m.dir);
     // A file added later (an extension addendum).
     let added = sandbox
         .add_files(
-            &p,
+            p,
             vec![FileSpec::new("/restricted/CNV", "SJ001.cnv", 50_000)],
         )
         .unwrap();
     wait_for("the added file to be mirrored", T, || {
-        all_verified(&env, &p, 3)
+        all_verified(env, p, 3)
     })
     .await;
-    let dir = env.project_dir(&p);
     assert_eq!(
         std::fs::read(dir.join("restricted/CNV/SJ001.cnv")).unwrap(),
         sandbox.content(&added[0], ByteRange::new(0, 50_000))
     );
+    wait_for("the manifest to list the added file", T, || {
+        let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
+        manifest.contains("restricted/CNV/SJ001.cnv").then_some(())
+    })
+    .await;
+    m.running.stop().await.unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_file_takes_its_path_and_the_old_version_is_kept_beside_it() {
+    let m = sj001_mirrored().await;
+    let (sandbox, env, p, dir) = (&m.sandbox, &m.env, &m.project, &m.dir);
     // A path whose file id changes upstream: the new version takes the path, the old one
     // is kept beside it as <old-id>__<name>, and its journal row says so.
     let old_row = env
         .reader()
         .unwrap()
-        .files(&p)
+        .files(p)
         .unwrap()
         .into_iter()
         .find(|f| f.name == "SJ001.g.vcf.gz")
@@ -104,20 +160,16 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
     let old_bytes = std::fs::read(dir.join("restricted/gVCF/SJ001.g.vcf.gz")).unwrap();
     let new_id = sandbox
         .replace_file(
-            &p,
+            p,
             FileSpec::new("/restricted/gVCF", "SJ001.g.vcf.gz", 120_000),
         )
         .unwrap();
     let kept = format!("restricted/gVCF/{}__SJ001.g.vcf.gz", old_row.file_id);
     wait_for("the replaced file to be handled", T, || {
         let r = env.reader()?;
-        let new = r
-            .files(&p)
-            .ok()?
-            .into_iter()
-            .find(|f| f.file_id == new_id)?;
+        let new = r.files(p).ok()?.into_iter().find(|f| f.file_id == new_id)?;
         let old = r
-            .files(&p)
+            .files(p)
             .ok()?
             .into_iter()
             .find(|f| f.file_id == old_row.file_id)?;
@@ -132,113 +184,147 @@ async fn discovered_added_and_replaced_files_are_mirrored_and_restricted_is_not(
     // The manifest is rewritten at the end of the pass that recorded the kept name.
     wait_for("the manifest to list the kept version", T, || {
         let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
-        (manifest.contains(&kept) && manifest.contains("restricted/CNV/SJ001.cnv")).then_some(())
+        manifest.contains(&kept).then_some(())
     })
     .await;
-
-    running.stop().await.unwrap();
-    let r = env.reader().unwrap();
-    assert!(
-        r.project(&untagged).unwrap().is_none(),
-        "untagged project mirrored"
-    );
-    assert!(r.project(&restricted).unwrap().unwrap().dir_name.is_none());
-    assert_eq!(r.daemon().unwrap().unwrap().state.as_str(), "stopped");
-    assert_eq!(
-        r.last_run().unwrap().unwrap().outcome.as_deref(),
-        Some("stopped")
-    );
+    m.running.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_project_and_bad_token_end_in_documented_states_with_nothing_deleted() {
-    let sandbox = empty_sandbox().await;
-    let p = sandbox
-        .add_project(
-            ProjectSpec::new("SJC-DT-0002")
-                .file(FileSpec::new("/restricted/bam", "a.bam", 200_000))
-                .file(FileSpec::new("/", "b.txt", 3_000)),
-        )
-        .unwrap();
-    // An agreement that has already ended: reported, nothing deleted.
-    let env = Env::for_sandbox(
-        &sandbox,
-        Vec::new(),
-        format!(
-            "[relist]\ninterval = \"100ms\"\n\
-             [[project]]\nid = \"{p}\"\naccess-expires = \"2020-01-01\"\n"
-        ),
-    );
-    let running = Running::start(&env, Notifier::disabled());
-    wait_for("the project to be mirrored", T, || {
-        all_verified(&env, &p, 2)
-    })
-    .await;
-    let dir = env.project_dir(&p);
-    let before = wait_for("the manifest", T, || {
-        let files = files_under(&dir);
-        (files.len() == 3).then_some(files) // two files and the manifest
-    })
-    .await;
+/// A project whose agreement has already ended (`access-expires` passed), mirrored by a daemon
+/// that re-lists it every 100 ms: the access scenarios start here.
+async fn mirrored_with_expired_access() -> Mirrored {
+    Mirrored::start(
+        ProjectSpec::new("SJC-DT-0002")
+            .file(FileSpec::new("/restricted/bam", "a.bam", 200_000))
+            .file(FileSpec::new("/", "b.txt", 3_000)),
+        "[relist]\ninterval = \"100ms\"\n",
+        "access-expires = \"2020-01-01\"\n",
+    )
+    .await
+}
 
-    sandbox.set_revoked(&p, true);
+/// The platform revokes the project; waits until the daemon has marked it inaccessible.
+async fn revoke(m: &Mirrored) {
+    m.sandbox.set_revoked(&m.project, true);
     wait_for("the project to be marked inaccessible", T, || {
-        let row = env.reader()?.project(&p).ok()??;
+        let row = m.env.reader()?.project(&m.project).ok()??;
         (row.state == ProjectState::Inaccessible).then_some(())
     })
     .await;
-    assert_eq!(files_under(&dir), before, "nothing may be deleted");
-    let files = env.reader().unwrap().files(&p).unwrap();
-    assert!(files.iter().all(|f| f.state == FileState::Verified));
+}
 
-    sandbox.set_token("a-rotated-token-the-daemon-does-not-have");
+/// The token the platform accepts after [`rotate_token`].
+const ROTATED: &str = "a-rotated-token-the-daemon-does-not-have";
+
+/// The platform stops accepting the daemon's token; waits until the daemon reports it.
+async fn rotate_token(m: &Mirrored) {
+    m.sandbox.set_token(ROTATED);
     wait_for("the daemon to report the bad token", T, || {
-        let d = env.reader()?.daemon().ok()??;
+        let d = m.env.reader()?.daemon().ok()??;
         (d.state == DaemonState::BadToken && d.last_error?.contains("token")).then_some(())
     })
     .await;
-    assert!(!running.handle.is_finished(), "the daemon stays up");
-    let status = env.bin(&["status"]);
+}
+
+/// [`mirrored_with_expired_access`], then the project revoked and the token rotated.
+async fn access_lost() -> Mirrored {
+    let m = mirrored_with_expired_access().await;
+    revoke(&m).await;
+    rotate_token(&m).await;
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_access_is_reported_in_status_and_events() {
+    let m = mirrored_with_expired_access().await;
+    wait_for("the expiry to be recorded as an event", T, || {
+        let events = m.env.reader()?.recent_events(200).ok()?;
+        events
+            .iter()
+            .any(|e| e.message.contains("access expired on 2020-01-01"))
+            .then_some(())
+    })
+    .await;
+    let status = m.env.bin_async(&["status"]).await;
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
-    assert!(text.contains("daemon: bad-token"), "{text}");
-    assert!(text.contains("inaccessible"), "{text}");
     assert!(text.contains("access expired on 2020-01-01"), "{text}");
+    let json = m.env.bin_async(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["projects"][0]["access_expires"], "2020-01-01");
+    m.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_project_is_inaccessible_and_nothing_is_deleted() {
+    let m = mirrored_with_expired_access().await;
+    revoke(&m).await;
+    assert_eq!(files_under(&m.dir), m.files, "nothing may be deleted");
+    let files = m.env.reader().unwrap().files(&m.project).unwrap();
+    assert!(files.iter().all(|f| f.state == FileState::Verified));
+    m.running.stop().await.unwrap();
+    assert_eq!(files_under(&m.dir), m.files, "nothing may be deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_pauses_the_daemon_which_stays_up() {
+    let m = mirrored_with_expired_access().await;
+    rotate_token(&m).await;
+    assert!(!m.running.handle.is_finished(), "the daemon stays up");
+    m.running.stop().await.unwrap();
+}
+
+/// `dxmirror status` with a refused token, an inaccessible project and an expired agreement:
+/// the whole text against `tests/it/snapshots/status_bad_token_inaccessible_expired.txt`
+/// (times, pids and addresses redacted; after an intended change of the output, rewrite it
+/// with `DXMIRROR_UPDATE_SNAPSHOTS=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_bad_token_inaccessible_and_expired() {
+    let m = access_lost().await;
+    // The progress line is rewritten just after the refusal is recorded.
+    wait_for("the progress line to name the refused token", T, || {
+        let d = m.env.reader()?.daemon().ok()??;
+        d.status?.contains("API TOKEN REFUSED").then_some(())
+    })
+    .await;
+    let status = m.env.bin_async(&["status"]).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
     assert!(
-        !text.contains(&sandbox.token()),
+        !text.contains(&m.sandbox.token()) && !text.contains(ROTATED),
         "status must not print a token"
     );
-    let json = env.bin(&["status", "--json"]);
+    let tmp = m.env.dir.path().to_str().unwrap();
+    let text = redact(&text, &[(tmp, "<tmp>"), (&m.sandbox.api_url(), "<api>")]);
+    // How many passes run or wait at this instant depends on timing.
+    let text = numbers_after(&text, "projects (", "<n>");
+    let text = numbers_after(&text, " running, ", "<n>");
+    assert_snapshot("status_bad_token_inaccessible_expired.txt", &text);
+    let json = m.env.bin_async(&["status", "--json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["daemon"]["state"], "bad-token");
     assert_eq!(v["projects"][0]["state"], "inaccessible");
     assert_eq!(v["projects"][0]["access_expires"], "2020-01-01");
-    let events = env.reader().unwrap().recent_events(200).unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.message.contains("access expired on 2020-01-01")),
-        "{events:?}"
-    );
+    m.running.stop().await.unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_the_new_token_resumes() {
+    let m = access_lost().await;
     // The operator installs the new token and reloads: the daemon resumes at once, and the
     // project, readable again, is active.
-    std::fs::write(
-        env.dir.path().join("token"),
-        "a-rotated-token-the-daemon-does-not-have",
-    )
-    .unwrap();
-    sandbox.set_revoked(&p, false);
-    running.reload.send(()).await.unwrap();
+    std::fs::write(m.env.dir.path().join("token"), ROTATED).unwrap();
+    m.sandbox.set_revoked(&m.project, false);
+    m.running.reload.send(()).await.unwrap();
     wait_for("the daemon to resume with the new token", T, || {
-        let r = env.reader()?;
+        let r = m.env.reader()?;
         let d = r.daemon().ok()??;
-        let row = r.project(&p).ok()??;
+        let row = r.project(&m.project).ok()??;
         (d.state == DaemonState::Running && row.state == ProjectState::Active).then_some(())
     })
     .await;
-    running.stop().await.unwrap();
-    assert_eq!(files_under(&dir), before, "nothing may be deleted");
+    m.running.stop().await.unwrap();
+    assert_eq!(files_under(&m.dir), m.files, "nothing may be deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,13 +408,7 @@ async fn notify_socket_gets_ready_status_watchdog_and_stopping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_is_refused_while_the_daemon_runs() {
-    let sandbox = empty_sandbox().await;
-    let env = Env::for_sandbox(&sandbox, Vec::new(), "");
-    let running = Running::start(&env, Notifier::disabled());
-    wait_for("the daemon to run", T, || {
-        (daemon_state(&env)? == "running").then_some(())
-    })
-    .await;
+    let (_sandbox, env, running) = idle_daemon().await;
     let (_tx, rx) = mpsc::channel(1);
     let second = daemon::run_with(
         env.config_path.clone(),
@@ -388,17 +468,20 @@ fn refetched_outside_flight(earlier: &ServeStats, later: &ServeStats, allowance:
     bad
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_finishes() {
+/// `dxmirror sandbox` serving 3 MB at 1 MB/s, and a mirror set-up for it whose chunks and
+/// progress steps are small, so that a daemon is caught in mid-transfer.
+fn slow_sandbox() -> (SandboxProcess, Env) {
     let sp = SandboxProcess::start(&["--dataset", "large:3M", "--bandwidth", "1M"]);
     let env = Env::for_process(
         &sp,
         sp.projects.clone(),
         "chunk-size = \"256KiB\"\nprogress-step = \"64KiB\"\n",
     );
-    let good_config = std::fs::read_to_string(&env.config_path).unwrap();
-    let log = env.dir.path().join("daemon1.log");
-    let mut child = spawn_daemon(&env, &log);
+    (sp, env)
+}
+
+/// Waits until the daemon has journaled some bytes (it is in mid-transfer).
+async fn some_bytes_journaled(env: &Env) {
     wait_for("some bytes journaled", T, || {
         let done: u64 = env
             .reader()?
@@ -410,6 +493,15 @@ async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_f
         (done >= 256 << 10).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_bad_config_is_refused_and_the_daemon_keeps_going() {
+    let (_sp, env) = slow_sandbox();
+    let good_config = std::fs::read_to_string(&env.config_path).unwrap();
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&env, &log);
+    some_bytes_journaled(&env).await;
 
     // SIGHUP with an invalid config: refused, logged, the daemon keeps going.
     std::fs::write(
@@ -424,7 +516,15 @@ async fn sigterm_mid_transfer_exits_0_sighup_bad_config_is_refused_and_restart_f
     })
     .await;
     assert!(child.try_wait().unwrap().is_none(), "still running");
-    std::fs::write(&env.config_path, &good_config).unwrap();
+    signal(&child, rustix::process::Signal::TERM);
+    wait_exit(&mut child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_transfer_exits_0_and_a_restart_finishes_fetching_no_finished_byte_twice() {
+    let (sp, env) = slow_sandbox();
+    let mut child = spawn_daemon(&env, &env.dir.path().join("daemon1.log"));
+    some_bytes_journaled(&env).await;
 
     // SIGTERM in mid-transfer: a clean stop with exit status 0.
     signal(&child, rustix::process::Signal::TERM);
@@ -613,31 +713,10 @@ fn age(path: &Path) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected() {
-    let sandbox = empty_sandbox().await;
-    let whole = sandbox
-        .add_project(
-            ProjectSpec::new("SJC-inbox-whole")
-                .file(FileSpec::new("/", "w1.txt", 4_000))
-                .file(FileSpec::new("/restricted/bam", "w2.bam", 9_000)),
-        )
-        .unwrap();
-    let partial = sandbox
-        .add_project(
-            ProjectSpec::new("SJC-inbox-files")
-                .file(FileSpec::new("/restricted/CNV", "a.cnv", 3_000))
-                .file(FileSpec::new("/restricted/CNV", "b.cnv", 5_000))
-                .file(FileSpec::new("/restricted/bam", "c.bam", 7_000)),
-        )
-        .unwrap();
-    let wanted = sandbox
-        .files(&partial)
-        .into_iter()
-        .find(|f| f.name == "b.cnv")
-        .unwrap();
+/// A daemon on `sandbox` watching an inbox in the test's directory, rescanned every 200 ms.
+async fn watching_an_inbox(sandbox: &Sandbox) -> (Env, PathBuf, Running) {
     let env = Env::for_sandbox(
-        &sandbox,
+        sandbox,
         Vec::new(),
         "[watch]\ndir = \"INBOX\"\nrescan = \"200ms\"\n",
     );
@@ -652,29 +731,66 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
         inbox.is_dir().then_some(())
     })
     .await;
+    (env, inbox, running)
+}
 
-    std::fs::write(
-        inbox.join("request.txt"),
-        format!("# data request 7\n{whole}\n"),
-    )
-    .unwrap();
-    let manifest = serde_json::json!({
-        partial.to_string(): [{"id": wanted.id.to_string(), "name": "b.cnv", "folder": "/restricted/CNV"}]
-    });
-    dxmirror::inbox::write_bzip2(
-        &inbox.join("manifest.json.bz2"),
-        manifest.to_string().as_bytes(),
-    )
-    .unwrap();
-    std::fs::write(inbox.join("junk.txt"), "hello, please mirror everything\n").unwrap();
-    for name in ["request.txt", "manifest.json.bz2", "junk.txt"] {
-        age(&inbox.join(name));
-    }
+/// Writes `bytes` to `inbox/name` with an mtime a minute ago (a drop the daemon takes as
+/// complete).
+fn drop_in(inbox: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(inbox.join(name), bytes).unwrap();
+    age(&inbox.join(name));
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_project_id_list_queues_the_whole_project() {
+    let sandbox = empty_sandbox().await;
+    let whole = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-inbox-whole")
+                .file(FileSpec::new("/", "w1.txt", 4_000))
+                .file(FileSpec::new("/restricted/bam", "w2.bam", 9_000)),
+        )
+        .unwrap();
+    let (env, inbox, running) = watching_an_inbox(&sandbox).await;
+    drop_in(
+        &inbox,
+        "request.txt",
+        format!("# data request 7\n{whole}\n").as_bytes(),
+    );
     wait_for("the whole project to be mirrored", T, || {
         all_verified(&env, &whole, 2)
     })
     .await;
+    assert!(inbox.join("accepted/request.txt").is_file());
+    running.stop().await.unwrap();
+    // The request is recorded, so a restart keeps it.
+    let requests = env.reader().unwrap().requests().unwrap();
+    assert!(requests.contains(&(whole.clone(), None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_manifest_mirrors_only_the_files_it_names() {
+    let sandbox = empty_sandbox().await;
+    let partial = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-inbox-files")
+                .file(FileSpec::new("/restricted/CNV", "a.cnv", 3_000))
+                .file(FileSpec::new("/restricted/CNV", "b.cnv", 5_000))
+                .file(FileSpec::new("/restricted/bam", "c.bam", 7_000)),
+        )
+        .unwrap();
+    let wanted = sandbox
+        .files(&partial)
+        .into_iter()
+        .find(|f| f.name == "b.cnv")
+        .unwrap();
+    let (env, inbox, running) = watching_an_inbox(&sandbox).await;
+    let manifest = serde_json::json!({
+        partial.to_string(): [{"id": wanted.id.to_string(), "name": "b.cnv", "folder": "/restricted/CNV"}]
+    });
+    let path = inbox.join("manifest.json.bz2");
+    dxmirror::inbox::write_bzip2(&path, manifest.to_string().as_bytes()).unwrap();
+    age(&path);
     wait_for("the requested file to be mirrored", T, || {
         let f = env
             .reader()?
@@ -695,17 +811,27 @@ async fn dropped_ids_and_manifests_are_queued_and_a_malformed_file_is_rejected()
         assert_eq!(f.state, FileState::Skipped, "{}", f.name);
         assert!(f.reason.as_deref().unwrap_or("").contains("not requested"));
     }
-    let reason = std::fs::read_to_string(inbox.join("rejected/junk.txt.reason")).unwrap();
-    assert!(!reason.trim().is_empty());
-    assert!(inbox.join("rejected/junk.txt").is_file());
-    assert!(inbox.join("accepted/request.txt").is_file());
     assert!(inbox.join("accepted/manifest.json.bz2").is_file());
     running.stop().await.unwrap();
-
     // After a restart the partial project is still limited to its requested file.
     let requests = env.reader().unwrap().requests().unwrap();
-    assert!(requests.contains(&(whole.clone(), None)));
     assert!(requests.contains(&(partial.clone(), Some(wanted.id.clone()))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_drop_is_rejected_with_a_reason() {
+    let sandbox = empty_sandbox().await;
+    let (_env, inbox, running) = watching_an_inbox(&sandbox).await;
+    drop_in(&inbox, "junk.txt", b"hello, please mirror everything\n");
+    // The reason file is written after the move: wait for its whole line.
+    let reason = wait_for("the drop to be rejected", T, || {
+        let text = std::fs::read_to_string(inbox.join("rejected/junk.txt.reason")).ok()?;
+        text.ends_with('\n').then_some(text)
+    })
+    .await;
+    assert!(!reason.trim().is_empty());
+    assert!(inbox.join("rejected/junk.txt").is_file());
+    running.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Shared test support, one file per concern: a temporary mirror set-up and the real binary
 //! (`env`), sandboxes in this process and as a child process (`sandbox`), the daemon in this
-//! process (`daemon`), waiting on conditions with a deadline instead of sleeping (`wait`),
-//! assertions about a finished mirror (`assert`), and the tests gated on outside tools
-//! (`gates`).
+//! process and the mirrored state several daemon scenarios share (`daemon`), waiting on
+//! conditions with a deadline instead of sleeping (`wait`), assertions about a finished mirror
+//! (`assert`), whole outputs compared with snapshot files (`snapshot`), and the tests gated on
+//! outside tools (`gates`).
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
@@ -11,6 +12,7 @@ mod daemon;
 mod env;
 mod gates;
 mod sandbox;
+mod snapshot;
 mod wait;
 
 pub use assert::*;
@@ -18,4 +20,5 @@ pub use daemon::*;
 pub use env::*;
 pub use gates::*;
 pub use sandbox::*;
+pub use snapshot::*;
 pub use wait::*;
