@@ -336,3 +336,129 @@ fn fmt_ms(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// 2026-01-05T10:00:00Z.
+    const T0: i64 = 1_767_607_200_000;
+
+    // Snapshots of the text, written out in full: an intended change of the output shows here
+    // as a diff to review.
+
+    /// A report exercising every line: a running daemon with a rate, its last error, a finished
+    /// run, an active project near its expiry, an inaccessible one, and a failed file.
+    fn report() -> StatusReport {
+        StatusReport {
+            daemon: Some(DaemonLine {
+                state: "running".into(),
+                pid: 4242,
+                started_ms: T0,
+                updated_ms: T0 + 65_000,
+                stale: false,
+                status: Some("2 projects (1 running, 0 queued); 3/5 files done".into()),
+                last_discovery_ms: Some(T0 + 1_000),
+                last_error: Some("listing project-B: connection reset".into()),
+                last_error_ms: Some(T0 + 2_000),
+                bytes_per_s: Some(3 << 20),
+                eta_s: Some(125),
+            }),
+            last_run: Some(RunLine {
+                command: "daemon".into(),
+                started_ms: T0,
+                ended_ms: Some(T0 + 3_600_000),
+                outcome: Some("stopped".into()),
+            }),
+            projects: vec![
+                ProjectLine {
+                    id: "project-A".into(),
+                    name: "SJ Data Request 2026-001".into(),
+                    dir: Some("SJ_Data_Request_2026-001".into()),
+                    state: "active".into(),
+                    reason: None,
+                    files_total: 4,
+                    files_verified: 2,
+                    files_unverified: 1,
+                    files_skipped: 0,
+                    files_failed: 1,
+                    bytes_total: 10 << 20,
+                    bytes_done: 5 << 20,
+                    access_expires: Some("2026-01-20".into()),
+                    access_warning: Some("access to project-A expires in 15 days".into()),
+                },
+                ProjectLine {
+                    id: "project-B".into(),
+                    name: "revoked".into(),
+                    dir: None,
+                    state: "inaccessible".into(),
+                    reason: Some("VIEW permission required".into()),
+                    files_total: 0,
+                    files_verified: 0,
+                    files_unverified: 0,
+                    files_skipped: 0,
+                    files_failed: 0,
+                    bytes_total: 0,
+                    bytes_done: 0,
+                    access_expires: None,
+                    access_warning: None,
+                },
+            ],
+            problems: vec![ProblemLine {
+                project: "project-A".into(),
+                file_id: "file-X".into(),
+                path: "restricted/bam/x.bam".into(),
+                state: "failed".into(),
+                reason: "no byte for 10m".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_text_of_a_full_report() {
+        let text = render_report(&report(), false).unwrap();
+        assert_eq!(
+            text,
+            r#"daemon: running (pid 4242, running since 2026-01-05T10:00:00Z, updated 2026-01-05T10:01:05Z)
+  2 projects (1 running, 0 queued); 3/5 files done
+  rate: 3.0 MiB/s, about 2m 5s left
+  last discovery: 2026-01-05T10:00:01Z
+  last error (2026-01-05T10:00:02Z): listing project-B: connection reset
+last run: daemon started 2026-01-05T10:00:00Z ended 2026-01-05T11:00:00Z (stopped)
+project-A "SJ Data Request 2026-001" [active]
+  files: 4 listed, 2 verified, 1 unverified, 0 skipped, 1 failed
+  bytes: 5.0 MiB of 10.0 MiB (50.0%)
+  access expires: 2026-01-20 -- WARNING: access to project-A expires in 15 days
+project-B "revoked" [inaccessible]: VIEW permission required
+  files: 0 listed, 0 verified, 0 unverified, 0 skipped, 0 failed
+  bytes: 0 B of 0 B (100.0%)
+files needing attention:
+  failed   project-A restricted/bam/x.bam (file-X): no byte for 10m
+"#
+        );
+    }
+
+    #[test]
+    fn the_text_of_a_stale_daemon_and_no_run() {
+        let mut r = report();
+        let d = r.daemon.as_mut().unwrap();
+        d.stale = true;
+        d.status = None;
+        d.last_discovery_ms = None;
+        d.last_error = None;
+        r.last_run = None;
+        r.projects.clear();
+        r.problems.clear();
+        // No rate for a daemon that does not answer.
+        let text = render_report(&r, false).unwrap();
+        assert_eq!(
+            text,
+            r#"daemon: running, NOT RESPONDING (no update for over a minute) (pid 4242, running since 2026-01-05T10:00:00Z, updated 2026-01-05T10:01:05Z)
+  last discovery: never
+no run recorded yet
+"#
+        );
+    }
+}
