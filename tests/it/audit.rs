@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Output;
 
-use dxmirror::journal::{AuditRow, FileState, JournalReader};
+use dxmirror::journal::{AuditRow, FileRow, FileState, JournalReader};
+use dxmirror::model::ProjectId;
 use dxmirror::sandbox::{
     BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
     SandboxOptions,
@@ -26,12 +28,30 @@ fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-#[tokio::test]
-async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() {
+/// The demo project synced once (64 KiB chunks) with an `audit-log` file: the state the audit
+/// scenarios start from. Bind it whole: it owns the sandbox and the log's directory.
+struct Synced {
+    _sandbox: Sandbox,
+    project: ProjectId,
+    env: Env,
+    /// The `audit-log` file.
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+    /// The project's directory.
+    dir: PathBuf,
+    /// How many files were mirrored.
+    n: usize,
+    /// The journal's audit records after the sync.
+    rows: Vec<AuditRow>,
+    /// The journal's file rows after the sync.
+    files: Vec<FileRow>,
+}
+
+async fn synced_demo() -> Synced {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let project = sandbox.projects()[0].clone();
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("audit.jsonl");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("audit.jsonl");
     let env = Env::for_sandbox(
         &sandbox,
         vec![project.clone()],
@@ -40,14 +60,31 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     let summary = env.sync().await.unwrap();
     assert!(summary.is_ok(), "{summary:#?}");
     let n = assert_mirrored(&sandbox, &env, &project);
-
-    // One `fetched` record per mirrored file, matching the journal and SHA256SUMS.
     let reader = JournalReader::open(&env.state()).unwrap();
     let rows = reader.audit_since(0).unwrap();
-    assert_eq!(rows.len(), n, "{rows:#?}");
     let dir = env
         .mirror()
         .join(reader.project(&project).unwrap().unwrap().dir_name.unwrap());
+    let files = reader.files(&project).unwrap();
+    Synced {
+        _sandbox: sandbox,
+        project,
+        env,
+        log,
+        _log_dir: log_dir,
+        dir,
+        n,
+        rows,
+        files,
+    }
+}
+
+#[tokio::test]
+async fn a_sync_writes_one_fetched_record_per_mirrored_file() {
+    let s = synced_demo().await;
+    let (project, dir, rows, files) = (&s.project, &s.dir, &s.rows, &s.files);
+    // One `fetched` record per mirrored file, matching the journal and SHA256SUMS.
+    assert_eq!(rows.len(), s.n, "{rows:#?}");
     let sums: HashMap<String, String> = std::fs::read_to_string(dir.join("SHA256SUMS"))
         .unwrap()
         .lines()
@@ -56,7 +93,6 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
             (p.to_owned(), h.to_owned())
         })
         .collect();
-    let files = reader.files(&project).unwrap();
     for f in files
         .iter()
         .filter(|f| matches!(f.state, FileState::Verified | FileState::Unverified))
@@ -68,7 +104,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
         assert_eq!(recs.len(), 1, "{}: {recs:#?}", f.rel_path);
         let r = recs[0];
         assert_eq!(r.action, "fetched");
-        assert_eq!(r.project_id, project);
+        assert_eq!(&r.project_id, project);
         assert_eq!(r.identity.as_deref(), Some("user-sandbox"));
         assert_eq!(r.size, Some(f.size));
         assert_eq!(
@@ -85,12 +121,17 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
         assert!(r.detail.starts_with(which), "{}", r.detail);
     }
     assert!(rows.iter().any(|r| r.detail.starts_with("unverified ")));
+}
 
+#[tokio::test]
+async fn dxmirror_audit_prints_the_records_and_selects_them_by_date() {
+    let s = synced_demo().await;
+    let (env, rows) = (&s.env, &s.rows);
     // `dxmirror audit --json` prints the same records.
     let printed: Vec<serde_json::Value> =
         serde_json::from_str(&stdout(&env.bin_async(&["audit", "--json"]).await)).unwrap();
     assert_eq!(printed.len(), rows.len());
-    for (p, r) in printed.iter().zip(&rows) {
+    for (p, r) in printed.iter().zip(rows) {
         assert_eq!(p["id"], r.id);
         assert_eq!(p["action"], "fetched");
         assert_eq!(p["sha256"].as_str(), r.sha256.as_deref());
@@ -99,7 +140,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     }
     // The text table names every file; a date in the future selects none.
     let text = stdout(&env.bin_async(&["audit"]).await);
-    for r in &rows {
+    for r in rows {
         assert!(text.contains(&r.file_id.as_ref().unwrap().to_string()));
     }
     let none: Vec<serde_json::Value> = serde_json::from_str(&stdout(
@@ -116,17 +157,22 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     assert_eq!(all.len(), rows.len());
     let bad = env.bin_async(&["audit", "--since", "last tuesday"]).await;
     assert!(!bad.status.success());
+}
 
+#[tokio::test]
+async fn the_audit_log_file_holds_the_same_records_one_per_line() {
+    let s = synced_demo().await;
+    let (log, rows) = (&s.log, &s.rows);
     // The JSON-lines file holds the same records, one per line (files finishing together
     // may append in either order; each line carries the journal's id).
-    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(log)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     lines.sort_by_key(|l| l["id"].as_i64().unwrap());
     assert_eq!(lines.len(), rows.len());
-    for (l, r) in lines.iter().zip(&rows) {
+    for (l, r) in lines.iter().zip(rows) {
         assert_eq!(l["id"], r.id);
         assert_eq!(l["ts_ms"], r.ts_ms);
         assert_eq!(l["sha256"].as_str(), r.sha256.as_deref());
@@ -135,8 +181,12 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
             r.file_id.as_ref().map(|f| f.as_str())
         );
     }
-    drop(reader);
+}
 
+#[tokio::test]
+async fn a_repair_is_recorded_repaired_and_the_refetch_fetched() {
+    let s = synced_demo().await;
+    let (env, log, dir, rows, files) = (&s.env, &s.log, &s.dir, &s.rows, &s.files);
     // Damage one mirrored file: `verify --repair` records `repaired` (with the SHA-256 the
     // file had), then fetches it again (a new `fetched`).
     let victim = files
@@ -167,7 +217,7 @@ async fn sync_writes_fetched_records_audit_prints_them_and_repair_is_recorded() 
     assert_eq!(new[1].action, "fetched");
     assert_eq!(new[1].file_id.as_ref(), Some(&victim.file_id));
     assert_eq!(new[1].sha256, victim.sha256);
-    let n_lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    let n_lines = std::fs::read_to_string(log).unwrap().lines().count();
     assert_eq!(n_lines, rows.len() + 2);
 }
 
