@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use dxmirror::journal::JournalReader;
 use dxmirror::lock::WriterLock;
-use dxmirror::model::{ProjectId, RemoteFile};
+use dxmirror::model::{FileId, ProjectId, RemoteFile};
 use dxmirror::sandbox::{
     Dataset, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions,
 };
@@ -45,8 +45,15 @@ fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, (usize, String)>
     out
 }
 
-#[tokio::test]
-async fn demo_sample_info_cross_checks_clean_and_drives_the_filters() {
+/// The demo project after a real sync: its listing as the journal recorded it, each file's
+/// local path, and the text of the mirrored `SAMPLE_INFO.txt`.
+struct DemoListing {
+    listing: Vec<RemoteFile>,
+    paths: BTreeMap<FileId, RelPath>,
+    sample_info: String,
+}
+
+async fn synced_demo_listing() -> DemoListing {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let project = sandbox.projects()[0].clone();
     let env = Env::for_sandbox(&sandbox, vec![project.clone()], "chunk-size = \"64KiB\"");
@@ -58,37 +65,26 @@ async fn demo_sample_info_cross_checks_clean_and_drives_the_filters() {
         .mirror()
         .join(reader.project(&project).unwrap().unwrap().dir_name.unwrap());
     let rows = reader.files(&project).unwrap();
-    let listing: Vec<RemoteFile> = rows.iter().map(|r| r.remote()).collect();
-    let paths: BTreeMap<_, _> = rows
-        .iter()
-        .map(|r| (r.file_id.clone(), RelPath::new(&r.rel_path).unwrap()))
-        .collect();
-    let info_file: Vec<&RemoteFile> = listing
-        .iter()
-        .filter(|f| selection::is_sample_info(f))
-        .collect();
-    assert_eq!(info_file.len(), 1);
-    let text = std::fs::read_to_string(dir.join("SAMPLE_INFO.txt")).unwrap();
-    let info = SampleInfo::parse(&text).unwrap();
-    assert!(info.columns().iter().any(|c| c == "sequencing_type"));
-    assert_eq!(cross_check(&info, &listing), Vec::<String>::new());
+    DemoListing {
+        listing: rows.iter().map(|r| r.remote()).collect(),
+        paths: rows
+            .iter()
+            .map(|r| (r.file_id.clone(), RelPath::new(&r.rel_path).unwrap()))
+            .collect(),
+        sample_info: std::fs::read_to_string(dir.join("SAMPLE_INFO.txt")).unwrap(),
+    }
+}
 
-    // A size disagreement in the table is reported.
-    let tampered = text.replacen("\t70001\t", "\t70002\t", 1);
-    assert_ne!(tampered, text);
-    let report = cross_check(&SampleInfo::parse(&tampered).unwrap(), &listing);
-    assert_eq!(report.len(), 1, "{report:?}");
-    assert!(
-        report[0].contains("file_size 70002 but the listing says 70001"),
-        "{report:?}"
-    );
-
-    let run = |filter: Filter| {
+impl DemoListing {
+    /// The names of the files `filter` selects (with the parsed `SAMPLE_INFO.txt`), sorted.
+    fn selected_by(&self, filter: Filter) -> Vec<String> {
+        let info = SampleInfo::parse(&self.sample_info).unwrap();
         let mut rules = SelectionRules::default();
         rules.push("[filter]", filter);
-        let sel = select(&listing, &paths, &rules, Some(&info));
-        assert_eq!(sel.selected.len() + sel.excluded.len(), listing.len());
-        let mut names: Vec<String> = listing
+        let sel = select(&self.listing, &self.paths, &rules, Some(&info));
+        assert_eq!(sel.selected.len() + sel.excluded.len(), self.listing.len());
+        let mut names: Vec<String> = self
+            .listing
             .iter()
             .filter(|f| sel.selected.contains(&f.id))
             .map(|f| f.name.clone())
@@ -96,28 +92,67 @@ async fn demo_sample_info_cross_checks_clean_and_drives_the_filters() {
         names.sort();
         names.dedup();
         names
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_demo_sample_info_parses_and_cross_checks_clean_against_the_listing() {
+    let demo = synced_demo_listing().await;
+    let info_file: Vec<&RemoteFile> = demo
+        .listing
+        .iter()
+        .filter(|f| selection::is_sample_info(f))
+        .collect();
+    assert_eq!(info_file.len(), 1);
+    let info = SampleInfo::parse(&demo.sample_info).unwrap();
+    assert!(info.columns().iter().any(|c| c == "sequencing_type"));
+    assert_eq!(cross_check(&info, &demo.listing), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_size_disagreement_in_sample_info_is_reported() {
+    let demo = synced_demo_listing().await;
+    let tampered = demo.sample_info.replacen("\t70001\t", "\t70002\t", 1);
+    assert_ne!(tampered, demo.sample_info);
+    let report = cross_check(&SampleInfo::parse(&tampered).unwrap(), &demo.listing);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert!(
+        report[0].contains("file_size 70002 but the listing says 70001"),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn sample_info_columns_file_types_and_paths_drive_the_filters() {
+    let demo = synced_demo_listing().await;
     // RNA-Seq only: the one RNA-Seq BAM, plus SAMPLE_INFO.txt.
-    let rna = run(Filter::new(
-        &[],
-        &[],
-        &[],
-        BTreeMap::from([("sequencing_type".into(), s(&["RNA-Seq"]))]),
-    )
-    .unwrap());
+    let rna = demo.selected_by(
+        Filter::new(
+            &[],
+            &[],
+            &[],
+            BTreeMap::from([("sequencing_type".into(), strings(&["RNA-Seq"]))]),
+        )
+        .unwrap(),
+    );
     assert_eq!(rna, ["SAMPLE_INFO.txt", "SJOS001101_D1.RNA-Seq.bam"]);
     // Germline samples of one subject: its BAM and gVCF with their indexes.
-    let germline = run(Filter::new(
-        &[],
-        &[],
-        &[],
-        BTreeMap::from([
-            ("sample_type".into(), s(&["Germline"])),
-            ("subject_name".into(), s(&["SJBALL020073"])),
-        ]),
-    )
-    .unwrap());
+    let germline = demo.selected_by(
+        Filter::new(
+            &[],
+            &[],
+            &[],
+            BTreeMap::from([
+                ("sample_type".into(), strings(&["Germline"])),
+                ("subject_name".into(), strings(&["SJBALL020073"])),
+            ]),
+        )
+        .unwrap(),
+    );
     assert_eq!(
         germline,
         [
@@ -129,13 +164,15 @@ async fn demo_sample_info_cross_checks_clean_and_drives_the_filters() {
         ]
     );
     // Types and paths: gVCFs and indexes under restricted/, no BAM indexes.
-    let typed = run(Filter::new(
-        &s(&["restricted/**"]),
-        &s(&["restricted/bam"]),
-        &s(&["gVCF", "index"]),
-        BTreeMap::new(),
-    )
-    .unwrap());
+    let typed = demo.selected_by(
+        Filter::new(
+            &strings(&["restricted/**"]),
+            &strings(&["restricted/bam"]),
+            &strings(&["gVCF", "index"]),
+            BTreeMap::new(),
+        )
+        .unwrap(),
+    );
     assert_eq!(
         typed,
         [
