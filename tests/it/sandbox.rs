@@ -221,13 +221,8 @@ async fn describe_fields_parts_only_when_asked() {
 }
 
 #[tokio::test]
-async fn download_urls_headers_expiry_and_ranges() {
-    let sb = Sandbox::start(SandboxOptions {
-        url_ttl: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+async fn a_download_url_needs_its_headers_and_serves_ranges() {
+    let sb = demo().await;
     let bam = file_named(&sb, "SJBALL020073_D1.WGS.bam");
     let (url, headers) = url_for(&sb, &bam.id, false).await;
     assert_eq!(headers.len(), 1);
@@ -248,6 +243,13 @@ async fn download_urls_headers_expiry_and_ranges() {
     let res = get(&url, &headers, None).await;
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.bytes().await.unwrap().len() as u64, bam.size);
+}
+
+#[tokio::test]
+async fn a_tampered_download_url_is_refused() {
+    let sb = demo().await;
+    let bam = file_named(&sb, "SJBALL020073_D1.WGS.bam");
+    let (url, headers) = url_for(&sb, &bam.id, false).await;
     // Flip the last character of the token (its signature).
     let token_end = url.rfind('/').unwrap();
     let mut tampered = url.clone();
@@ -258,13 +260,38 @@ async fn download_urls_headers_expiry_and_ranges() {
     };
     tampered.replace_range(token_end - 1..token_end, last);
     assert_eq!(get(&tampered, &headers, None).await.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn a_preauthenticated_url_needs_no_headers_and_expires() {
+    let sb = Sandbox::start(SandboxOptions {
+        url_ttl: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let bam = file_named(&sb, "SJBALL020073_D1.WGS.bam");
     let (pre, pre_headers) = url_for(&sb, &bam.id, true).await;
     assert!(pre_headers.is_empty());
     assert_eq!(
         get(&pre, &[], Some("bytes=0-0")).await.status().as_u16(),
         206
     );
-    // Archived and open files cannot be downloaded.
+    // Expiry: poll until the URL is refused (ttl is 2 s).
+    wait_for_async("the URL to expire", Duration::from_secs(10), async || {
+        let status = get(&pre, &[], Some("bytes=0-0")).await.status().as_u16();
+        if status == 403 {
+            return Some(());
+        }
+        assert_eq!(status, 206);
+        None
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn archived_and_open_files_cannot_be_downloaded() {
+    let sb = demo().await;
     let archived = file_named(&sb, "SJBALL020074_D1.WGS.bam");
     let (status, v) = api(&sb, &format!("/{}/download", archived.id), json!({})).await;
     assert_eq!(status, 422);
@@ -278,16 +305,6 @@ async fn download_urls_headers_expiry_and_ranges() {
         (status, v["error"]["type"].as_str()),
         (422, Some("InvalidState"))
     );
-    // Expiry: poll until the URL is refused (ttl is 2 s).
-    wait_for_async("the URL to expire", Duration::from_secs(10), async || {
-        let status = get(&pre, &[], Some("bytes=0-0")).await.status().as_u16();
-        if status == 403 {
-            return Some(());
-        }
-        assert_eq!(status, 206);
-        None
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -475,8 +492,9 @@ async fn every_fault_happens_at_rate_one_and_never_at_zero() {
     assert_eq!(api(&sb, "/system/whoami", json!({})).await.0, 200);
 }
 
-#[tokio::test]
-async fn serve_counting_and_control_endpoints() {
+/// A sandbox serving one 1 MiB file that has already served it three ranges (two of them
+/// overlapping on 500 bytes) and one range cut by a connection reset; returns the file's id.
+async fn served_four_ranges() -> (Sandbox, FileId) {
     let p = ProjectSpec::new("count").file(
         FileSpec::new("/", "a.bin", 1 << 20)
             .kind(FileSpecKind::PartsMd5(PartSizes::Uniform(1 << 19))),
@@ -505,8 +523,14 @@ async fn serve_counting_and_control_endpoints() {
         fetch(&url, &headers, ByteRange::new(100_000, 400_000)).await,
         Outcome::Broken
     ));
+    (sb, f.id)
+}
+
+#[tokio::test]
+async fn every_byte_served_is_counted_and_spoiled_bytes_apart() {
+    let (sb, id) = served_four_ranges().await;
     let s = sb.stats();
-    let id = f.id.as_str();
+    let id = id.as_str();
     assert_eq!(
         s.served_intact_more_than_once(id),
         vec![ByteRange::new(500, 500)]
@@ -514,6 +538,12 @@ async fn serve_counting_and_control_endpoints() {
     assert_eq!(s.max_serve_count(id), 2);
     assert!(s.spoiled_bytes() > 0 && s.spoiled_bytes() <= 200_000);
     assert_eq!(s.bytes_served(id), 2010 + s.spoiled_bytes());
+}
+
+#[tokio::test]
+async fn faults_and_stats_are_controlled_over_http_with_the_token() {
+    let (sb, id) = served_four_ranges().await;
+    let id = id.as_str();
     // Out-of-process control: faults and stats over HTTP.
     let c = client();
     let res = c
@@ -544,7 +574,7 @@ async fn serve_counting_and_control_endpoints() {
 }
 
 #[tokio::test]
-async fn mutations_and_hostile_names() {
+async fn hostile_names_are_listed_and_served_verbatim() {
     let sb = demo().await;
     let pid = sb.projects()[0].clone();
     let hostile = ["..", "a/b", "nul\0byte", "ctl\x07\x1b", &"x".repeat(300)];
@@ -577,11 +607,21 @@ async fn mutations_and_hostile_names() {
         fetch(&url, &headers, ByteRange::new(0, 33)).await,
         Outcome::Body { status: 206, .. }
     ));
+}
+
+#[tokio::test]
+async fn a_replaced_file_gets_a_new_id_and_is_listed_newest() {
+    let sb = demo().await;
+    let pid = sb.projects()[0].clone();
+    let old = sb
+        .add_files(&pid, vec![FileSpec::new("/weird", "..", 33)])
+        .unwrap()
+        .remove(0);
     let new_id = sb
         .replace_file(&pid, FileSpec::new("/weird", "..", 44))
         .unwrap();
-    assert_ne!(new_id, ids[0]);
-    let (status, _) = api(&sb, &format!("/{}/describe", ids[0]), json!({})).await;
+    assert_ne!(new_id, old);
+    let (status, _) = api(&sb, &format!("/{old}/describe"), json!({})).await;
     assert_eq!(status, 404);
     let (_, v) = api(
         &sb,
@@ -594,10 +634,17 @@ async fn mutations_and_hostile_names() {
         json!(new_id),
         "replaced file is newest"
     );
+}
+
+#[tokio::test]
+async fn an_added_project_is_found_until_it_is_revoked() {
+    let sb = demo().await;
     let other = sb
         .add_project(ProjectSpec::new("second").tag("sjcp-project-data"))
         .unwrap();
     assert_eq!(sb.projects().len(), 2);
+    let (_, v) = api(&sb, "/system/findProjects", json!({"level": "VIEW"})).await;
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
     sb.set_revoked(&other, true);
     let (_, v) = api(&sb, "/system/findProjects", json!({"level": "VIEW"})).await;
     assert_eq!(v["results"].as_array().unwrap().len(), 1);
