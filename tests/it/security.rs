@@ -27,6 +27,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// One invariant over everything that prints or stores: the token appears in no output of any
+/// command (at trace level, in errors too) and in no file of the state directory. Kept as one
+/// test on purpose: the outputs are evidence only together (the check of their volume proves
+/// the search saw enough), and splitting it by output would repeat its sync for each.
 #[tokio::test]
 async fn the_token_never_reaches_logs_errors_status_or_the_journal() {
     const TOKEN: &str = "PLANTED-SECRET-7f3a9c2e5b1d";
