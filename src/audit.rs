@@ -8,10 +8,12 @@
 //!   `verified` (every platform checksum matched) or `unverified` (the platform gives none),
 //!   then the local path.
 //! - `quarantined`: a file ended `corrupt` (its checksums kept failing); nothing published.
+//! - `object-changed`: a pinned drive-backed file's backing object was overwritten under its
+//!   transfer (`412` to `If-Match`); its staged bytes were discarded, nothing published.
 //! - `repaired`: `verify --repair` put a damaged file back into staging for re-fetching.
 //! - `purged`: `dxmirror purge` deleted a project's mirrored data.
 //!
-//! The identity is the platform user from `/system/whoami` for `fetched` and `quarantined`
+//! The identity is the platform user from `/system/whoami` for `fetched`, `quarantined` and `object-changed`
 //! (`None` when it could not be asked), the local user ([`local_identity`]) for `repaired` and
 //! `purged`.
 //!

@@ -297,6 +297,16 @@ impl Journal {
         .await
     }
 
+    /// Forgets a file's plan and all its progress: its next run plans again from its listed
+    /// describe and fetches every byte (the staged bytes were of another version).
+    pub async fn forget_plan(&self, key: &FileKey) -> Result<(), JournalError> {
+        self.call(|ack| Op::ForgetPlan {
+            key: key.clone(),
+            ack,
+        })
+        .await
+    }
+
     /// Records whether a segment's checksum was verified.
     pub async fn set_segment_verified(
         &self,

@@ -15,7 +15,7 @@
 //!   never changed by [`Journal::upsert_project`]. `state` is a [`ProjectState`].
 //! - `files(project_id FK, file_id, folder, name, size, remote_state, archival_state,
 //!   created_ms, modified_ms, parts_json, drive, md5, checksum_type, kind, rel_path, state,
-//!   reason, attempts, sha256, done_ms, updated_ms, last_seen_ms)`, keyed by
+//!   reason, attempts, sha256, done_ms, updated_ms, last_seen_ms, etag)`, keyed by
 //!   `(project_id, file_id)` ([`FileKey`]): the platform description (enough to rebuild the
 //!   [`RemoteFile`](crate::model::RemoteFile) and re-plan), the local path relative to the
 //!   project directory, and the [`FileState`]. Indexed by `(project_id, state)` and

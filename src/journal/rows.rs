@@ -179,6 +179,9 @@ text_enum!(
         Quarantined => "quarantined",
         /// A project was purged.
         Purged => "purged",
+        /// The backing object of a drive-backed file changed under a transfer (`412` to its
+        /// pinned GETs): the staged bytes were discarded and the file failed.
+        ObjectChanged => "object-changed",
     }
 );
 
@@ -321,6 +324,8 @@ pub struct FileRow {
     pub updated_ms: i64,
     /// Last listing that contained it, ms since the epoch.
     pub last_seen_ms: i64,
+    /// The backing object's ETag of a drive-backed file, as last listed.
+    pub etag: Option<String>,
 }
 
 impl FileRow {
@@ -352,6 +357,7 @@ impl FileRow {
             drive: self.drive.clone(),
             md5: self.md5.clone(),
             checksum_type: self.checksum_type.clone(),
+            etag: self.etag.clone(),
         }
     }
 }

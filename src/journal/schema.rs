@@ -150,6 +150,11 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             PRIMARY KEY (project_id, file_id)
         ) STRICT, WITHOUT ROWID;
         "#,
+        // 4: the backing object's ETag of a drive-backed file (`symlinkTargetIdentifier`), as
+        // listed: the version its plan and progress are pinned to.
+        r#"
+        ALTER TABLE files ADD COLUMN etag TEXT;
+        "#,
     ]
 }
 

@@ -190,6 +190,7 @@ pub(super) mod tests {
             sha256: None,
             done_ms: None,
             last_seen_ms: 0,
+            etag: None,
             updated_ms: 0,
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! This module never retries and never decides what a failure means (`retry.rs` does). The
 //! download client carries no `Authorization` header, ever; redirects are followed by hand so
-//! that only `Range` (and the user agent) travel to a redirect target. URLs appear in errors
+//! that only `Range`, a drive-backed file's `If-Match` (and the user agent) travel to a
+//! redirect target. URLs appear in errors
 //! and logs only as their origin (`scheme://host:port/…`).
 
 use base64::Engine as _;
@@ -246,19 +247,34 @@ fn is_redirect(status: StatusCode) -> bool {
 
 /// Headers from the platform that must not override what we send.
 fn reserved_header(name: &HeaderName) -> bool {
-    name == reqwest::header::RANGE || name == reqwest::header::HOST || name == CONTENT_LENGTH
+    name == reqwest::header::RANGE
+        || name == reqwest::header::HOST
+        || name == CONTENT_LENGTH
+        || name == reqwest::header::IF_MATCH
 }
 
 /// One ranged GET (no retry): follows up to [`MAX_REDIRECTS`] redirects by hand and validates
 /// the answer before handing out the body.
+///
+/// With `if_match` (a drive-backed file's ETag, verbatim), every hop carries `If-Match`, so
+/// that a backing object overwritten since its describe answers `412` instead of other bytes.
 pub(crate) async fn get_range(
     client: &Client,
     stall: Duration,
     url: &DownloadUrl,
     range: ByteRange,
     file_size: u64,
+    if_match: Option<&str>,
 ) -> Result<RangeBody, PlatformError> {
     let shown = url.redacted();
+    let if_match = match if_match {
+        None => None,
+        Some(tag) => Some(HeaderValue::from_str(tag).map_err(|_| {
+            PlatformError::InvalidRequest(
+                "the file's ETag cannot be sent as an If-Match header".to_owned(),
+            )
+        })?),
+    };
     let Some(range_header) = range.http_header() else {
         return Err(PlatformError::InvalidRequest(format!(
             "empty range at offset {} of {shown}",
@@ -278,6 +294,10 @@ pub(crate) async fn get_range(
         let mut req = client
             .get(target.clone())
             .header(reqwest::header::RANGE, &range_header);
+        // The pin travels on every hop: the storage host is the one that can check it.
+        if let Some(tag) = &if_match {
+            req = req.header(reqwest::header::IF_MATCH, tag);
+        }
         // The platform's headers go to the platform URL only, never to a redirect target.
         if hops == 0 {
             for (name, value) in &url.headers {

@@ -384,12 +384,27 @@ impl DxClient {
         range: ByteRange,
         file_size: u64,
     ) -> Result<RangeBody, PlatformError> {
+        self.get_range_pinned(url, range, file_size, None).await
+    }
+
+    /// [`DxClient::get_range`] pinned to a drive-backed file's backing object: `If-Match:
+    /// <etag>` (verbatim) goes to the platform URL and to every redirect target, so that an
+    /// object overwritten since its describe answers `412` (`ObjectChanged` in the retry
+    /// table) rather than bytes of another version.
+    pub async fn get_range_pinned(
+        &self,
+        url: &DownloadUrl,
+        range: ByteRange,
+        file_size: u64,
+        etag: Option<&str>,
+    ) -> Result<RangeBody, PlatformError> {
         http::get_range(
             &self.inner.download,
             self.inner.cfg.stall_timeout,
             url,
             range,
             file_size,
+            etag,
         )
         .await
     }

@@ -11,6 +11,7 @@
 //! | 429 or 503 with `Retry-After` | `RetryAfter` (no retry budget spent) | `RetryAfter` |
 //! | 401/403 | `BadToken` (InvalidAuthentication) / `PermissionDenied` | `RefreshUrl` |
 //! | 404 `ResourceNotFound` | `NotFound` | `RefreshUrlOnce` |
+//! | 412 (a pinned GET: `If-Match` no longer names the object) | — | `ObjectChanged` |
 //! | 422 `InvalidState` | `InvalidState` | `Fail` |
 //! | other 4xx | `Fatal` | `Fail` |
 //!
@@ -52,6 +53,10 @@ pub enum DownloadDisposition {
     RefreshUrl,
     /// Get a fresh URL once; if that fails the same way, record the file as failed.
     RefreshUrlOnce,
+    /// `412 Precondition Failed` on a pinned GET: the object behind a drive-backed file was
+    /// overwritten since its describe. Never retried, and no byte of it may be mixed with the
+    /// bytes already staged: the file's progress is discarded and the file fails.
+    ObjectChanged,
     /// Record the failure on the file; do not retry.
     Fail,
 }
@@ -135,6 +140,7 @@ impl PlatformError {
                     s if is_transient_status(s) => DownloadDisposition::RetryRange,
                     401 | 403 => DownloadDisposition::RefreshUrl,
                     404 => DownloadDisposition::RefreshUrlOnce,
+                    412 => DownloadDisposition::ObjectChanged,
                     _ => DownloadDisposition::Fail,
                 }
             }
@@ -357,6 +363,7 @@ mod tests {
             (http(401, None), RefreshUrl),
             (http(403, None), RefreshUrl),
             (http(404, None), RefreshUrlOnce),
+            (http(412, None), ObjectChanged),
             (http(416, None), Fail),
             (http(400, None), Fail),
             (

@@ -15,7 +15,7 @@ use crate::model::{
 };
 
 /// The fields asked of every listed file.
-pub(crate) const FILE_FIELDS: [&str; 12] = [
+pub(crate) const FILE_FIELDS: [&str; 13] = [
     "id",
     "name",
     "folder",
@@ -28,6 +28,9 @@ pub(crate) const FILE_FIELDS: [&str; 12] = [
     "drive",
     "md5",
     "checksumType",
+    // The backing object's ETag of a drive-backed file: not a default field of listings
+    // (`dx download -r` never gets it), so it is asked for by name.
+    "symlinkTargetIdentifier",
 ];
 
 /// `{"error": {"type", "message"}}`.
@@ -120,6 +123,22 @@ pub(crate) struct FileDescribe {
     pub md5: Option<String>,
     #[serde(default)]
     pub checksum_type: Option<String>,
+    /// `{"ETag": "..."}`; any other shape is taken as no ETag (an unknown shape must not fail
+    /// the listing).
+    #[serde(default)]
+    pub symlink_target_identifier: Option<Value>,
+}
+
+impl FileDescribe {
+    /// `symlinkTargetIdentifier.ETag`, verbatim, when it is a non-empty string.
+    fn etag(&self) -> Option<String> {
+        self.symlink_target_identifier
+            .as_ref()?
+            .get("ETag")?
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    }
 }
 
 /// One entry of `parts`.
@@ -137,6 +156,7 @@ pub(crate) struct WirePart {
 /// Converts one listed object into a [`RemoteFile`] of `project`.
 pub(crate) fn to_remote_file(obj: FoundObject, project: &ProjectId) -> Result<RemoteFile, String> {
     let d = obj.describe;
+    let etag = d.etag();
     if d.id != obj.id {
         return Err(format!("result {} describes {}", obj.id, d.id));
     }
@@ -181,6 +201,7 @@ pub(crate) fn to_remote_file(obj: FoundObject, project: &ProjectId) -> Result<Re
         drive: d.drive,
         md5: d.md5.map(Stated::md5),
         checksum_type: d.checksum_type.map(Stated::checksum_type),
+        etag,
     })
 }
 

@@ -139,6 +139,9 @@ pub(super) struct ChunkCtx {
     /// Largest range one GET asks for (4 MiB for drive-backed files, so that Azure states
     /// each range's MD5; unbounded otherwise).
     range_cap: u64,
+    /// The backing object's ETag every GET is pinned to (`If-Match`), for drive-backed files
+    /// whose describe gave one.
+    pin: Option<String>,
     /// Neither sync nor journal progress while fetching: the caller makes the whole file
     /// durable once and journals its chunks with the file's end (small files, at most one
     /// progress step, so a kill loses no more than the usual unsynced step).
@@ -161,6 +164,7 @@ impl ChunkCtx {
     ) -> ChunkCtx {
         ChunkCtx {
             range_cap: u64::MAX,
+            pin: None,
             deferred: false,
             client,
             journal,
@@ -186,6 +190,12 @@ impl ChunkCtx {
     /// Limits every GET to `cap` bytes.
     pub(super) fn with_range_cap(mut self, cap: u64) -> ChunkCtx {
         self.range_cap = cap.max(1);
+        self
+    }
+
+    /// Pins every GET to the backing object's `etag` (`If-Match` on every hop).
+    pub(super) fn with_pin(mut self, etag: Option<String>) -> ChunkCtx {
+        self.pin = etag;
         self
     }
 
@@ -395,6 +405,14 @@ impl ChunkCtx {
                         slot.url = None;
                     }
                 }
+                DownloadDisposition::ObjectChanged => {
+                    warn!(chunk_idx = chunk.idx, error = %err, "the backing object changed since its describe");
+                    return Err(ChunkFailure::File(FileOutcome::ObjectChanged {
+                        reason: format!(
+                            "the object behind this drive-backed file was overwritten since the platform described it ({err} to If-Match with the described ETag): the platform's describe no longer matches the bytes, so the file must be re-vended; the bytes staged so far were discarded"
+                        ),
+                    }));
+                }
                 DownloadDisposition::Fail => {
                     warn!(chunk_idx = chunk.idx, error = %err, "range failed permanently");
                     return Err(ChunkFailure::File(FileOutcome::Failed {
@@ -447,7 +465,10 @@ impl ChunkCtx {
         crc: &mut u32,
         attempt: &mut u32,
     ) -> Result<(), StreamError> {
-        let mut body = self.client.get_range(url, range, self.file_size).await?;
+        let mut body = self
+            .client
+            .get_range_pinned(url, range, self.file_size, self.pin.as_deref())
+            .await?;
         if let Some(expected) = body.content_md5() {
             return self
                 .stream_checked_range(&mut body, expected, chunk, done, crc, attempt)

@@ -24,7 +24,9 @@ pub(super) fn file_end(outcome: &FileOutcome) -> Option<(FileState, &str)> {
         FileOutcome::Skipped { reason } => Some((FileState::Skipped, reason)),
         FileOutcome::Gone { reason } => Some((FileState::Gone, reason)),
         FileOutcome::Corrupt { reason } => Some((FileState::Corrupt, reason)),
-        FileOutcome::Failed { reason } => Some((FileState::Failed, reason)),
+        FileOutcome::Failed { reason } | FileOutcome::ObjectChanged { reason } => {
+            Some((FileState::Failed, reason))
+        }
     }
 }
 
@@ -109,6 +111,12 @@ pub(super) fn range_cap(drive_backed: bool) -> u64 {
     } else {
         u64::MAX
     }
+}
+
+/// The ETag a file's GETs are pinned to: a drive-backed file's, when its describe gave one.
+/// (dxpy pins only files with parts; a parts-less symlink is pinned too.)
+pub(super) fn pin(remote: &crate::model::RemoteFile) -> Option<String> {
+    remote.drive.as_ref().and(remote.etag.clone())
 }
 
 /// One journaled claim that start-up re-hashes: chunk `idx`'s bytes `range` must hash to `crc`.

@@ -170,6 +170,13 @@ pub enum FileOutcome {
         /// The last error.
         reason: String,
     },
+    /// A pinned GET was refused (`412`): the backing object of a drive-backed file changed
+    /// since its describe. Its staged progress is discarded and it ends failed; a later
+    /// listing with a new describe starts it again.
+    ObjectChanged {
+        /// What happened, for the journal, the audit trail and `status`.
+        reason: String,
+    },
 }
 
 impl FileOutcome {
@@ -319,6 +326,39 @@ impl Engine {
         Ok(())
     }
 
+    /// The backing object of a pinned file changed under its transfer: forgets its plan and
+    /// progress (journal first, so that nothing claims the staged bytes), removes the staging
+    /// file, and records the event (journal, audit trail). No byte of either version is
+    /// published; the file's state and reason are recorded by the caller.
+    async fn object_changed(&self, job: &FileJob, reason: &str) -> Result<(), TransferError> {
+        let key = job.key();
+        self.journal.forget_plan(&key).await?;
+        let (store, id) = (job.store.clone(), job.remote.id.clone());
+        tokio::task::spawn_blocking(move || store.remove_staging(&id))
+            .await
+            .map_err(|e| TransferError::Io(format!("staging task failed: {e}")))?
+            .map_err(TransferError::from_store)?;
+        self.journal
+            .record_event(
+                crate::journal::EventLevel::Error,
+                Some(&key.project),
+                Some(&key.file),
+                format!("{}: {reason}", job.rel_path),
+            )
+            .await?;
+        let detail = format!(
+            "{}: backing object changed (pinned ETag {}); staged bytes discarded",
+            job.rel_path,
+            job.remote.etag.as_deref().unwrap_or("?")
+        );
+        let row = self
+            .journal
+            .append_audit(self.new_audit(job, Action::ObjectChanged, detail))
+            .await?;
+        audit::append_logged(self.cfg.audit_log.as_deref(), &row);
+        Ok(())
+    }
+
     /// Live counters for progress display.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
@@ -371,6 +411,9 @@ impl Engine {
         let key = job.key();
         let started = Instant::now();
         let outcome = self.run_file_inner(&job).await?;
+        if let FileOutcome::ObjectChanged { reason } = &outcome {
+            self.object_changed(&job, reason).await?;
+        }
         if let Some((state, reason)) = decide::file_end(&outcome) {
             self.journal
                 .set_file_state(&key, state, Some(reason.to_owned()))
@@ -430,7 +473,8 @@ impl Engine {
             tracker.clone(),
             reservation,
         )
-        .with_range_cap(decide::range_cap(remote.drive.is_some()));
+        .with_range_cap(decide::range_cap(remote.drive.is_some()))
+        .with_pin(decide::pin(remote));
         let ctx = match self.take_prefetched(&key).await {
             Some(url) => ctx.with_url(url),
             None => ctx,

@@ -9,6 +9,7 @@ mod dxpy;
 mod faults;
 mod journal;
 mod mirror_root;
+mod pinned;
 mod platform;
 mod readback;
 mod resume;

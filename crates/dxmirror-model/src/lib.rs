@@ -420,6 +420,10 @@ pub struct RemoteFile {
     pub md5: Option<Stated<Digest>>,
     /// Algorithm of the part `checksum`s.
     pub checksum_type: Option<Stated<ChecksumType>>,
+    /// The backing object's ETag of a drive-backed file (`symlinkTargetIdentifier.ETag`),
+    /// verbatim: every ranged GET sends it back as `If-Match`, so that bytes of another
+    /// version of the object are refused (`412`) rather than mixed in.
+    pub etag: Option<String>,
 }
 
 impl RemoteFile {

@@ -53,6 +53,7 @@ impl RemoteFileBuilder {
                 drive: None,
                 md5: None,
                 checksum_type: None,
+                etag: None,
             },
         }
     }
@@ -114,6 +115,12 @@ impl RemoteFileBuilder {
     /// The archival state as the platform would state it (`live`, `archived`, ...).
     pub fn archival(mut self, state: &str) -> Self {
         self.file.archival_state = ArchivalState::parse(state);
+        self
+    }
+
+    /// The backing object's ETag (`symlinkTargetIdentifier.ETag`).
+    pub fn etag(mut self, etag: &str) -> Self {
+        self.file.etag = Some(etag.to_owned());
         self
     }
 

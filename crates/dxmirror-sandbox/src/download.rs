@@ -110,6 +110,9 @@ pub(crate) async fn handle_download(
     buf: &mut Vec<u8>,
 ) -> io::Result<bool> {
     shared.counters.request("GET download");
+    if req.header("if-match").is_some() {
+        shared.counters.if_match("GET download");
+    }
     if req.method != "GET" && req.method != "HEAD" {
         return refuse(stream, 405, "method not allowed", true).await;
     }
@@ -208,14 +211,35 @@ pub(crate) async fn handle_storage(
             .ok()
             .and_then(|fid| world.file(&fid).cloned())
     };
-    let Some(file) = found else {
+    let Some(file) = shared.overwrite_if_due(found) else {
         return refuse(stream, 404, "BlobNotFound", true).await;
     };
+    if let Some(asked) = req.header("if-match") {
+        shared.counters.if_match("GET storage");
+        if asked.trim() != "*" && asked != object_etag(&file) {
+            // Azure's answer when the blob changed since the client learnt its ETag.
+            shared.counters.precondition_failed();
+            let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ConditionNotMet</Code><Message>The condition specified using HTTP conditional header(s) is not met.</Message></Error>";
+            let headers = [
+                ("Content-Type", "application/xml".to_owned()),
+                ("ETag", object_etag(&file)),
+            ];
+            http::write_simple(stream, 412, &headers, body.as_bytes(), true).await?;
+            return Ok(true);
+        }
+    }
     // Azure's Get Blob: `x-ms-range-get-content-md5: true` asks for the range's MD5.
     let range_md5 = req
         .header("x-ms-range-get-content-md5")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     serve_body(stream, shared, &file, req, buf, range_md5).await
+}
+
+/// The ETag the storage host states for a file's backing object.
+fn object_etag(file: &BuiltFile) -> String {
+    file.object_etag
+        .clone()
+        .unwrap_or_else(|| format!("\"{}\"", file.id))
 }
 
 /// Parsed `Range` header against a size.
@@ -463,7 +487,7 @@ async fn serve_body(
         ("Content-Type", "application/octet-stream".to_owned()),
         ("Accept-Ranges", "bytes".to_owned()),
         ("Content-Length", content_len.to_string()),
-        ("ETag", format!("\"{}\"", file.id)),
+        ("ETag", object_etag(file)),
     ];
     if range_md5 && status == 206 {
         // The MD5 of the bytes the head claims (a flip in transit then shows).

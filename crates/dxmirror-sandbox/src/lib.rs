@@ -261,6 +261,9 @@ pub(crate) struct Shared {
     pub counters: stats::Counters,
     /// How many times each (file, start, end) was requested.
     pub range_requests: Mutex<HashMap<(String, u64, u64), u64>>,
+    /// Pending overwrites of backing objects: the file's object is overwritten once this many
+    /// of its bytes were served.
+    pub overwrites: Mutex<Vec<(FileId, u64)>>,
     key: [u8; 32],
     pub api_base: String,
     pub storage_base: String,
@@ -307,6 +310,73 @@ impl Shared {
             Ok(mut g) => *g = faults,
             Err(p) => *p.into_inner() = faults,
         }
+    }
+
+    /// Overwrites the backing object of a drive-backed file behind the platform's back: new
+    /// bytes and a new object ETag, its describe (ETag, checksums) unchanged. Every copy of the
+    /// id changes (they share one object). Returns the object's new ETag.
+    pub fn overwrite_object(&self, id: &FileId) -> Option<String> {
+        let mut w = self.write_world();
+        let idxs = w.by_id.get(id)?.clone();
+        let mut etag = None;
+        for i in idxs {
+            let mut file = (*w.ds.files[i]).clone();
+            file.content_key = file
+                .content_key
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(1);
+            // The precomputed range MD5s were of the old bytes; the storage host now
+            // computes them from the new ones.
+            file.block_md5.clear();
+            let tag = format!("\"0x8D{:014X}\"", file.content_key & 0x00FF_FFFF_FFFF_FFFF);
+            file.object_etag = Some(tag.clone());
+            etag = Some(tag);
+            w.ds.files[i] = Arc::new(file);
+        }
+        etag
+    }
+
+    /// Re-vends a file whose backing object was overwritten: its describe (ETag, md5, part
+    /// checksums) now states the object's current bytes. False for an unknown file.
+    pub fn revend_object(&self, id: &FileId) -> bool {
+        let mut w = self.write_world();
+        let Some(idxs) = w.by_id.get(id).cloned() else {
+            return false;
+        };
+        for i in idxs {
+            w.ds.files[i] = Arc::new(w.ds.files[i].revended());
+        }
+        true
+    }
+
+    /// The file a storage request serves, after any overwrite of its object that is due
+    /// (see [`Sandbox::overwrite_object_after`]).
+    pub fn overwrite_if_due(&self, found: Option<Arc<BuiltFile>>) -> Option<Arc<BuiltFile>> {
+        let file = found?;
+        let due = {
+            let mut pending = match self.overwrites.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let served = || self.counters.snapshot().bytes_served(file.id.as_str());
+            match pending
+                .iter()
+                .position(|(id, at)| id == &file.id && served() >= *at)
+            {
+                Some(pos) => {
+                    pending.remove(pos);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !due {
+            return Some(file);
+        }
+        self.overwrite_object(&file.id);
+        self.read_world()
+            .file_in(&file.id, Some(file.project.as_str()))
+            .cloned()
     }
 
     /// Counts a request of `[start, end)` of `file` and returns how many came before it.
@@ -440,6 +510,7 @@ impl Sandbox {
             faults: RwLock::new(opts.faults),
             counters: stats::Counters::default(),
             range_requests: Mutex::new(HashMap::new()),
+            overwrites: Mutex::new(Vec::new()),
             key,
             api_base: format!("http://{api_addr}"),
             storage_base: format!("http://{storage_addr}"),
@@ -561,6 +632,31 @@ impl Sandbox {
         let mut out = vec![0u8; (end - start) as usize];
         f.fill(start, &mut out);
         out
+    }
+
+    /// Overwrites a drive-backed file's backing object now, as someone overwriting the blob
+    /// in its bucket would: the storage host serves new bytes under a new ETag, while the
+    /// platform's describe (ETag, md5, parts) stays as it was. Returns the new object ETag,
+    /// `None` for an unknown file.
+    pub fn overwrite_object(&self, file: &FileId) -> Option<String> {
+        self.shared.overwrite_object(file)
+    }
+
+    /// Overwrites the backing object (as [`Sandbox::overwrite_object`]) at the first storage
+    /// request of the file after `bytes` of it were served: a transfer is then cut in two
+    /// versions at a known point, without any timing.
+    pub fn overwrite_object_after(&self, file: &FileId, bytes: u64) {
+        let mut pending = match self.shared.overwrites.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        pending.push((file.clone(), bytes));
+    }
+
+    /// Re-vends a file after [`Sandbox::overwrite_object`]: its describe (ETag, md5, part
+    /// checksums) becomes that of the object's current bytes, as a new describe would.
+    pub fn revend_object(&self, file: &FileId) -> bool {
+        self.shared.revend_object(file)
     }
 
     /// A snapshot of the serve counters.

@@ -43,6 +43,13 @@ pub struct ServeStats {
     /// every byte written so far is in these counters (a test waits for it after killing a
     /// client, instead of sleeping).
     pub responses_in_flight: u64,
+    /// Requests that carried `If-Match`, per host (`GET download`, `GET storage`).
+    #[serde(default)]
+    pub if_match_requests: BTreeMap<String, u64>,
+    /// Storage requests answered `412 Precondition Failed` (an `If-Match` that no longer
+    /// names the backing object).
+    #[serde(default)]
+    pub precondition_failed: u64,
 }
 
 /// Per-byte serve counts of a list of intervals: `(range, count)` runs with count > 0.
@@ -127,6 +134,11 @@ impl ServeStats {
         self.bytes_spoiled
     }
 
+    /// Requests to `host` (`GET download`, `GET storage`) that carried `If-Match`.
+    pub fn if_match(&self, host: &str) -> u64 {
+        self.if_match_requests.get(host).copied().unwrap_or(0)
+    }
+
     /// Requests counted for a route key.
     pub fn requests(&self, route: &str) -> u64 {
         self.requests_by_route.get(route).copied().unwrap_or(0)
@@ -164,6 +176,14 @@ impl Counters {
 
     pub(crate) fn fault(&self, name: &str) {
         self.with(|s| *s.faults_injected.entry(name.to_owned()).or_insert(0) += 1);
+    }
+
+    pub(crate) fn if_match(&self, host: &str) {
+        self.with(|s| *s.if_match_requests.entry(host.to_owned()).or_insert(0) += 1);
+    }
+
+    pub(crate) fn precondition_failed(&self) {
+        self.with(|s| s.precondition_failed += 1);
     }
 
     pub(crate) fn auth_refused(&self) {

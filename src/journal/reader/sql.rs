@@ -84,7 +84,7 @@ pub(crate) fn project(
 
 const FILE_COLS: &str = "file_id, project_id, folder, name, size, remote_state, archival_state, \
      created_ms, modified_ms, parts_json, drive, md5, checksum_type, kind, rel_path, state, \
-     reason, attempts, sha256, done_ms, updated_ms, last_seen_ms";
+     reason, attempts, sha256, done_ms, updated_ms, last_seen_ms, etag";
 
 fn file_row(row: &Row<'_>) -> rusqlite::Result<FileRow> {
     let remote_state: String = row.get(5)?;
@@ -126,6 +126,7 @@ fn file_row(row: &Row<'_>) -> rusqlite::Result<FileRow> {
         done_ms: row.get(19)?,
         updated_ms: row.get(20)?,
         last_seen_ms: row.get(21)?,
+        etag: row.get(22)?,
     })
 }
 

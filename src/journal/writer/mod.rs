@@ -75,6 +75,10 @@ pub(crate) enum Op {
         chunk_idxs: Vec<u32>,
         ack: Ack<()>,
     },
+    ForgetPlan {
+        key: FileKey,
+        ack: Ack<()>,
+    },
     SetSegmentVerified {
         key: FileKey,
         seg_idx: u32,
@@ -145,6 +149,7 @@ impl Op {
             | Op::PutPlan { ack, .. }
             | Op::ChunkProgress { ack, .. }
             | Op::ResetChunks { ack, .. }
+            | Op::ForgetPlan { ack, .. }
             | Op::SetSegmentVerified { ack, .. }
             | Op::Event { ack, .. }
             | Op::EndRun { ack, .. }
@@ -396,6 +401,7 @@ fn apply(conn: &Connection, op: Op) -> Pending {
             chunk_idxs,
             ack,
         } => Pending::new(ack, sql::reset_chunks(conn, &key, &chunk_idxs)),
+        Op::ForgetPlan { key, ack } => Pending::new(ack, sql::forget_plan(conn, &key)),
         Op::SetSegmentVerified {
             key,
             seg_idx,

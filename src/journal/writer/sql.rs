@@ -93,9 +93,9 @@ pub(super) fn record_listing(
         .prepare_cached(
             "INSERT INTO files (file_id, project_id, folder, name, size, remote_state, \
                  archival_state, created_ms, modified_ms, parts_json, drive, md5, checksum_type, \
-                 kind, rel_path, state, reason, attempts, updated_ms, last_seen_ms) \
+                 kind, rel_path, state, reason, attempts, updated_ms, last_seen_ms, etag) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-                 0, ?18, ?18) \
+                 0, ?18, ?18, ?19) \
              ON CONFLICT (project_id, file_id) DO NOTHING",
         )
         .sql_ctx("inserting files")?;
@@ -106,13 +106,23 @@ pub(super) fn record_listing(
             "UPDATE files SET folder = ?2, name = ?3, size = ?4, remote_state = ?5, \
                  archival_state = ?6, created_ms = ?7, modified_ms = ?8, parts_json = ?9, \
                  drive = ?10, md5 = ?11, checksum_type = ?12, kind = coalesce(?13, kind), \
-                 rel_path = ?14, state = ?15, reason = ?16, updated_ms = ?17 \
+                 rel_path = ?14, state = ?15, reason = ?16, updated_ms = ?17, etag = ?19 \
              WHERE file_id = ?1 AND project_id = ?18 AND (folder IS NOT ?2 OR name IS NOT ?3 OR size IS NOT ?4 \
                  OR remote_state IS NOT ?5 OR archival_state IS NOT ?6 OR created_ms IS NOT ?7 \
                  OR modified_ms IS NOT ?8 OR parts_json IS NOT ?9 OR drive IS NOT ?10 \
                  OR md5 IS NOT ?11 OR checksum_type IS NOT ?12 \
                  OR (?13 IS NOT NULL AND kind IS NOT ?13) OR rel_path IS NOT ?14 \
-                 OR state IS NOT ?15 OR reason IS NOT ?16)",
+                 OR state IS NOT ?15 OR reason IS NOT ?16 OR etag IS NOT ?19)",
+        )
+        .sql_ctx("updating files")?;
+    // A file not yet published whose describe changed (a drive-backed object re-vended: new
+    // ETag, checksums or parts) starts again: its plan and progress were of the old version.
+    let mut stale_plan = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE project_id = ?1 AND file_id = ?2 \
+                 AND state NOT IN ('verified', 'unverified') \
+                 AND (etag IS NOT ?3 OR md5 IS NOT ?4 OR parts_json IS NOT ?5 \
+                     OR checksum_type IS NOT ?6))",
         )
         .sql_ctx("updating files")?;
     let mut keep_reason = conn
@@ -152,7 +162,8 @@ pub(super) fn record_listing(
                         f.rel_path,
                         state,
                         reason,
-                        now
+                        now,
+                        r.etag
                     ])
                     .sql_ctx("inserting files")?;
                 // n == 0: the platform listed the id twice; the first description wins.
@@ -173,6 +184,15 @@ pub(super) fn record_listing(
                         (state, reason)
                     }
                 };
+                let stale: bool = stale_plan
+                    .query_row(
+                        params![project, r.id, r.etag, r.md5, parts_json, r.checksum_type],
+                        |row| row.get(0),
+                    )
+                    .sql_ctx("updating files")?;
+                if stale {
+                    forget_plan(conn, &FileKey::new(project, &r.id))?;
+                }
                 let n = update
                     .execute(params![
                         r.id,
@@ -192,7 +212,8 @@ pub(super) fn record_listing(
                         state,
                         reason,
                         now,
-                        project
+                        project,
+                        r.etag
                     ])
                     .sql_ctx("updating files")?;
                 if n > 0 {
@@ -308,6 +329,21 @@ pub(super) fn mark_done(
         .execute(params![key.project, key.file, state, sha256, now])
         .sql_ctx("marking a file done")?;
     known_file(n, key)
+}
+
+/// Forgets a file's plan and progress (its chunks and segments): its next run plans again
+/// from the listed describe and fetches from zero.
+pub(super) fn forget_plan(conn: &Connection, key: &FileKey) -> Result<(), JournalError> {
+    for sql in [
+        "DELETE FROM chunks WHERE project_id = ?1 AND file_id = ?2",
+        "DELETE FROM segments WHERE project_id = ?1 AND file_id = ?2",
+    ] {
+        conn.prepare_cached(sql)
+            .sql_ctx("forgetting a plan")?
+            .execute(params![key.project, key.file])
+            .sql_ctx("forgetting a plan")?;
+    }
+    Ok(())
 }
 
 /// Replaces a file's plan (segments and chunks, no progress) and sets its kind.

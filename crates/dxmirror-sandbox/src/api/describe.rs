@@ -71,6 +71,8 @@ const FILE_DEFAULTS: &[&str] = &[
     "size",
     "region",
     "drive",
+    // Only pinned drive-backed files have it (as dx download relies on getting it by default).
+    "symlinkTargetIdentifier",
 ];
 
 fn file_field(f: &BuiltFile, name: &str) -> Option<Value> {
@@ -100,6 +102,7 @@ fn file_field(f: &BuiltFile, name: &str) -> Option<Value> {
             json!({"object": format!("azure://sjcloud/blobs/{}", f.id)})
         }
         "checksumType" => json!(f.checksum_type?.as_str()),
+        "symlinkTargetIdentifier" => json!({"ETag": f.etag.as_ref()?}),
         "parts" if !s.kind.is_symlink() => {
             let part_state = if s.state == "closed" {
                 "complete"

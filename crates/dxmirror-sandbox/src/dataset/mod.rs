@@ -84,9 +84,37 @@ pub struct BuiltFile {
     /// states as `Content-MD5` for a range asked with `x-ms-range-get-content-md5` (as Azure
     /// does), precomputed so that serving costs nothing.
     pub block_md5: Vec<[u8; 16]>,
+    /// The ETag its describe states (`symlinkTargetIdentifier.ETag`), for pinned drive-backed
+    /// files.
+    pub etag: Option<String>,
+    /// The ETag of the backing object as the storage host holds it now: the described one
+    /// until the object is overwritten behind the platform's back.
+    pub object_etag: Option<String>,
 }
 
 impl BuiltFile {
+    /// The file as the platform describes it once it is re-vended after its backing object
+    /// was overwritten: the describe's ETag, whole-file md5 and part checksums become those
+    /// of the object's current bytes.
+    pub fn revended(&self) -> BuiltFile {
+        let mut file = self.clone();
+        file.etag = file.object_etag.clone();
+        if file.md5.is_some() {
+            let (whole, blocks) = whole_and_block_md5(file.content_key, file.spec.size);
+            file.md5 = Some(whole);
+            file.block_md5 = blocks;
+        }
+        for part in &mut file.parts {
+            if part.md5.is_some() {
+                part.md5 = Some(md5_of(file.content_key, part.range));
+            }
+            if let (Some(_), Some(kind)) = (&part.checksum, file.checksum_type) {
+                part.checksum = Some(checksum_of(kind, file.content_key, part.range));
+            }
+        }
+        file
+    }
+
     /// Fills `buf` with the file's bytes starting at `offset` (past the end: zeros).
     pub fn fill(&self, offset: u64, buf: &mut [u8]) {
         match &self.literal {
@@ -273,8 +301,14 @@ impl Dataset {
             if spec.kind == FileSpecKind::SymlinkWholeMd5 {
                 jobs.push(HashJob::WholeMd5(file_idx));
             }
+            let etag = (spec.etag && spec.kind.is_drive()).then(|| {
+                // Azure's form: a quoted hex number.
+                format!("\"0x8D{:014X}\"", content_key & 0x00FF_FFFF_FFFF_FFFF)
+            });
             ids.push(id.clone());
             built.push(BuiltFile {
+                object_etag: etag.clone(),
+                etag,
                 id,
                 project: project.clone(),
                 spec,

@@ -83,6 +83,10 @@ pub struct FileSpec {
     pub created_ms: i64,
     /// Last modification time, ms since the epoch.
     pub modified_ms: i64,
+    /// A drive-backed file pinned to its backing object: its describe carries
+    /// `symlinkTargetIdentifier: {"ETag": ...}` and the storage host honours `If-Match`
+    /// (off by default; ignored for files that are not drive-backed).
+    pub etag: bool,
 }
 
 /// Base timestamp of synthetic datasets (2026-01-05T00:00:00Z), in ms.
@@ -101,7 +105,14 @@ impl FileSpec {
             archival_state: "live".to_owned(),
             created_ms: BASE_TIME_MS,
             modified_ms: BASE_TIME_MS,
+            etag: false,
         }
+    }
+
+    /// Pins a drive-backed file to its backing object's ETag (see [`FileSpec::etag`]).
+    pub fn pinned(mut self) -> FileSpec {
+        self.etag = true;
+        self
     }
 
     /// Sets the kind.
