@@ -203,6 +203,34 @@ pub struct ScheduledVerify {
     pub repair: bool,
 }
 
+/// `[metrics]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Where the OpenMetrics endpoint listens: `PORT` (on 127.0.0.1), `IP:PORT` or
+    /// `localhost:PORT`; absent: no endpoint.
+    pub listen: Option<String>,
+}
+
+/// Parses `[metrics] listen`: a bare port binds loopback only; any other address is used
+/// only because it was written out.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|e| format!("[metrics] listen = {text:?}: bad port: {e}"))?;
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    text.parse::<SocketAddr>().map_err(|_| {
+        format!("[metrics] listen = {text:?} must be PORT, IP:PORT ([IPv6]:PORT) or localhost:PORT")
+    })
+}
+
 /// The config file exactly as serde reads it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -255,6 +283,9 @@ pub struct RawConfig {
     /// Scheduled verification (daemon).
     #[serde(default)]
     pub verify: RawVerify,
+    /// The metrics endpoint (daemon).
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// Validated `[discovery]`.
@@ -343,6 +374,8 @@ pub struct Config {
     pub watch: Option<Watch>,
     /// Scheduled re-verification of the mirror by the daemon, if configured.
     pub verify: Option<ScheduledVerify>,
+    /// Where the daemon's OpenMetrics endpoint listens, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -553,7 +586,15 @@ impl Config {
                     .into(),
             ));
         }
+        let metrics_listen = raw
+            .metrics
+            .listen
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
+            .map_err(invalid)?;
         Ok(Config {
+            metrics_listen,
             source: path.to_owned(),
             api_url,
             token_file: raw.token_file,
@@ -644,6 +685,26 @@ mod tests {
         assert!(err.contains("project-x"), "{err}");
         let err = parse("state-dir = \"/x\"\n").unwrap_err().to_string();
         assert!(err.contains("mirror-root"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_written_out() {
+        let listen = |v: &str| {
+            parse(&format!(
+                "mirror-root = \"/m\"\nstate-dir = \"/s\"\n[metrics]\nlisten = \"{v}\"\n"
+            ))
+            .map(|c| c.metrics_listen.unwrap().to_string())
+        };
+        assert!(parse("mirror-root = \"/m\"\nstate-dir = \"/s\"\n")
+            .unwrap()
+            .metrics_listen
+            .is_none());
+        assert_eq!(listen("9477").unwrap(), "127.0.0.1:9477");
+        assert_eq!(listen("localhost:9477").unwrap(), "127.0.0.1:9477");
+        assert_eq!(listen("0.0.0.0:9477").unwrap(), "0.0.0.0:9477");
+        assert_eq!(listen("[::1]:9477").unwrap(), "[::1]:9477");
+        let err = listen("metrics.example:9477").unwrap_err().to_string();
+        assert!(err.contains("[metrics] listen"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! Each concern the loop calls into has a file of its own: `timers` (pure: when each timer is
 //! due, on an injected clock), `root` (waiting for a usable mirror root), `token` (the pass
 //! context and a refused token), `discovery`, `watch` (the inbox), `verify` (the scheduled
-//! verification), `expiry` (`access-expires`), `reload`, `schedule` (finished passes and the
+//! verification), `expiry` (`access-expires`), `metrics` (the endpoint's task), `reload`, `schedule` (finished passes and the
 //! queue order) and `status` (the daemon's journal row and `STATUS=` line).
 //!
 //! Everything is injected (config path, shutdown future, reload channel, notifier, and inside
@@ -20,6 +20,7 @@
 
 mod discovery;
 mod expiry;
+mod metrics;
 mod reload;
 mod root;
 mod schedule;
@@ -43,8 +44,10 @@ use tracing::{error, info};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::counters::Counters;
 use crate::journal::{DaemonRow, DaemonState, Journal, JournalError};
 use crate::lock::{LockError, WriterLock};
+use crate::metrics::MetricsSource;
 use crate::model::{FileId, ProjectId};
 use crate::pass::{PassContext, ProjectSummary, SyncError};
 use crate::verify::{VerifyError, VerifyReport};
@@ -72,6 +75,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The metrics endpoint could not listen at start.
+    #[error(transparent)]
+    Metrics(crate::metrics::MetricsError),
 }
 
 impl From<JournalError> for DaemonError {
@@ -140,7 +146,11 @@ pub async fn run_with(
     let journal = Journal::open(&cfg.state_dir)?;
     let run_id = journal.start_run("daemon").await?;
     let mut d = Daemon::new(cfg_path, cfg, journal.clone(), notify, lock, clock);
-    let result = d.main_loop(shutdown, &mut reloads).await;
+    let result = match d.follow_metrics(true).await {
+        Ok(()) => d.main_loop(shutdown, &mut reloads).await,
+        Err(e) => Err(e),
+    };
+    d.stop_metrics();
     d.tasks.shutdown().await;
     d.row.state = DaemonState::Stopped;
     d.row.stopped_ms = Some(d.clock.now_ms());
@@ -182,6 +192,12 @@ struct Daemon {
     root_held: bool,
     /// The verification running in the background, if any.
     verify_task: Option<tokio::task::JoinHandle<Result<VerifyReport, VerifyError>>>,
+    /// What every client and engine of this daemon counts into (kept across reloads).
+    counters: Arc<Counters>,
+    /// What the metrics endpoint reads.
+    metrics: Arc<MetricsSource>,
+    /// The metrics endpoint's address and task, while it listens.
+    metrics_task: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Daemon {
@@ -200,7 +216,16 @@ impl Daemon {
             ..DaemonRow::default()
         };
         let timers = Timers::new(clock.now(), notify.watchdog_interval());
+        let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(MetricsSource::new(
+            counters.clone(),
+            journal.clone(),
+            cfg.clone(),
+        ));
         Daemon {
+            counters,
+            metrics,
+            metrics_task: None,
             cfg_path,
             cfg,
             journal,
@@ -332,6 +357,7 @@ impl Daemon {
         }
         self.on_timers().await?;
         self.schedule();
+        self.metrics_queue();
         Ok(())
     }
 

@@ -54,6 +54,7 @@ impl Daemon {
                     self.row.state = self.state_word();
                 }
                 self.build_context().await?;
+                self.follow_metrics(false).await?;
                 if watch_changed {
                     self.start_watch();
                 }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use tracing::{instrument, warn};
 
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::journal::{Journal, JournalError};
 use crate::model::{ApiToken, FileId, ProjectId};
 use crate::platform::{DxClient, PlatformConfig, PlatformError};
@@ -139,12 +140,17 @@ impl ProjectSummary {
 }
 
 /// Builds the platform client from the config and a token.
-pub fn client_for(cfg: &Config, token: ApiToken) -> Result<DxClient, PlatformError> {
+pub fn client_for(
+    cfg: &Config,
+    token: ApiToken,
+    counters: Arc<Counters>,
+) -> Result<DxClient, PlatformError> {
     DxClient::new(PlatformConfig {
         api_url: cfg.api_url.clone(),
         token,
         ca_file: cfg.ca_file.clone(),
         stall_timeout: cfg.stall_timeout,
+        counters,
         ..PlatformConfig::default()
     })
 }
@@ -189,8 +195,17 @@ impl std::fmt::Debug for PassContext {
 impl PassContext {
     /// Builds the client and the engine for `cfg` around an open journal.
     pub fn new(cfg: Config, journal: Journal) -> Result<PassContext, SyncError> {
+        PassContext::with_counters(cfg, journal, Arc::default())
+    }
+
+    /// [`PassContext::new`] counting into `counters` (the daemon's, which outlive a reload).
+    pub fn with_counters(
+        cfg: Config,
+        journal: Journal,
+        counters: Arc<Counters>,
+    ) -> Result<PassContext, SyncError> {
         let (token, _origin) = cfg.token()?;
-        let client = client_for(&cfg, token)?;
+        let client = client_for(&cfg, token, counters)?;
         let engine = Arc::new(
             Engine::new(client.clone(), journal.clone(), engine_config(&cfg))
                 .map_err(|e| SyncError::Transfer(TransferError::Io(e.to_string())))?,

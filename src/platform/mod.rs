@@ -31,6 +31,7 @@ pub use error::{IoKind, PlatformError};
 pub use http::{redact_url, DownloadUrl, RangeBody, MAX_REDIRECTS, RANGE_MD5_MAX};
 pub use retry::{ApiDisposition, Backoff, DownloadDisposition};
 
+use crate::counters::{ApiErrorKind, Counters};
 use crate::model::{ApiToken, ByteRange, FileId, ProjectId, ProjectInfo, RemoteFile};
 
 /// Largest API error body read (the rest is ignored).
@@ -63,6 +64,8 @@ pub struct PlatformConfig {
     pub retry_after_budget: Duration,
     /// `duration` asked of `/file-xxxx/download`.
     pub url_duration: Duration,
+    /// Where API calls, errors and throttled time are counted (shared with the engine).
+    pub counters: Arc<Counters>,
 }
 
 impl Default for PlatformConfig {
@@ -80,6 +83,7 @@ impl Default for PlatformConfig {
             max_retry_after: Duration::from_secs(300),
             retry_after_budget: Duration::from_secs(1800),
             url_duration: Duration::from_secs(24 * 3600),
+            counters: Arc::default(),
         }
     }
 }
@@ -208,6 +212,11 @@ impl DxClient {
     /// The configuration the client was built with.
     pub fn config(&self) -> &PlatformConfig {
         &self.inner.cfg
+    }
+
+    /// The counters this client (and the engine using it) counts into.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.inner.cfg.counters
     }
 
     /// `/system/whoami`: the user id the token belongs to (a cheap token check).
@@ -422,10 +431,19 @@ impl DxClient {
         loop {
             attempts += 1;
             let started = Instant::now();
+            cfg.counters.api_call();
             let err = match self.call_once(route, body).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
+            cfg.counters.api_error(match err.api_disposition() {
+                ApiDisposition::Retry => ApiErrorKind::Transient,
+                ApiDisposition::RetryAfter(_) => ApiErrorKind::Throttled,
+                ApiDisposition::BadToken => ApiErrorKind::Auth,
+                ApiDisposition::PermissionDenied => ApiErrorKind::Permission,
+                ApiDisposition::NotFound => ApiErrorKind::NotFound,
+                ApiDisposition::InvalidState | ApiDisposition::Fatal => ApiErrorKind::Other,
+            });
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let status = err.status().unwrap_or(0);
             let delay = match err.api_disposition() {
@@ -450,6 +468,7 @@ impl DxClient {
                         });
                     }
                     waited += wait;
+                    cfg.counters.throttled(wait);
                     wait
                 }
                 _ => return Err(err),

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::{EngineConfig, FileOutcome, Progress, TransferError};
+use crate::counters::RetryReason;
 use crate::hashing::crc32c_append;
 use crate::journal::{FileKey, Journal};
 use crate::model::ByteRange;
@@ -349,6 +350,8 @@ impl ChunkCtx {
                 Err(StreamError::Local(e)) => return Err(ChunkFailure::Run(e)),
                 Err(StreamError::Mismatch(m)) => {
                     mismatches += 1;
+                    self.client.counters().checksum_mismatch();
+                    self.client.counters().chunk_retry(RetryReason::Checksum);
                     self.range_damaged(chunk, &m, mismatches)?;
                     attempt += 1;
                     tokio::time::sleep(self.cfg.backoff.next_delay(attempt)).await;
@@ -359,12 +362,15 @@ impl ChunkCtx {
             self.note_error(&err);
             match err.download_disposition() {
                 DownloadDisposition::RetryRange => {
+                    self.client.counters().chunk_retry(RetryReason::Transient);
                     attempt += 1;
                     let delay = self.cfg.backoff.next_delay(attempt);
                     debug!(chunk_idx = chunk.idx, attempt, error = %err, "range retry");
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RetryAfter(delay) => {
+                    self.client.counters().chunk_retry(RetryReason::Throttled);
+                    self.client.counters().throttled(delay);
                     debug!(
                         chunk_idx = chunk.idx,
                         delay_ms = delay.as_millis() as u64,
@@ -373,6 +379,8 @@ impl ChunkCtx {
                     tokio::time::sleep(delay).await;
                 }
                 DownloadDisposition::RefreshUrl => {
+                    self.client.counters().chunk_retry(RetryReason::UrlRefresh);
+                    self.client.counters().url_refresh();
                     refreshes += 1;
                     if refreshes > MAX_FRUITLESS_REFRESHES {
                         return Err(ChunkFailure::File(FileOutcome::Failed {
@@ -401,6 +409,8 @@ impl ChunkCtx {
                         }));
                     }
                     slot.not_found_refreshes += 1;
+                    self.client.counters().chunk_retry(RetryReason::UrlRefresh);
+                    self.client.counters().url_refresh();
                     if slot.generation == generation {
                         slot.url = None;
                     }
@@ -596,6 +606,7 @@ impl ChunkCtx {
     fn counted(&self, chunk: Chunk, done: u64, n: u64) {
         self.tracker.advance(chunk.idx, done);
         self.progress.add_bytes(n);
+        self.client.counters().fetched(n);
         self.reservation.consumed(n);
         self.note_progress();
     }

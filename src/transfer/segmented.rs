@@ -148,6 +148,7 @@ impl Engine {
                                     state.seg_verified[seg] = false;
                                     state.seg_retries[seg] = strike.attempt;
                                     warn!(seg_idx = check.idx, attempt = strike.attempt, "segment checksum mismatch");
+                                    self.client.counters().checksum_mismatch();
                                     self.file_warning(&key, strike.evidence.clone()).await?;
                                     state.last_error = Some(strike.evidence);
                                     if let Some(reason) = strike.corrupt {
@@ -200,6 +201,7 @@ impl Engine {
             state.done[c as usize] = 0;
             state.crc[c as usize] = 0;
             self.progress.sub_bytes(lost);
+            self.client.counters().refetched(lost);
         }
         self.journal.reset_chunks(key, chunks.to_vec()).await?;
         Ok(())

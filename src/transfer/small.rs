@@ -87,6 +87,7 @@ impl Engine {
             };
             retries = strike.attempt;
             warn!(attempt = retries, "read-back mismatch");
+            self.client.counters().checksum_mismatch();
             self.file_warning(&key, strike.evidence.clone()).await?;
             state.last_error = Some(strike.evidence);
             if let Some(reason) = strike.corrupt {

@@ -8,6 +8,7 @@ mod diskspace;
 mod dxpy;
 mod faults;
 mod journal;
+mod metrics;
 mod mirror_root;
 mod pinned;
 mod platform;

@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 /// root and may use anything. A new module must be added here.
 const LAYERS: &[(u8, &[&str])] = &[
     (0, &["model", "sandbox"]),
-    (1, &["units", "clock", "dirs", "telemetry"]),
+    (1, &["units", "clock", "dirs", "telemetry", "counters"]),
     (
         2,
         &["lock", "hashing", "planner", "store", "inbox", "access"],
     ),
     (3, &["readback", "selection", "platform", "journal"]),
     (4, &["config", "audit"]),
-    (5, &["transfer", "verify", "purge", "status"]),
+    (5, &["transfer", "verify", "purge", "status", "metrics"]),
     (6, &["pass"]),
     (7, &["sync", "daemon"]),
     (8, &["demo"]),
