@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
+use crate::bandwidth::Bandwidth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::journal::{DaemonRow, DaemonState, Journal, JournalError};
@@ -162,6 +163,9 @@ struct Daemon {
     clock: Arc<dyn Clock>,
     /// The pass context of the config in force; `None` while the token is unusable.
     ctx: Option<Arc<PassContext>>,
+    /// The rate limiters (`bwlimit`): one set for the daemon's life, so that a reload changes
+    /// the rate of the transfers already running on an older pass context.
+    bandwidth: Arc<Bandwidth>,
     known: BTreeMap<ProjectId, Source>,
     due: BTreeSet<ProjectId>,
     force: HashMap<ProjectId, HashSet<FileId>>,
@@ -200,8 +204,10 @@ impl Daemon {
             ..DaemonRow::default()
         };
         let timers = Timers::new(clock.now(), notify.watchdog_interval());
+        let bandwidth = crate::pass::bandwidth_for(&cfg, clock.clone());
         Daemon {
             cfg_path,
+            bandwidth,
             cfg,
             journal,
             notify,

@@ -20,7 +20,11 @@ impl Daemon {
     /// pauses the daemon with a backoff instead of stopping it.
     #[instrument(skip_all)]
     pub(super) async fn build_context(&mut self) -> Result<(), DaemonError> {
-        let ctx = match PassContext::new(self.cfg.clone(), self.journal.clone()) {
+        let ctx = match PassContext::new(
+            self.cfg.clone(),
+            self.journal.clone(),
+            self.bandwidth.clone(),
+        ) {
             Ok(ctx) => ctx,
             Err(e) => {
                 self.token_failed(e.to_string()).await?;
