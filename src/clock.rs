@@ -70,6 +70,15 @@ pub trait Clock: Send + Sync + 'static {
     fn today(&self) -> Date {
         Date::from_ms(self.now_ms())
     }
+    /// Seconds east of UTC of the local time zone at `ms` (the `bwlimit` timetable is read
+    /// in local time, as rclone reads it): the system's zone (`TZ`, `/etc/localtime`).
+    fn utc_offset_s(&self, ms: i64) -> i32 {
+        use chrono::{Offset, TimeZone};
+        chrono::Local
+            .timestamp_millis_opt(ms)
+            .single()
+            .map_or(0, |t| t.offset().fix().local_minus_utc())
+    }
 }
 
 /// The system's clocks: [`Instant::now`] and [`now_ms`].
@@ -127,6 +136,11 @@ impl Clock for ManualClock {
 
     fn now_ms(&self) -> i64 {
         self.now.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Always UTC, so tests read the same on every machine.
+    fn utc_offset_s(&self, _ms: i64) -> i32 {
+        0
     }
 }
 

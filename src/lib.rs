@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod bandwidth;
 pub mod clock;
 pub mod config;
 pub mod counters;

@@ -24,6 +24,35 @@ pub struct StatusReport {
     pub projects: Vec<ProjectLine>,
     /// Files that need attention.
     pub problems: Vec<ProblemLine>,
+    /// The global bandwidth limit the config puts in force now (when the config is known and
+    /// sets one).
+    pub bandwidth: Option<BandwidthLine>,
+}
+
+/// The global `bwlimit` in force and its next change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BandwidthLine {
+    /// The limit now, bytes per second; `None`: no limit.
+    pub limit_bytes_per_s: Option<u64>,
+    /// When the limit next changes, ms since the epoch; `None`: never.
+    pub next_change_ms: Option<i64>,
+    /// The limit from then on, bytes per second; `None`: no limit.
+    pub next_limit_bytes_per_s: Option<u64>,
+    /// The timetable as configured (rclone's `--bwlimit` syntax).
+    pub timetable: String,
+}
+
+impl BandwidthLine {
+    /// What `bwlimit` puts in force at `ms` (local time, `offset_s` east of UTC).
+    pub fn at(table: &crate::bandwidth::Timetable, ms: i64, offset_s: i32) -> BandwidthLine {
+        let f = table.in_force(ms, offset_s);
+        BandwidthLine {
+            limit_bytes_per_s: f.rate.bytes_per_sec(),
+            next_change_ms: f.next.map(|(at, _)| at),
+            next_limit_bytes_per_s: f.next.and_then(|(_, r)| r.bytes_per_sec()),
+            timetable: table.to_string(),
+        }
+    }
 }
 
 /// The daemon's state as it last recorded it.
@@ -205,11 +234,20 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
             _ => None,
         };
     }
+    let bandwidth = cfg.filter(|c| !c.bwlimit.is_off()).map(|c| {
+        use crate::clock::Clock as _;
+        BandwidthLine::at(
+            &c.bwlimit,
+            now_ms,
+            crate::clock::SystemClock.utc_offset_s(now_ms),
+        )
+    });
     Ok(StatusReport {
         daemon,
         last_run,
         projects,
         problems,
+        bandwidth,
     })
 }
 
@@ -271,6 +309,23 @@ fn render_report(r: &StatusReport, json: bool) -> Result<String, StatusError> {
                 d.last_error_ms.map_or_else(String::new, fmt_ms)
             );
         }
+    }
+    if let Some(b) = &r.bandwidth {
+        let rate = |r: Option<u64>| {
+            r.map_or_else(|| "off".to_owned(), |n| format!("{}/s", human_bytes(n)))
+        };
+        let _ = writeln!(
+            out,
+            "bandwidth limit: {}{}",
+            rate(b.limit_bytes_per_s),
+            b.next_change_ms
+                .map(|at| format!(
+                    " until {}, then {}",
+                    fmt_ms(at),
+                    rate(b.next_limit_bytes_per_s)
+                ))
+                .unwrap_or_default()
+        );
     }
     match &r.last_run {
         Some(run) => {
@@ -413,6 +468,11 @@ mod tests {
                 state: "failed".into(),
                 reason: "no byte for 10m".into(),
             }],
+            bandwidth: Some(BandwidthLine::at(
+                &crate::bandwidth::Timetable::parse("08:00,512KiB 12:00,10MiB 23:00,off").unwrap(),
+                T0,
+                0,
+            )),
         }
     }
 
@@ -426,6 +486,7 @@ mod tests {
   rate: 3.0 MiB/s, about 2m 5s left
   last discovery: 2026-01-05T10:00:01Z
   last error (2026-01-05T10:00:02Z): listing project-B: connection reset
+bandwidth limit: 512.0 KiB/s until 2026-01-05T12:00:00Z, then 10.0 MiB/s
 last run: daemon started 2026-01-05T10:00:00Z ended 2026-01-05T11:00:00Z (stopped)
 project-A "SJ Data Request 2026-001" [active]
   files: 4 listed, 2 verified, 1 unverified, 0 skipped, 1 failed
@@ -451,6 +512,7 @@ files needing attention:
         r.last_run = None;
         r.projects.clear();
         r.problems.clear();
+        r.bandwidth = None;
         // No rate for a daemon that does not answer.
         let text = render_report(&r, false).unwrap();
         assert_eq!(

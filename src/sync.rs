@@ -68,7 +68,8 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
         return Err(SyncError::NoProjects(cfg.source.clone()));
     }
     let journal = Journal::open(&cfg.state_dir)?;
-    let ctx = PassContext::new(cfg.clone(), journal.clone())?;
+    let bandwidth = crate::pass::bandwidth_for(cfg, Arc::new(crate::clock::SystemClock));
+    let ctx = PassContext::new(cfg.clone(), journal.clone(), bandwidth)?;
     let run_id = journal.start_run("sync").await?;
     let started = Instant::now();
     let display = spawn_display(ctx.engine.progress(), opts.progress);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::bandwidth::Timetable;
 pub use crate::clock::Date;
 use crate::model::ProjectId;
 use crate::selection::{Filter, SelectionRules};
@@ -93,6 +94,9 @@ pub struct RawProject {
     pub priority: Option<i64>,
     /// End of the data access agreement, `YYYY-MM-DD` (a TOML date or a string).
     pub access_expires: Option<toml::Value>,
+    /// This project's own download rate limit or timetable (rclone's `--bwlimit` syntax), on
+    /// top of the global one.
+    pub bwlimit: Option<String>,
 }
 
 /// The global `[filter]` table: the selection keys of `[[project]]`, applied to every project.
@@ -266,6 +270,8 @@ pub struct RawConfig {
     pub disk_poll: Option<HumanDuration>,
     /// A JSON-lines copy of the audit trail (one record per line, appended).
     pub audit_log: Option<PathBuf>,
+    /// Download rate limit or weekly timetable, in rclone's `--bwlimit` syntax.
+    pub bwlimit: Option<String>,
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
@@ -321,6 +327,8 @@ pub struct ProjectSettings {
     pub priority: i64,
     /// End of the access agreement.
     pub access_expires: Option<Date>,
+    /// The project's own `bwlimit`, if any.
+    pub bwlimit: Option<Timetable>,
 }
 
 /// A validated configuration.
@@ -358,6 +366,8 @@ pub struct Config {
     pub disk_poll: Duration,
     /// The JSON-lines copy of the audit trail, if configured (absolute).
     pub audit_log: Option<PathBuf>,
+    /// The global `bwlimit` (no limit by default).
+    pub bwlimit: Timetable,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
     /// The global `[filter]` selection rules (empty: everything).
@@ -385,6 +395,14 @@ impl Config {
             .get(project)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The projects with a `bwlimit` of their own, and their timetables.
+    pub fn project_bwlimits(&self) -> BTreeMap<ProjectId, Timetable> {
+        self.project_settings
+            .iter()
+            .filter_map(|(id, s)| s.bwlimit.clone().map(|t| (id.clone(), t)))
+            .collect()
     }
 
     /// The selection rules of `project`: the global `[filter]` and the project's own keys
@@ -497,6 +515,13 @@ impl Config {
         if disk_poll < Duration::from_millis(10) {
             return Err(invalid("disk-poll must be at least 10ms".into()));
         }
+        let bwlimit = raw
+            .bwlimit
+            .as_deref()
+            .map(Timetable::parse)
+            .transpose()
+            .map_err(|e| invalid(format!("bwlimit: {e}")))?
+            .unwrap_or_default();
         let mut projects = Vec::new();
         let mut project_settings = BTreeMap::new();
         let mut project_filters = HashMap::new();
@@ -515,6 +540,12 @@ impl Config {
             .map_err(|e| invalid(format!("[[project]] {id}: access-expires: {e}")))?;
             let filter = build_filter(&p.include, &p.exclude, &p.file_types, p.sample_info)
                 .map_err(|e| invalid(format!("[[project]] {id}: {e}")))?;
+            let bwlimit = p
+                .bwlimit
+                .as_deref()
+                .map(Timetable::parse)
+                .transpose()
+                .map_err(|e| invalid(format!("[[project]] {id}: bwlimit: {e}")))?;
             if projects.contains(&id) {
                 if !filter.is_empty() {
                     return Err(invalid(format!(
@@ -528,6 +559,7 @@ impl Config {
                 ProjectSettings {
                     priority: p.priority.unwrap_or(0),
                     access_expires,
+                    bwlimit,
                 },
             );
             projects.push(id.clone());
@@ -611,6 +643,7 @@ impl Config {
             disk_reserve,
             disk_poll,
             audit_log: raw.audit_log,
+            bwlimit,
             projects,
             project_settings,
             discovery,
@@ -658,6 +691,35 @@ mod tests {
             .to_string();
         assert!(err.contains("disk-reserve"), "{err}");
         assert!(parse(&format!("{MINIMAL}disk-reserve = \"plenty\"\n")).is_err());
+    }
+
+    #[test]
+    fn bwlimit_parses_globally_and_per_project() {
+        use crate::bandwidth::Rate;
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.bwlimit.is_off());
+        let p = "project-GZ0yq4Q0fXbqfKZ3Bj0xYv7P";
+        let c = parse(&format!(
+            "{MINIMAL}bwlimit = \"08:00,512KiB 12:00,10MiB 23:00,off\"\n[[project]]\nid = \"{p}\"\nbwlimit = \"4MiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.bwlimit.rate_at(9 * 60), Rate::PerSec(512 << 10));
+        let own = c.project_bwlimits();
+        assert_eq!(own.len(), 1);
+        assert_eq!(
+            own.values().next().unwrap().rate_at(0),
+            Rate::PerSec(4 << 20)
+        );
+        let err = parse(&format!("{MINIMAL}bwlimit = \"512\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bwlimit") && err.contains("no unit"), "{err}");
+        let err = parse(&format!(
+            "{MINIMAL}[[project]]\nid = \"{p}\"\nbwlimit = \"25:00,1MiB\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(p) && err.contains("bwlimit"), "{err}");
     }
 
     #[test]

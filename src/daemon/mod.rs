@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
+use crate::bandwidth::Bandwidth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::counters::Counters;
@@ -172,6 +173,9 @@ struct Daemon {
     clock: Arc<dyn Clock>,
     /// The pass context of the config in force; `None` while the token is unusable.
     ctx: Option<Arc<PassContext>>,
+    /// The rate limiters (`bwlimit`): one set for the daemon's life, so that a reload changes
+    /// the rate of the transfers already running on an older pass context.
+    bandwidth: Arc<Bandwidth>,
     known: BTreeMap<ProjectId, Source>,
     due: BTreeSet<ProjectId>,
     force: HashMap<ProjectId, HashSet<FileId>>,
@@ -222,11 +226,13 @@ impl Daemon {
             journal.clone(),
             cfg.clone(),
         ));
+        let bandwidth = crate::pass::bandwidth_for(&cfg, clock.clone());
         Daemon {
             counters,
             metrics,
             metrics_task: None,
             cfg_path,
+            bandwidth,
             cfg,
             journal,
             notify,

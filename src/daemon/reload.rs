@@ -1,7 +1,8 @@
 //! Reload (SIGHUP): the config is read again and either refused, with the reason logged and
 //! recorded and the old config kept, or put in force: configured projects are queued, a
 //! refused token and an unusable mirror root are tried again at once, a new pass context is
-//! built, the inbox watch follows a changed `[watch]`, and discovery runs at once.
+//! built, the inbox watch follows a changed `[watch]`, the `bwlimit`s take effect at once
+//! (running transfers included), and discovery runs at once.
 //!
 //! It must not change `state-dir` or `mirror-root` (that takes a restart), nor stop a
 //! running pass.
@@ -39,6 +40,11 @@ impl Daemon {
                 info!(config = %self.cfg_path.display(), "config reloaded");
                 let watch_changed = new.watch != self.cfg.watch;
                 self.cfg = new;
+                // Live, for the transfers already running too.
+                self.bandwidth
+                    .reload(self.cfg.bwlimit.clone(), &self.cfg.project_bwlimits());
+                let rate = self.bandwidth.global().in_force().rate;
+                info!(bwlimit = %self.cfg.bwlimit, rate = %rate, "bandwidth limit in force");
                 self.known.retain(|_, s| *s != Source::Configured);
                 for p in self.journal.projects()? {
                     self.known.entry(p.id).or_insert(Source::Journal);

@@ -23,6 +23,7 @@ impl Daemon {
         let ctx = match PassContext::with_counters(
             self.cfg.clone(),
             self.journal.clone(),
+            self.bandwidth.clone(),
             self.counters.clone(),
         ) {
             Ok(ctx) => ctx,

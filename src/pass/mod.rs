@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use tracing::{instrument, warn};
 
+use crate::bandwidth::Bandwidth;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::journal::{Journal, JournalError};
@@ -155,8 +156,17 @@ pub fn client_for(
     })
 }
 
-/// Engine settings from the config.
-pub fn engine_config(cfg: &Config) -> EngineConfig {
+/// The rate limiters of `cfg`'s `bwlimit`s, on `clock`.
+pub fn bandwidth_for(cfg: &Config, clock: Arc<dyn crate::clock::Clock>) -> Arc<Bandwidth> {
+    Arc::new(Bandwidth::new(
+        clock,
+        cfg.bwlimit.clone(),
+        &cfg.project_bwlimits(),
+    ))
+}
+
+/// Engine settings from the config, with the run's rate limiters.
+pub fn engine_config(cfg: &Config, bandwidth: Arc<Bandwidth>) -> EngineConfig {
     EngineConfig {
         max_connections: cfg.max_connections,
         max_connections_per_file: cfg.max_connections_per_file,
@@ -167,6 +177,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         disk_reserve: cfg.disk_reserve,
         disk_poll: cfg.disk_poll,
         audit_log: cfg.audit_log.clone(),
+        bandwidth,
         ..EngineConfig::default()
     }
 }
@@ -193,22 +204,32 @@ impl std::fmt::Debug for PassContext {
 }
 
 impl PassContext {
-    /// Builds the client and the engine for `cfg` around an open journal.
-    pub fn new(cfg: Config, journal: Journal) -> Result<PassContext, SyncError> {
-        PassContext::with_counters(cfg, journal, Arc::default())
+    /// Builds the client and the engine for `cfg` around an open journal; every downloaded
+    /// byte passes `bandwidth` (kept across reloads by the daemon).
+    pub fn new(
+        cfg: Config,
+        journal: Journal,
+        bandwidth: Arc<Bandwidth>,
+    ) -> Result<PassContext, SyncError> {
+        PassContext::with_counters(cfg, journal, bandwidth, Arc::default())
     }
 
     /// [`PassContext::new`] counting into `counters` (the daemon's, which outlive a reload).
     pub fn with_counters(
         cfg: Config,
         journal: Journal,
+        bandwidth: Arc<Bandwidth>,
         counters: Arc<Counters>,
     ) -> Result<PassContext, SyncError> {
         let (token, _origin) = cfg.token()?;
         let client = client_for(&cfg, token, counters)?;
         let engine = Arc::new(
-            Engine::new(client.clone(), journal.clone(), engine_config(&cfg))
-                .map_err(|e| SyncError::Transfer(TransferError::Io(e.to_string())))?,
+            Engine::new(
+                client.clone(),
+                journal.clone(),
+                engine_config(&cfg, bandwidth),
+            )
+            .map_err(|e| SyncError::Transfer(TransferError::Io(e.to_string())))?,
         );
         Ok(PassContext {
             cfg,

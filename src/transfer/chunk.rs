@@ -500,6 +500,11 @@ impl ChunkCtx {
             };
             let finished = bytes.is_none();
             if let Some(b) = bytes {
+                // The rate limit holds the read back, which TCP turns into a slower sender.
+                self.cfg
+                    .bandwidth
+                    .admit(&self.key.project, b.len() as u64)
+                    .await;
                 buf.extend_from_slice(&b);
                 if *attempt > 0 {
                     *attempt = 0;
@@ -541,6 +546,10 @@ impl ChunkCtx {
             let bytes = body.next_chunk().await.map_err(StreamError::Remote)?;
             let finished = bytes.is_none();
             if let Some(b) = bytes {
+                self.cfg
+                    .bandwidth
+                    .admit(&self.key.project, b.len() as u64)
+                    .await;
                 buf.extend_from_slice(&b);
             }
             if buf.len() >= self.cfg.write_buffer || (finished && !buf.is_empty()) {

@@ -94,6 +94,9 @@ pub struct EngineConfig {
     pub disk_poll: Duration,
     /// The JSON-lines copy of the audit trail (`audit-log`), if any.
     pub audit_log: Option<std::path::PathBuf>,
+    /// The rate limiters every downloaded byte passes (`bwlimit`), shared by every engine of
+    /// a run so that a reload changes the rate of transfers already running.
+    pub bandwidth: Arc<crate::bandwidth::Bandwidth>,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             disk_reserve: 1 << 30,
             disk_poll: Duration::from_secs(10),
             audit_log: None,
+            bandwidth: Arc::new(crate::bandwidth::Bandwidth::unlimited()),
         }
     }
 }

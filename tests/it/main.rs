@@ -2,6 +2,7 @@
 //! loopback against the crate's DNAnexus sandbox. One binary keeps link times down.
 
 mod audit;
+mod bandwidth;
 mod chaos;
 mod daemon;
 mod diskspace;

@@ -15,7 +15,15 @@ const LAYERS: &[(u8, &[&str])] = &[
     (1, &["units", "clock", "dirs", "telemetry", "counters"]),
     (
         2,
-        &["lock", "hashing", "planner", "store", "inbox", "access"],
+        &[
+            "lock",
+            "hashing",
+            "planner",
+            "store",
+            "inbox",
+            "access",
+            "bandwidth",
+        ],
     ),
     (3, &["readback", "selection", "platform", "journal"]),
     (4, &["config", "audit"]),
