@@ -341,6 +341,12 @@ impl FileRow {
         Some(out)
     }
 
+    /// True when the platform, as last listed, lets the file be downloaded now (closed and
+    /// live): [`RemoteFile::is_downloadable`] without building the description.
+    pub fn is_downloadable(&self) -> bool {
+        self.remote_state == RemoteState::Closed && self.archival_state == ArchivalState::Live
+    }
+
     /// The platform's description as it was last listed.
     pub fn remote(&self) -> RemoteFile {
         RemoteFile {

@@ -52,23 +52,35 @@ pub(super) async fn republish_missing(
     Ok(())
 }
 
-/// The engine's jobs for `planned`, in its order.
-pub(super) fn file_jobs(
+/// Runs the engine's jobs for `planned`, in its order, at most `max_files` at once (as
+/// [`run_jobs`]). Each `FileJob` is made from its journal row only when it starts, so at most
+/// `max_files` of them (and their copies of the platform's description) exist at once, however
+/// many files the project has.
+pub(super) async fn run_planned(
+    engine: &Arc<Engine>,
     project: &ProjectId,
     store: &Arc<ProjectStore>,
     rows: &[FileRow],
     planned: Vec<Planned>,
-) -> Vec<FileJob> {
-    planned
-        .into_iter()
-        .map(|p| FileJob {
+    max_files: usize,
+) -> (usize, Option<TransferError>) {
+    let keys: Vec<FileKey> = planned.iter().map(|p| rows[p.row].key()).collect();
+    let wants_url: Vec<bool> = planned
+        .iter()
+        .map(|p| rows[p.row].is_downloadable())
+        .collect();
+    let mut planned = planned.into_iter();
+    let next = move || {
+        let p = planned.next()?;
+        Some(FileJob {
             project: project.clone(),
             remote: rows[p.row].remote(),
             rel_path: p.rel_path,
             store: store.clone(),
             replaces: p.replaces,
         })
-        .collect()
+    };
+    run_lazily(engine, &keys, &wants_url, next, max_files).await
 }
 
 /// A spawned task that is aborted when this guard is dropped without being joined.
@@ -103,14 +115,26 @@ pub(super) async fn run_jobs(
     jobs: Vec<FileJob>,
     max_files: usize,
 ) -> (usize, Option<TransferError>) {
-    let mut fetched_now = 0usize;
-    let mut set = JoinSet::new();
     let keys: Vec<FileKey> = jobs.iter().map(FileJob::key).collect();
     let wants_url: Vec<bool> = jobs
         .iter()
         .map(|j| j.remote.skip_reason().is_none())
         .collect();
-    let mut pending = jobs.into_iter();
+    let mut jobs = jobs.into_iter();
+    run_lazily(engine, &keys, &wants_url, move || jobs.next(), max_files).await
+}
+
+/// The loop of [`run_jobs`] over jobs made one at a time by `next` as their turn comes
+/// (`keys[i]` and `wants_url[i]` describe the `i`th).
+async fn run_lazily(
+    engine: &Arc<Engine>,
+    keys: &[FileKey],
+    wants_url: &[bool],
+    mut next: impl FnMut() -> Option<FileJob>,
+    max_files: usize,
+) -> (usize, Option<TransferError>) {
+    let mut fetched_now = 0usize;
+    let mut set = JoinSet::new();
     let (mut started, mut prefetched) = (0usize, 0usize);
     let mut run_error = None;
     loop {
@@ -123,7 +147,7 @@ pub(super) async fn run_jobs(
             prefetched += 1;
         }
         while set.len() < max_files && run_error.is_none() {
-            let Some(job) = pending.next() else { break };
+            let Some(job) = next() else { break };
             started += 1;
             let engine = engine.clone();
             set.spawn(async move { engine.run_file(job).await });

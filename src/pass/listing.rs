@@ -15,8 +15,10 @@ use crate::store::{self, RelPath};
 
 /// One listing of the project, with the local paths decided for it.
 pub(super) struct Listing {
-    /// The files as the platform lists them.
+    /// The files as the platform lists them (moved into the journal by [`record`]).
     pub(super) remote: Vec<RemoteFile>,
+    /// How many files the platform listed.
+    n_files: usize,
     /// The local path of every listed file (`store::assign_paths`).
     pub(super) paths: BTreeMap<FileId, RelPath>,
     /// The manifest's file name (`SHA256SUMS` unless a listed file has that path).
@@ -46,6 +48,7 @@ pub(super) async fn list(
     let paths = store::assign_paths(&remote);
     let manifest_name = store::manifest_name(paths.values());
     Ok(Step::Next(Listing {
+        n_files: remote.len(),
         remote,
         paths,
         manifest_name,
@@ -56,8 +59,8 @@ pub(super) async fn list(
 
 impl Listing {
     /// The ids of this listing.
-    pub(super) fn ids(&self) -> HashSet<&FileId> {
-        self.remote.iter().map(|f| &f.id).collect()
+    pub(super) fn ids(&self) -> HashSet<FileId> {
+        self.remote.iter().map(|f| f.id.clone()).collect()
     }
 
     /// The journal's entries for this listing: a file is skipped for the platform's reason
@@ -70,32 +73,55 @@ impl Listing {
     ) -> Vec<FileListing> {
         self.remote
             .iter()
-            .filter_map(|f| {
-                let rel = self.paths.get(&f.id)?;
-                let skip_reason = f.skip_reason().or_else(|| {
-                    excluded
-                        .get(&f.id)
-                        .filter(|_| !force.contains(&f.id))
-                        .cloned()
-                });
-                Some(FileListing {
-                    kind: plan_file(f, chunk_size).ok().map(|p| p.kind),
-                    skip_reason,
-                    rel_path: rel.to_string(),
-                    remote: f.clone(),
-                })
-            })
+            .filter_map(|f| self.entry(f.clone(), excluded, force, chunk_size))
             .collect()
+    }
+
+    /// [`Listing::entries`], moving the descriptions out of the listing instead of copying them.
+    fn take_entries(
+        &mut self,
+        excluded: &HashMap<FileId, String>,
+        force: &HashSet<FileId>,
+        chunk_size: u64,
+    ) -> Vec<FileListing> {
+        std::mem::take(&mut self.remote)
+            .into_iter()
+            .filter_map(|f| self.entry(f, excluded, force, chunk_size))
+            .collect()
+    }
+
+    /// The journal's entry for one listed file (`None` for a file without a local path).
+    fn entry(
+        &self,
+        f: RemoteFile,
+        excluded: &HashMap<FileId, String>,
+        force: &HashSet<FileId>,
+        chunk_size: u64,
+    ) -> Option<FileListing> {
+        let rel = self.paths.get(&f.id)?;
+        let skip_reason = f.skip_reason().or_else(|| {
+            excluded
+                .get(&f.id)
+                .filter(|_| !force.contains(&f.id))
+                .cloned()
+        });
+        Some(FileListing {
+            kind: plan_file(&f, chunk_size).ok().map(|p| p.kind),
+            skip_reason,
+            rel_path: rel.to_string(),
+            remote: f,
+        })
     }
 }
 
 /// Records the listing with the selection's exclusions and reports it: the counts, and each
 /// file no longer listed (its local copy is kept). `added_early` counts the files a
-/// preliminary listing already recorded (see `sample_info`).
+/// preliminary listing already recorded (see `sample_info`). The platform's descriptions move
+/// into the journal: afterwards `listing.remote` is empty.
 pub(super) async fn record(
     ctx: &PassContext,
     project: &ProjectId,
-    listing: &Listing,
+    listing: &mut Listing,
     excluded: &HashMap<FileId, String>,
     opts: &PassOptions,
     added_early: usize,
@@ -104,11 +130,11 @@ pub(super) async fn record(
         .journal
         .record_listing(
             project,
-            listing.entries(excluded, &opts.force, ctx.cfg.chunk_size),
+            listing.take_entries(excluded, &opts.force, ctx.cfg.chunk_size),
         )
         .await?;
     info!(
-        n_files = listing.remote.len(),
+        n_files = listing.n_files,
         added = diff.added.len() + added_early,
         removed = diff.removed.len(),
         excluded = excluded.len(),

@@ -328,16 +328,26 @@ async fn phases(
     // Aborted if this pass ends early (an error, or a refused listing): no transfer outlives
     // its pass.
     let early = resume::start(ctx, project, &opened.store, opts.only.as_ref(), max_files)?;
-    let listing = match listing::list(ctx, project).await? {
+    let mut listing = match listing::list(ctx, project).await? {
         Step::Next(listing) => listing,
         Step::End(summary) => return Ok(summary),
     };
-    let listed = listing.ids();
+    // Owned, so that recording the listing can move the descriptions into the journal.
+    let ids = listing.ids();
+    let listed: HashSet<&FileId> = ids.iter().collect();
     let sample =
         sample_info::mirror_first(ctx, project, &opened.store, &listing, &listed, max_files)
             .await?;
     let excluded = sample_info::select(ctx, project, &listing, &sample, opts.only.as_ref()).await?;
-    let diff = listing::record(ctx, project, &listing, &excluded, opts, sample.added_early).await?;
+    let diff = listing::record(
+        ctx,
+        project,
+        &mut listing,
+        &excluded,
+        opts,
+        sample.added_early,
+    )
+    .await?;
 
     let rows = ctx.journal.files(project)?;
     let work = work::plan_work(&work::WorkInput {
@@ -349,8 +359,15 @@ async fn phases(
         present: &jobs::present(&rows, &listing.paths, &opened.store),
     });
     jobs::republish_missing(&ctx.journal, &rows, &work.jobs).await?;
-    let file_jobs = jobs::file_jobs(project, &opened.store, &rows, work.jobs);
-    let (mut fetched_now, mut run_error) = jobs::run_jobs(&ctx.engine, file_jobs, max_files).await;
+    let (mut fetched_now, mut run_error) = jobs::run_planned(
+        &ctx.engine,
+        project,
+        &opened.store,
+        &rows,
+        work.jobs,
+        max_files,
+    )
+    .await;
     let (resumed, early_error) = early.join().await;
     fetched_now += resumed;
     run_error = run_error.or(early_error);

@@ -156,6 +156,19 @@ impl std::fmt::Debug for DxClient {
     }
 }
 
+/// How far before a crawl's start (our clock) its catch-up query reaches back: the platform's
+/// clock may be behind ours by up to this much without a file modified during the crawl being
+/// missed. Reaching back further only re-lists the few files modified in that window.
+pub const CATCH_UP_MARGIN_MS: i64 = 10 * 60 * 1000;
+
+/// Catch-up queries after a listing at most (each follows one that paged).
+pub const MAX_CATCH_UPS: u32 = 4;
+
+/// The `modified.after` of the catch-up for a crawl that started at `start_ms` (our clock).
+pub fn catch_up_since(start_ms: i64) -> i64 {
+    start_ms.saturating_sub(CATCH_UP_MARGIN_MS)
+}
+
 fn client_error(what: &str, e: reqwest::Error) -> PlatformError {
     PlatformError::Config(format!(
         "cannot build the {what} HTTP client: {}",
@@ -242,38 +255,52 @@ impl DxClient {
     /// Every visible file of a project, in any state, with parts and checksums.
     ///
     /// Pages until `next` is null; a malformed page is an error, never a short listing. Files
-    /// are deduplicated by id (keeping the newest description). Because results come
-    /// newest-modified first, a file modified during a multi-page crawl can move to a page
-    /// already read; a catch-up query for files modified since the crawl began finds those.
+    /// are deduplicated by id (keeping the newest description). The rule holds whatever order
+    /// the pages come in: a file can only move between pages while the crawl runs if it was
+    /// modified (or created) meanwhile, so its `modified` is no earlier than the crawl's start.
+    /// A crawl of more than one page is therefore followed by a catch-up query for the files
+    /// modified since the crawl's own start ([`catch_up_since`], which allows for the
+    /// platform's clock being behind ours), and that one, if it pages too, by another from its
+    /// own start, at most [`MAX_CATCH_UPS`] times. A listing of one page is one answer and
+    /// needs none.
     pub async fn list_files(&self, project: &ProjectId) -> Result<Vec<RemoteFile>, PlatformError> {
         let started = Instant::now();
         let mut files: Vec<RemoteFile> = Vec::new();
         let mut index: HashMap<FileId, usize> = HashMap::new();
-        let (pages, newest) = self.crawl(project, None, &mut files, &mut index).await?;
-        if pages > 1 {
-            if let Some(since) = newest {
-                self.crawl(project, Some(since), &mut files, &mut index)
-                    .await?;
+        let mut since = catch_up_since(crate::clock::now_ms());
+        let mut pages = self.crawl(project, None, &mut files, &mut index).await?;
+        let mut total = pages;
+        let mut catch_ups = 0u32;
+        while pages > 1 {
+            if catch_ups == MAX_CATCH_UPS {
+                warn!(project_id = %project, catch_ups, "files kept changing during the listing; the next listing will see what this one missed");
+                break;
             }
+            let next_since = catch_up_since(crate::clock::now_ms());
+            pages = self
+                .crawl(project, Some(since), &mut files, &mut index)
+                .await?;
+            since = next_since;
+            total += pages;
+            catch_ups += 1;
         }
-        debug!(project_id = %project, n_files = files.len(), pages, elapsed_ms = started.elapsed().as_millis() as u64, "listed project");
+        debug!(project_id = %project, n_files = files.len(), pages = total, catch_ups, elapsed_ms = started.elapsed().as_millis() as u64, "listed project");
         Ok(files)
     }
 
     /// One paged `/system/findDataObjects` crawl, merged into `files`. Returns the number of
-    /// pages and the `modified` of the first (newest) result.
+    /// pages.
     async fn crawl(
         &self,
         project: &ProjectId,
         modified_after: Option<i64>,
         files: &mut Vec<RemoteFile>,
         index: &mut HashMap<FileId, usize>,
-    ) -> Result<(u32, Option<i64>), PlatformError> {
+    ) -> Result<u32, PlatformError> {
         const ROUTE: &str = "/system/findDataObjects";
         let mut starting: Option<Value> = None;
         let mut cursors: HashSet<String> = HashSet::new();
         let mut pages = 0u32;
-        let mut newest: Option<i64> = None;
         loop {
             let body = wire::find_files_body(project, starting.as_ref(), modified_after);
             let page: wire::FindDataObjectsPage = self.call(ROUTE, &body).await?;
@@ -284,9 +311,6 @@ impl DxClient {
                         route: ROUTE.to_owned(),
                         detail,
                     })?;
-                if newest.is_none() {
-                    newest = Some(file.modified_ms);
-                }
                 match index.get(&file.id) {
                     Some(&at) => {
                         if files[at].modified_ms <= file.modified_ms {
@@ -300,7 +324,7 @@ impl DxClient {
                 }
             }
             match page.next {
-                None => return Ok((pages, newest)),
+                None => return Ok(pages),
                 Some(next) => {
                     if !cursors.insert(next.to_string()) {
                         return Err(PlatformError::Decode {

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use dxmirror::model::{ApiToken, ByteRange, FileId, ProjectId};
 use dxmirror::platform::{
-    ApiDisposition, Backoff, DownloadDisposition, DownloadUrl, DxClient, IoKind, PlatformConfig,
-    PlatformError, ProjectQuery,
+    catch_up_since, ApiDisposition, Backoff, DownloadDisposition, DownloadUrl, DxClient, IoKind,
+    PlatformConfig, PlatformError, ProjectQuery,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -377,7 +377,9 @@ async fn list_files_pages_dedupes_and_catches_up() {
     })
     .await;
     let c = client(&server);
+    let before = dxmirror::clock::now_ms();
     let files = c.list_files(&project()).await.unwrap();
+    let after = dxmirror::clock::now_ms();
     let ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
     assert_eq!(
         ids,
@@ -403,7 +405,85 @@ async fn list_files_pages_dedupes_and_catches_up() {
     assert_eq!(first["describe"]["fields"]["parts"], true);
     assert_eq!(reqs[1].json()["starting"]["id"], "c1");
     assert_eq!(reqs[2].json()["starting"]["id"], "c2");
-    assert_eq!(reqs[3].json()["modified"]["after"], 100);
+    // The catch-up is keyed on the crawl's own start, not on the first result's time.
+    let since = reqs[3].json()["modified"]["after"].as_i64().unwrap();
+    assert!(
+        (catch_up_since(before)..=catch_up_since(after)).contains(&since),
+        "{since} not within {before}..{after} less the margin"
+    );
+}
+
+/// Pages served oldest-modified first (not the documented order): file 3 is modified while the
+/// crawl runs and only a catch-up from the crawl's start (not from the first result, which is
+/// the oldest) finds it cheaply; a catch-up that pages is caught up in turn.
+#[tokio::test]
+async fn list_files_catches_up_from_the_crawl_start_in_any_order() {
+    let t0 = dxmirror::clock::now_ms();
+    let catch_ups_served = std::sync::atomic::AtomicUsize::new(0);
+    let server = serve(move |req, _| {
+        let body = req.json();
+        let since = body["modified"]["after"].as_i64();
+        match (since, body.get("starting")) {
+            (None, None) => json_reply(
+                200,
+                json!({"results": [file_json(1, 10), file_json(2, 20)],
+                       "next": {"project": PROJECT, "id": "c1"}}),
+            ),
+            (None, Some(_)) => {
+                json_reply(200, json!({"results": [file_json(4, 30)], "next": null}))
+            }
+            // Re-listing the whole project is what the first result's time would have asked.
+            (Some(since), _) if since <= 30 => {
+                dx_error(400, "InvalidInput", &format!("re-listed from {since}"))
+            }
+            // The first catch-up pages: file 3 (modified during the crawl), then file 6 (created
+            // during the catch-up); the second one is a single page.
+            (Some(_), None) => {
+                if catch_ups_served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    json_reply(
+                        200,
+                        json!({"results": [file_json(3, t0 + 5)],
+                               "next": {"project": PROJECT, "id": "c2"}}),
+                    )
+                } else {
+                    json_reply(
+                        200,
+                        json!({"results": [file_json(6, t0 + 6)], "next": null}),
+                    )
+                }
+            }
+            (Some(_), Some(_)) => json_reply(
+                200,
+                json!({"results": [file_json(6, t0 + 6)], "next": null}),
+            ),
+        }
+    })
+    .await;
+    let files = client(&server).list_files(&project()).await.unwrap();
+    let mut ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
+    ids.sort();
+    let mut want: Vec<String> = [1, 2, 3, 4, 6]
+        .iter()
+        .map(|n| file_id(*n).to_string())
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let reqs = server.requests();
+    let catch_ups: Vec<i64> = reqs
+        .iter()
+        .filter(|r| r.json().get("starting").is_none())
+        .filter_map(|r| r.json()["modified"]["after"].as_i64())
+        .collect();
+    assert_eq!(
+        catch_ups.len(),
+        2,
+        "a catch-up that paged is caught up once more"
+    );
+    assert!(
+        catch_ups.iter().all(|s| *s > 30),
+        "never re-listed from the first result: {catch_ups:?}"
+    );
+    assert_eq!(reqs.len(), 5);
 }
 
 #[tokio::test]

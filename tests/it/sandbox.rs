@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use dxmirror::model::{ByteRange, FileId};
 use dxmirror::sandbox::{
-    BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox,
-    SandboxOptions,
+    BodyFault, Dataset, FaultConfig, FileSpec, FileSpecKind, ListingOrder, PartSizes, ProjectSpec,
+    Sandbox, SandboxOptions,
 };
 use serde_json::{json, Value};
 
@@ -125,19 +125,9 @@ async fn auth_errors_have_platform_bodies() {
     assert_eq!((status, v["id"].as_str()), (200, Some("user-sandbox")));
 }
 
-#[tokio::test]
-async fn find_data_objects_pages_newest_first() {
-    let mut p = ProjectSpec::new("paging");
-    for i in 0..25i64 {
-        p = p.file(FileSpec::new("/d", &format!("f{i}"), 10).times(1000 + i, 1000 + (i * 7) % 25));
-    }
-    let ds = Dataset::build(3, vec![p]).unwrap();
-    let sb = Sandbox::start(SandboxOptions {
-        dataset: ds,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+/// Pages through every file of the sandbox's first project, 10 at a time: (modified, name) in
+/// the order served, and the number of pages.
+async fn paged_listing(sb: &Sandbox) -> (Vec<(i64, String)>, usize) {
     let pid = sb.projects()[0].clone();
     let mut starting = Value::Null;
     let mut seen = Vec::new();
@@ -148,21 +138,76 @@ async fn find_data_objects_pages_newest_first() {
         if !starting.is_null() {
             body["starting"] = starting.clone();
         }
-        let (status, v) = api(&sb, "/system/findDataObjects", body).await;
+        let (status, v) = api(sb, "/system/findDataObjects", body).await;
         assert_eq!(status, 200, "{v}");
         pages += 1;
         for r in v["results"].as_array().unwrap() {
             assert!(r["describe"].get("parts").is_none());
-            seen.push(r["describe"]["modified"].as_i64().unwrap());
+            seen.push((
+                r["describe"]["modified"].as_i64().unwrap(),
+                r["describe"]["name"].as_str().unwrap().to_owned(),
+            ));
         }
         starting = v["next"].clone();
         if starting.is_null() {
             break;
         }
     }
-    assert_eq!(pages, 3);
-    assert_eq!(seen.len(), 25);
-    assert!(seen.windows(2).all(|w| w[0] >= w[1]), "{seen:?}");
+    (seen, pages)
+}
+
+#[tokio::test]
+async fn find_data_objects_pages_in_each_listing_order() {
+    let mut p = ProjectSpec::new("paging");
+    for i in 0..25i64 {
+        p = p.file(FileSpec::new("/d", &format!("f{i}"), 10).times(1000 + i, 1000 + (i * 7) % 25));
+    }
+    let ds = Dataset::build(3, vec![p]).unwrap();
+    let start = |order: ListingOrder| {
+        let ds = ds.clone();
+        async move {
+            Sandbox::start(SandboxOptions {
+                dataset: ds,
+                listing_order: Some(order),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let mut scrambled = Vec::new();
+    for order in [
+        ListingOrder::NewestFirst,
+        ListingOrder::OldestFirst,
+        ListingOrder::Scrambled,
+        ListingOrder::Scrambled,
+    ] {
+        let (seen, pages) = paged_listing(&start(order).await).await;
+        assert_eq!(pages, 3, "{order:?}");
+        let names: std::collections::BTreeSet<&String> = seen.iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names.len(),
+            25,
+            "{order:?}: every file exactly once: {seen:?}"
+        );
+        let newest_first = seen.windows(2).all(|w| w[0].0 >= w[1].0);
+        let oldest_first = seen.windows(2).all(|w| w[0].0 <= w[1].0);
+        match order {
+            ListingOrder::NewestFirst => assert!(newest_first, "{seen:?}"),
+            ListingOrder::OldestFirst => assert!(oldest_first, "{seen:?}"),
+            ListingOrder::Scrambled => {
+                assert!(!newest_first && !oldest_first, "{seen:?}");
+                scrambled.push(seen);
+            }
+        }
+    }
+    assert_eq!(
+        scrambled[0], scrambled[1],
+        "the scrambled order is deterministic"
+    );
+    let bad = ListingOrder::parse("random").unwrap_err().to_string();
+    assert!(bad.contains("DXMIRROR_SANDBOX_LISTING_ORDER"), "{bad}");
+    let sb = start(ListingOrder::NewestFirst).await;
     let (status, v) = api(&sb, "/system/findDataObjects", json!({"limit": 1001})).await;
     assert_eq!(
         (status, v["error"]["type"].as_str()),
@@ -769,27 +814,36 @@ async fn find_data_objects_filters_on_modified_and_created() {
 }
 
 #[tokio::test]
-async fn list_files_catch_up_costs_one_request() {
+async fn list_files_catch_up_costs_one_request_in_every_order() {
     use dxmirror::platform::{DxClient, PlatformConfig};
-    let sb = Sandbox::start(SandboxOptions {
-        dataset: Dataset::many_files("catch-up", 3_000, 1),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let pid = sb.projects()[0].clone();
-    let client = DxClient::new(PlatformConfig {
-        api_url: sb.api_url(),
-        token: dxmirror::model::ApiToken::new(&sb.token()),
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let files = client.list_files(&pid).await.unwrap();
-    assert_eq!(files.len(), 3_000);
-    let pages = 3; // 1000 per page.
-    let requests = sb.stats().requests("/system/findDataObjects");
-    assert!(
-        requests <= pages + 1,
-        "{requests} findDataObjects requests for {pages} pages: the catch-up re-listed"
-    );
+    for order in [
+        ListingOrder::NewestFirst,
+        ListingOrder::OldestFirst,
+        ListingOrder::Scrambled,
+    ] {
+        let sb = Sandbox::start(SandboxOptions {
+            dataset: Dataset::many_files("catch-up", 3_000, 1),
+            listing_order: Some(order),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let pid = sb.projects()[0].clone();
+        let client = DxClient::new(PlatformConfig {
+            api_url: sb.api_url(),
+            token: dxmirror::model::ApiToken::new(&sb.token()),
+            ..PlatformConfig::default()
+        })
+        .unwrap();
+        let files = client.list_files(&pid).await.unwrap();
+        assert_eq!(files.len(), 3_000, "{order:?}");
+        let ids: std::collections::HashSet<_> = files.iter().map(|f| &f.id).collect();
+        assert_eq!(ids.len(), 3_000, "{order:?}");
+        let pages = 3; // 1000 per page.
+        let requests = sb.stats().requests("/system/findDataObjects");
+        assert!(
+            requests <= pages + 1,
+            "{order:?}: {requests} findDataObjects requests for {pages} pages: the catch-up re-listed"
+        );
+    }
 }

@@ -66,12 +66,79 @@ pub enum SandboxError {
         /// The value.
         value: String,
     },
+    /// A bad value of `DXMIRROR_SANDBOX_LISTING_ORDER`.
+    #[error("bad value for {LISTING_ORDER_ENV}: {0:?} (expected newest-first, oldest-first or scrambled)")]
+    BadListingOrder(String),
     /// A project id the sandbox does not have.
     #[error("no such project {0}")]
     NoSuchProject(ProjectId),
     /// Printing the start-up line or waiting for signals failed.
     #[error("sandbox io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The environment variable that picks the listing order of a sandbox whose
+/// [`SandboxOptions::listing_order`] is `None` (tests and `dxmirror sandbox`): CI runs the
+/// listing tests again with it set to `scrambled`.
+pub const LISTING_ORDER_ENV: &str = "DXMIRROR_SANDBOX_LISTING_ORDER";
+
+/// The order in which `/system/findDataObjects`, `listFolder` and `resolveDataObjects` give a
+/// project's files (each deterministic; the platform documents the first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListingOrder {
+    /// Newest-modified first, ties by id descending: the platform's documented order.
+    #[default]
+    NewestFirst,
+    /// Oldest-modified first, ties by id ascending: a file modified during a crawl moves to a
+    /// page not yet read.
+    OldestFirst,
+    /// By a hash of the file id, whatever the times: a file modified during a crawl stays where
+    /// it was, and no page says anything about another's times.
+    Scrambled,
+}
+
+impl ListingOrder {
+    /// Parses `newest-first`, `oldest-first` or `scrambled`.
+    pub fn parse(text: &str) -> Result<ListingOrder, SandboxError> {
+        match text {
+            "newest-first" => Ok(ListingOrder::NewestFirst),
+            "oldest-first" => Ok(ListingOrder::OldestFirst),
+            "scrambled" => Ok(ListingOrder::Scrambled),
+            other => Err(SandboxError::BadListingOrder(other.to_owned())),
+        }
+    }
+
+    /// The order named by [`LISTING_ORDER_ENV`] (unset or empty: newest-first).
+    pub fn from_env() -> Result<ListingOrder, SandboxError> {
+        match std::env::var(LISTING_ORDER_ENV) {
+            Ok(v) if !v.is_empty() => ListingOrder::parse(&v),
+            _ => Ok(ListingOrder::NewestFirst),
+        }
+    }
+
+    /// Sorts `order` (indexes into `files`) into this order.
+    fn sort(self, order: &mut [usize], files: &[Arc<BuiltFile>]) {
+        match self {
+            ListingOrder::NewestFirst => order.sort_by(|a, b| {
+                let (fa, fb) = (&files[*a], &files[*b]);
+                fb.spec
+                    .modified_ms
+                    .cmp(&fa.spec.modified_ms)
+                    .then_with(|| fb.id.cmp(&fa.id))
+            }),
+            ListingOrder::OldestFirst => order.sort_by(|a, b| {
+                let (fa, fb) = (&files[*a], &files[*b]);
+                fa.spec
+                    .modified_ms
+                    .cmp(&fb.spec.modified_ms)
+                    .then_with(|| fa.id.cmp(&fb.id))
+            }),
+            ListingOrder::Scrambled => order.sort_by_cached_key(|i| {
+                let digest = sha2::Sha256::digest(files[*i].id.as_str().as_bytes());
+                (digest[..8].to_vec(), files[*i].id.clone())
+            }),
+        }
+    }
 }
 
 /// Default bearer token of a sandbox.
@@ -104,6 +171,9 @@ pub struct SandboxOptions {
     /// files points there instead of the storage host. The API (listing, describe, download
     /// URLs, the 302) stays the sandbox's; the content server checks nothing.
     pub content_url: Option<String>,
+    /// The order of listings; `None`: [`ListingOrder::from_env`] (newest-first unless
+    /// [`LISTING_ORDER_ENV`] says otherwise).
+    pub listing_order: Option<ListingOrder>,
 }
 
 impl Default for SandboxOptions {
@@ -119,6 +189,7 @@ impl Default for SandboxOptions {
             storage_url_ttl: Duration::from_secs(300),
             retry_after_secs: 1,
             content_url: None,
+            listing_order: None,
         }
     }
 }
@@ -161,15 +232,18 @@ pub(crate) struct World {
     pub removed: HashSet<usize>,
     /// Every copy of each id, in the order they were added.
     pub by_id: HashMap<FileId, Vec<usize>>,
-    /// Live files per project, newest-modified first (ties: id descending).
+    /// Live files per project, in `listing_order`.
     pub order: HashMap<ProjectId, Vec<usize>>,
+    /// The order of listings.
+    pub listing_order: ListingOrder,
 }
 
 impl World {
-    fn new(token: String, ds: Dataset) -> World {
+    fn new(token: String, ds: Dataset, listing_order: ListingOrder) -> World {
         let mut w = World {
             token,
             ds,
+            listing_order,
             revoked: HashSet::new(),
             removed: HashSet::new(),
             by_id: HashMap::new(),
@@ -193,13 +267,7 @@ impl World {
         }
         let files = &self.ds.files;
         for v in self.order.values_mut() {
-            v.sort_by(|a, b| {
-                let (fa, fb) = (&files[*a], &files[*b]);
-                fb.spec
-                    .modified_ms
-                    .cmp(&fa.spec.modified_ms)
-                    .then_with(|| fb.id.cmp(&fa.id))
-            });
+            self.listing_order.sort(v, files);
         }
     }
 
@@ -483,6 +551,10 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>, host: Host
 impl Sandbox {
     /// Binds both listeners and starts serving.
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        let listing_order = match opts.listing_order {
+            Some(order) => order,
+            None => ListingOrder::from_env()?,
+        };
         let api = TcpListener::bind(opts.api_addr)
             .await
             .map_err(|source| SandboxError::Bind {
@@ -506,7 +578,7 @@ impl Sandbox {
         );
         key.copy_from_slice(&sha2::Sha256::digest(entropy.as_bytes()));
         let shared = Arc::new(Shared {
-            world: RwLock::new(World::new(opts.token, opts.dataset)),
+            world: RwLock::new(World::new(opts.token, opts.dataset, listing_order)),
             faults: RwLock::new(opts.faults),
             counters: stats::Counters::default(),
             range_requests: Mutex::new(HashMap::new()),
