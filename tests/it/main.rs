@@ -9,6 +9,7 @@ mod diskspace;
 mod dxpy;
 mod faults;
 mod journal;
+mod listing_order;
 mod metrics;
 mod mirror_root;
 mod pinned;

@@ -332,6 +332,9 @@ pub(crate) struct Shared {
     /// Pending overwrites of backing objects: the file's object is overwritten once this many
     /// of its bytes were served.
     pub overwrites: Mutex<Vec<(FileId, u64)>>,
+    /// Pending modifications during a crawl: the file is modified once this many
+    /// `/system/findDataObjects` pages were served (see [`Sandbox::modify_after_pages`]).
+    pub modifications: Mutex<Vec<(FileId, u64)>>,
     key: [u8; 32],
     pub api_base: String,
     pub storage_base: String,
@@ -445,6 +448,38 @@ impl Shared {
         self.read_world()
             .file_in(&file.id, Some(file.project.as_str()))
             .cloned()
+    }
+
+    /// Applies the modifications due now that another `/system/findDataObjects` page was
+    /// served (see [`Sandbox::modify_after_pages`]); called after each page, outside the
+    /// world's lock.
+    pub fn modify_if_due(&self) {
+        let due: Vec<FileId> = {
+            let mut pending = match self.modifications.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if pending.is_empty() {
+                return;
+            }
+            let pages = self.counters.snapshot().requests("/system/findDataObjects");
+            let (due, keep): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(_, at)| pages >= *at);
+            *pending = keep;
+            due.into_iter().map(|(id, _)| id).collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut w = self.write_world();
+        for id in &due {
+            for i in w.by_id.get(id).cloned().unwrap_or_default() {
+                let mut file = (*w.ds.files[i]).clone();
+                // Modified now (and never earlier than it was): it moves within the order.
+                file.spec.modified_ms = now_ms().max(file.spec.modified_ms + 1);
+                w.ds.files[i] = Arc::new(file);
+            }
+        }
+        w.reindex();
     }
 
     /// Counts a request of `[start, end)` of `file` and returns how many came before it.
@@ -583,6 +618,7 @@ impl Sandbox {
             counters: stats::Counters::default(),
             range_requests: Mutex::new(HashMap::new()),
             overwrites: Mutex::new(Vec::new()),
+            modifications: Mutex::new(Vec::new()),
             key,
             api_base: format!("http://{api_addr}"),
             storage_base: format!("http://{storage_addr}"),
@@ -723,6 +759,18 @@ impl Sandbox {
             Err(p) => p.into_inner(),
         };
         pending.push((file.clone(), bytes));
+    }
+
+    /// Modifies `file` (its `modified` becomes now, as a rename, a tag or a property would
+    /// make it on the platform) right after the `pages`th `/system/findDataObjects` page is
+    /// served: a crawl then sees the file move between its pages at a known point, without
+    /// any timing. Off unless asked for.
+    pub fn modify_after_pages(&self, file: &FileId, pages: u64) {
+        let mut pending = match self.shared.modifications.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        pending.push((file.clone(), pages));
     }
 
     /// Re-vends a file after [`Sandbox::overwrite_object`]: its describe (ETag, md5, part

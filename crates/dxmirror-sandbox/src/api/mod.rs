@@ -154,8 +154,14 @@ pub(crate) async fn handle(
                 };
                 match input {
                     Ok(input) if input.is_object() => {
-                        let world = shared.read_world();
-                        route_call(shared, &world, &path, &input)
+                        let result = {
+                            let world = shared.read_world();
+                            route_call(shared, &world, &path, &input)
+                        };
+                        if path.trim_end_matches('/') == "/system/findDataObjects" {
+                            shared.modify_if_due();
+                        }
+                        result
                     }
                     Ok(_) => Err(err(400, "MalformedJSON", "The input must be a JSON object")),
                     Err(e) => Err(e),
