@@ -18,6 +18,7 @@ mod resume;
 mod sandbox;
 mod security;
 mod selection;
+mod status;
 mod store;
 mod support;
 mod sync;
