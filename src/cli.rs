@@ -41,14 +41,31 @@ pub(crate) enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Show what the journal knows: projects, files, bytes, failures (read-only).
+    /// Show what the journal knows: one row per project (state, files, bytes, rate, ETA,
+    /// failures, last pass, access expiry), then the daemon (read-only; exit status 0).
+    /// --check prints a one-line verdict and exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Status {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Machine-readable output.
+        /// Only this project (with --files: its files).
+        project: Option<ProjectId>,
+        /// Machine-readable output (schema in docs/status-json.md).
         #[arg(long)]
         json: bool,
+        /// Monitoring check (Nagios plugin convention): a one-line summary first, then the
+        /// exit status says OK (0), WARNING (1), CRITICAL (2) or UNKNOWN (3).
+        #[arg(long, conflicts_with = "files")]
+        check: bool,
+        /// The project's files, with their state, size, progress and last error.
+        #[arg(long, requires = "project")]
+        files: bool,
+        /// With --files: only failed and corrupt files.
+        #[arg(long, requires = "files")]
+        failed: bool,
+        /// With --files: only files in this state (pending, fetching, verified, failed, ...).
+        #[arg(long, requires = "files", value_name = "STATE")]
+        state: Option<String>,
     },
     /// Re-hash mirrored files against platform checksums, journaled chunk digests and recorded
     /// SHA-256s; exits non-zero on any finding. --repair re-fetches only what is damaged.

@@ -54,7 +54,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::sync::run(config, projects, progress_mode(cli.quiet)).await
         }
         Command::Daemon { config } => commands::daemon::run(config).await,
-        Command::Status { config, json } => commands::status::run(config, json),
+        Command::Status {
+            config,
+            project,
+            json,
+            check,
+            files,
+            failed,
+            state,
+        } => commands::status::run(commands::status::StatusArgs {
+            config,
+            project,
+            json,
+            check,
+            files,
+            failed,
+            state,
+        }),
         Command::Audit {
             config,
             since,

@@ -189,6 +189,8 @@ struct Daemon {
     inbox_rx: Option<mpsc::Receiver<()>>,
     /// The last rate sample: when, the engine it came from, its byte counter.
     rate_sample: Option<(Instant, usize, u64)>,
+    /// The last per-project sample: when, and each project's journaled bytes.
+    project_sample: Option<(Instant, BTreeMap<ProjectId, u64>)>,
     watcher: Option<notify::RecommendedWatcher>,
     /// The writer lock: the state directory's from the start, the mirror root's once usable.
     lock: WriterLock,
@@ -248,6 +250,7 @@ impl Daemon {
             row,
             inbox_rx: None,
             rate_sample: None,
+            project_sample: None,
             watcher: None,
             verify_task: None,
             lock,

@@ -71,7 +71,8 @@ impl Daemon {
                     .await?;
             }
         }
-        let status = self.status_line();
+        let totals = self.journal.project_totals().unwrap_or_default();
+        let status = self.status_line(&totals);
         self.notify.ready(&status);
         Ok(())
     }

@@ -5,13 +5,40 @@
 //!
 //! It only reports: nothing here decides what runs.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::{Daemon, DaemonError};
-use crate::journal::{DaemonState, EventLevel, FileState};
+use crate::journal::{DaemonState, EventLevel, FileState, ProjectTotals};
+use crate::model::ProjectId;
 
 /// How long the same error again adds no journal event (the daemon row still records it).
 const REPEAT_WINDOW_MS: i64 = 600_000;
+
+/// Each running project's rate, bytes per second, from its journaled bytes `secs` apart.
+/// A project absent from `before` (just started) has no rate yet; bytes that went back (a
+/// reset) count as none.
+fn project_rates(
+    before: &BTreeMap<ProjectId, u64>,
+    after: &BTreeMap<ProjectId, u64>,
+    secs: f64,
+    running: &HashSet<ProjectId>,
+) -> BTreeMap<String, u64> {
+    if secs <= 0.0 {
+        return BTreeMap::new();
+    }
+    after
+        .iter()
+        .filter(|(id, _)| running.contains(*id))
+        .filter_map(|(id, now)| {
+            let then = before.get(id)?;
+            Some((
+                id.to_string(),
+                (now.saturating_sub(*then) as f64 / secs) as u64,
+            ))
+        })
+        .collect()
+}
 
 /// Whether `message` at `now_ms` repeats the daemon's last error, recorded at `last_ms`,
 /// within [`REPEAT_WINDOW_MS`].
@@ -57,10 +84,9 @@ impl Daemon {
 
     /// The one-line summary: projects (running, queued), files and bytes done, and what
     /// holds every transfer back.
-    pub(super) fn status_line(&self) -> String {
-        let totals = self.journal.project_totals().unwrap_or_default();
+    pub(super) fn status_line(&self, totals: &[ProjectTotals]) -> String {
         let (mut done, mut total, mut files, mut verified) = (0u64, 0u64, 0u64, 0u64);
-        for t in &totals {
+        for t in totals {
             done += t.bytes_done;
             total += t.bytes_total;
             files += t.n_files;
@@ -104,17 +130,66 @@ impl Daemon {
         } else {
             self.row.bytes_per_s = None;
         }
-        let status = self.status_line();
+        let totals = self.journal.project_totals().unwrap_or_default();
+        self.sample_projects(&totals);
+        let status = self.status_line(&totals);
         self.notify.status(&status);
         self.row.status = Some(status);
         self.journal.put_daemon(self.row.clone()).await?;
         Ok(())
+    }
+
+    /// Updates the per-project rates and the time of the last progress from the journaled
+    /// bytes of every project.
+    fn sample_projects(&mut self, totals: &[ProjectTotals]) {
+        let now = self.clock.now();
+        let bytes: BTreeMap<ProjectId, u64> = totals
+            .iter()
+            .map(|t| (t.project.id.clone(), t.bytes_done))
+            .collect();
+        if let Some((then, before)) = &self.project_sample {
+            let secs = now.duration_since(*then).as_secs_f64();
+            let rates = project_rates(before, &bytes, secs, &self.running);
+            if rates.values().any(|r| *r > 0) {
+                self.row.live.last_progress_ms = Some(self.clock.now_ms());
+            }
+            self.row.live.project_bytes_per_s = rates;
+        } else if self.row.live.last_progress_ms.is_none() {
+            // Stalled is measured from the start until bytes first arrive.
+            self.row.live.last_progress_ms = Some(self.row.started_ms);
+        }
+        self.project_sample = Some((now, bytes));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_needs_two_samples_of_a_running_project() {
+        let (a, b, c) = (
+            crate::model::testing::project_id(1),
+            crate::model::testing::project_id(2),
+            crate::model::testing::project_id(3),
+        );
+        let before = BTreeMap::from([(a.clone(), 1_000), (b.clone(), 5_000)]);
+        let after = BTreeMap::from([(a.clone(), 11_000), (b.clone(), 4_000), (c.clone(), 9)]);
+        let running = HashSet::from([a.clone(), b.clone(), c.clone()]);
+        let rates = project_rates(&before, &after, 2.0, &running);
+        // a: 10 000 bytes in 2 s; b went back (a reset): 0; c has one sample only.
+        assert_eq!(
+            rates,
+            BTreeMap::from([(a.to_string(), 5_000), (b.to_string(), 0)])
+        );
+        // A project whose pass ended has no rate.
+        let running = HashSet::from([b.clone()]);
+        assert_eq!(
+            project_rates(&before, &after, 2.0, &running),
+            BTreeMap::from([(b.to_string(), 0)])
+        );
+        assert!(project_rates(&before, &after, 0.0, &running).is_empty());
+    }
 
     #[test]
     fn the_same_error_within_ten_minutes_repeats() {

@@ -38,8 +38,9 @@
 //!   project purged; rows written before the word `purged` say `purge`). No foreign key: a
 //!   record outlives the project it names.
 //! - `daemon(id = 1, pid, started_ms, updated_ms, state, status, last_discovery_ms,
-//!   last_error, last_error_ms, stopped_ms, bytes_per_s)`: the one row the daemon keeps current
-//!   ([`DaemonRow`]; `state` is a [`DaemonState`]), for `status`.
+//!   last_error, last_error_ms, stopped_ms, bytes_per_s, live)`: the one row the daemon keeps
+//!   current ([`DaemonRow`]; `state` is a [`DaemonState`]), for `status`; `live` is one JSON
+//!   object ([`DaemonLive`]: per-project rates and other figures that need no column).
 //! - `requests(project_id, file_id, ts_ms)`: work dropped in the daemon's inbox, a whole
 //!   project (`file_id` empty) or single files; it survives restarts.
 //!
@@ -97,8 +98,8 @@ pub use fscheck::{require_local_state_dir, FsCheckError};
 pub use handle::Journal;
 pub use reader::JournalReader;
 pub use rows::{
-    AuditAction, AuditRow, DaemonRow, DaemonState, DeletedRows, EventLevel, EventRow, FileKey,
-    FileListing, FileRow, FileState, ListingDiff, NewAudit, ProjectRow, ProjectState,
+    AuditAction, AuditRow, DaemonLive, DaemonRow, DaemonState, DeletedRows, EventLevel, EventRow,
+    FileKey, FileListing, FileRow, FileState, ListingDiff, NewAudit, ProjectRow, ProjectState,
     ProjectTotals, RunRow, StoredPlan, UnknownState,
 };
 pub use writer::WriterStats;

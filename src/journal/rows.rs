@@ -496,6 +496,38 @@ pub struct DaemonRow {
     pub stopped_ms: Option<i64>,
     /// Download rate over the last few seconds, bytes per second.
     pub bytes_per_s: Option<i64>,
+    /// The live figures beyond these columns (stored as one JSON object).
+    pub live: DaemonLive,
+}
+
+/// The daemon's live figures that `status` shows, stored as one JSON object in the `daemon`
+/// row's `live` column.
+///
+/// To add a figure: add a field here with `#[serde(default)]` (old rows lack it), set it in
+/// the daemon, and show it in `status`; no migration is needed. An unreadable object reads
+/// as the default (the figures are advisory; the row's columns still hold the state).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DaemonLive {
+    /// Download rate per project over the last status interval, bytes per second (projects
+    /// with a pass running only).
+    pub project_bytes_per_s: BTreeMap<String, u64>,
+    /// When bytes last arrived (journaled progress grew), ms since the epoch.
+    pub last_progress_ms: Option<i64>,
+}
+
+impl DaemonLive {
+    /// The stored text.
+    pub(crate) fn to_json(&self) -> String {
+        // Serialising plain maps and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Reads the stored text; none or an unreadable one is the default.
+    pub(crate) fn from_json(text: Option<&str>) -> DaemonLive {
+        text.and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Per-project summary for `status`.

@@ -155,6 +155,12 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         r#"
         ALTER TABLE files ADD COLUMN etag TEXT;
         "#,
+        // 5: the daemon's live figures for `status` (per-project rates, last progress, and
+        // what later issues add), one JSON object (`DaemonLive`), so adding a figure needs no
+        // migration.
+        r#"
+        ALTER TABLE daemon ADD COLUMN live TEXT;
+        "#,
     ]
 }
 

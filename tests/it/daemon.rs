@@ -495,6 +495,74 @@ async fn some_bytes_journaled(env: &Env) {
     .await;
 }
 
+/// A daemon in mid-transfer shows its project's own rate and ETA; killed, it is shown `down`
+/// with when it was last seen (never as running), and `status --check` is critical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_project_rate_and_a_killed_daemon_as_down() {
+    let sp = SandboxProcess::start(&["--dataset", "large:12M", "--bandwidth", "1M"]);
+    let env = Env::for_process(
+        &sp,
+        sp.projects.clone(),
+        "chunk-size = \"256KiB\"\nprogress-step = \"64KiB\"\n",
+    );
+    let mut child = spawn_daemon(&env, &env.dir.path().join("daemon.log"));
+    let project = sp.projects[0].to_string();
+    // Two status samples (5 s apart) give the project a rate.
+    let v = wait_for(
+        "a project rate in status --json",
+        Duration::from_secs(40),
+        || {
+            let out = env.bin(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["projects"][0]["bytes_per_s"].as_u64()? > 0).then_some(v)
+        },
+    )
+    .await;
+    let p = &v["projects"][0];
+    assert_eq!(p["id"], project.as_str());
+    assert_eq!(p["shown_state"], "mirroring");
+    // 1 MB/s shaped: the rate is of that order, and the ETA is what is left at that rate.
+    let rate = p["bytes_per_s"].as_u64().unwrap();
+    assert!((100_000..4_000_000).contains(&rate), "{rate}");
+    let left = p["bytes_total"].as_u64().unwrap() - p["bytes_done"].as_u64().unwrap();
+    assert_eq!(p["eta_s"].as_u64().unwrap(), left.div_ceil(rate));
+    assert_eq!(v["daemon"]["state"], "running");
+    assert_eq!(v["daemon"]["down"], false);
+
+    signal(&child, rustix::process::Signal::KILL);
+    wait_exit(&mut child).await;
+    let out = env.bin_async(&["status"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("daemon: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with(&format!(
+            "daemon: down (pid {} is gone; it recorded running), last seen ",
+            child.id()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("MiB/s"),
+        "no rate from a dead daemon: {text}"
+    );
+    let out = env.bin_async(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["daemon"]["state"], "down");
+    assert_eq!(v["daemon"]["recorded_state"], "running");
+    assert!(v["projects"][0]["bytes_per_s"].is_null());
+    let out = env.bin_async(&["status", "--check"]).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.starts_with("DXMIRROR CRITICAL - daemon down: pid "),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_bad_config_is_refused_and_the_daemon_keeps_going() {
     let (_sp, env) = slow_sandbox();

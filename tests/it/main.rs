@@ -19,6 +19,7 @@ mod resume;
 mod sandbox;
 mod security;
 mod selection;
+mod status;
 mod store;
 mod support;
 mod sync;

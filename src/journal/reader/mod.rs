@@ -105,6 +105,19 @@ impl JournalReader {
         sql::daemon(&self.conn)
     }
 
+    /// Journaled bytes of a project's unfinished files (their chunk progress), by file.
+    pub fn file_progress(
+        &self,
+        project: &ProjectId,
+    ) -> Result<std::collections::BTreeMap<FileId, u64>, JournalError> {
+        sql::file_progress(&self.conn, project)
+    }
+
+    /// How many files wait for disk space, by project (none absent).
+    pub fn disk_waits(&self) -> Result<std::collections::BTreeMap<ProjectId, u64>, JournalError> {
+        sql::disk_waits(&self.conn)
+    }
+
     /// The inbox requests recorded so far, by project.
     pub fn requests(&self) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
         sql::requests(&self.conn)

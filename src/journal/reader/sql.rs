@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use crate::journal::rows::parts_from_json;
 use crate::journal::{
-    AuditRow, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError, ProjectRow,
-    ProjectTotals, RunRow, SqlContext as _, StoredPlan,
+    AuditRow, DaemonLive, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError,
+    ProjectRow, ProjectTotals, RunRow, SqlContext as _, StoredPlan,
 };
 use crate::model::{ByteRange, Digest, FileId, ProjectId, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
@@ -473,7 +473,7 @@ pub(crate) fn audit(conn: &Connection, since_ms: i64) -> Result<Vec<AuditRow>, J
 pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalError> {
     conn.prepare_cached(
         "SELECT pid, started_ms, updated_ms, state, status, last_discovery_ms, last_error, \
-         last_error_ms, stopped_ms, bytes_per_s FROM daemon WHERE id = 1",
+         last_error_ms, stopped_ms, bytes_per_s, live FROM daemon WHERE id = 1",
     )
     .sql_ctx("reading the daemon state")?
     .query_row([], |r| {
@@ -488,10 +488,58 @@ pub(crate) fn daemon(conn: &Connection) -> Result<Option<DaemonRow>, JournalErro
             last_error_ms: r.get(7)?,
             stopped_ms: r.get(8)?,
             bytes_per_s: r.get(9)?,
+            live: DaemonLive::from_json(r.get::<_, Option<String>>(10)?.as_deref()),
         })
     })
     .optional()
     .sql_ctx("reading the daemon state")
+}
+
+/// Journaled bytes of a project's unfinished files (chunk progress), by file.
+pub(crate) fn file_progress(
+    conn: &Connection,
+    project: &ProjectId,
+) -> Result<BTreeMap<FileId, u64>, JournalError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT c.file_id, coalesce(sum(c.done_bytes), 0) FROM chunks c \
+             JOIN files f ON c.project_id = f.project_id AND c.file_id = f.file_id \
+             WHERE f.project_id = ?1 AND f.state IN ('pending', 'fetching', 'corrupt', 'failed') \
+             GROUP BY c.file_id",
+        )
+        .sql_ctx("summing file progress")?;
+    let rows = stmt
+        .query_map(params![project], |r| {
+            Ok((r.get::<_, FileId>(0)?, get_u64(r, 1)?))
+        })
+        .sql_ctx("summing file progress")?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (file, done) = row.sql_ctx("summing file progress")?;
+        out.insert(file, done);
+    }
+    Ok(out)
+}
+
+/// Files waiting for disk space (in `fetching` with the reason the engine records), by
+/// project.
+pub(crate) fn disk_waits(conn: &Connection) -> Result<BTreeMap<ProjectId, u64>, JournalError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT project_id, count(*) FROM files \
+             WHERE state = 'fetching' AND reason LIKE 'waiting for disk space%' \
+             GROUP BY project_id",
+        )
+        .sql_ctx("counting disk waits")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, ProjectId>(0)?, get_u64(r, 1)?)))
+        .sql_ctx("counting disk waits")?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (project, n) = row.sql_ctx("counting disk waits")?;
+        out.insert(project, n);
+    }
+    Ok(out)
 }
 
 pub(crate) fn requests(

@@ -698,8 +698,8 @@ pub(super) fn set_rel_path(
 pub(super) fn put_daemon(conn: &Connection, row: &DaemonRow) -> Result<(), JournalError> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO daemon (id, pid, started_ms, updated_ms, state, status, \
-         last_discovery_ms, last_error, last_error_ms, stopped_ms, bytes_per_s) \
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         last_discovery_ms, last_error, last_error_ms, stopped_ms, bytes_per_s, live) \
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .sql_ctx("recording the daemon state")?
     .execute(params![
@@ -712,7 +712,8 @@ pub(super) fn put_daemon(conn: &Connection, row: &DaemonRow) -> Result<(), Journ
         row.last_error,
         row.last_error_ms,
         row.stopped_ms,
-        row.bytes_per_s
+        row.bytes_per_s,
+        row.live.to_json()
     ])
     .sql_ctx("recording the daemon state")?;
     Ok(())
