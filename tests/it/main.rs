@@ -11,6 +11,7 @@ mod faults;
 mod journal;
 mod metrics;
 mod mirror_root;
+mod notify;
 mod pinned;
 mod platform;
 mod readback;
