@@ -8,7 +8,8 @@
 //! fixed word of an enum here, never an id or a path, so the metrics' cardinality is bounded.
 //! This module counts; it must not decide, log or expose anything.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Why a chunk's range was asked for again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,18 @@ pub struct Counters {
     api_calls: AtomicU64,
     api_errors: [AtomicU64; ApiErrorKind::ALL.len()],
     throttled_ms: AtomicU64,
+    disk_waits: AtomicI64,
+}
+
+/// A file waiting for disk space, counted in [`Counters::disk_waits`] until dropped (so an
+/// aborted file task uncounts itself).
+#[derive(Debug)]
+pub struct DiskWait(Arc<Counters>);
+
+impl Drop for DiskWait {
+    fn drop(&mut self) {
+        self.0.disk_waits.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A copy of the counters.
@@ -163,6 +176,17 @@ impl Counters {
         add(&self.throttled_ms, wait.as_millis() as u64);
     }
 
+    /// Counts a file waiting for disk space until the guard is dropped.
+    pub fn disk_wait(self: &Arc<Self>) -> DiskWait {
+        self.disk_waits.fetch_add(1, Ordering::Relaxed);
+        DiskWait(Arc::clone(self))
+    }
+
+    /// Files waiting for disk space now.
+    pub fn disk_waits(&self) -> u64 {
+        self.disk_waits.load(Ordering::Relaxed).max(0) as u64
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> CountersSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -201,5 +225,10 @@ mod tests {
         assert_eq!(s.chunk_retries[0], (RetryReason::Transient, 0));
         assert_eq!(s.api_errors[4], (ApiErrorKind::NotFound, 1));
         assert_eq!(s.throttled_ms, 1500);
+        let c = Arc::new(c);
+        let waiting = c.disk_wait();
+        assert_eq!(c.disk_waits(), 1);
+        drop(waiting);
+        assert_eq!(c.disk_waits(), 0);
     }
 }

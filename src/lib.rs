@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod journal;
 pub mod lock;
 pub mod metrics;
+pub mod notifications;
 pub mod pass;
 pub mod planner;
 pub mod platform;

@@ -235,6 +235,219 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
     })
 }
 
+/// The words of `[notify] disabled`: every notification kind (`notifications::Kind`).
+pub const NOTIFY_KINDS: &[&str] = &[
+    "project-complete",
+    "file-failed",
+    "file-corrupt",
+    "file-flagged",
+    "verify-findings",
+    "token-refused",
+    "token-accepted",
+    "project-inaccessible",
+    "project-gone",
+    "access-expiring",
+    "access-expired",
+    "stalled",
+    "disk-wait",
+    "throttled",
+    "pass-start",
+    "pass-end",
+];
+
+/// `[notify]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawNotify {
+    /// No byte for this long while work is pending sends `stalled` (default 1h).
+    pub stalled_after: Option<HumanDuration>,
+    /// Throttled without a break for this long sends `throttled` (default 15m).
+    pub throttled_after: Option<HumanDuration>,
+    /// Most undelivered events kept per sink (default 1000); older ones are dropped.
+    pub queue_limit: Option<u64>,
+    /// Kinds never sent.
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    /// Webhooks and pings.
+    #[serde(default)]
+    pub webhook: Vec<RawWebhook>,
+    /// Commands.
+    #[serde(default)]
+    pub command: Vec<RawCommand>,
+}
+
+/// One `[[notify.webhook]]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Where the JSON body is POSTed.
+    pub url: Option<String>,
+    /// A healthchecks-style check URL (instead of `url`).
+    pub ping_url: Option<String>,
+    /// The file holding the HMAC-SHA256 secret.
+    pub secret_file: Option<PathBuf>,
+    /// The systemd credential holding it (`$CREDENTIALS_DIRECTORY/NAME`).
+    pub secret_credential: Option<String>,
+    /// Deadline of one delivery (default 10s).
+    pub timeout: Option<HumanDuration>,
+}
+
+/// One `[[notify.command]]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawCommand {
+    /// The program (absolute path) and its arguments; no shell.
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// It is killed after this long (default 30s).
+    pub timeout: Option<HumanDuration>,
+}
+
+/// Where a webhook goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookTarget {
+    /// `url`: the JSON body of every event.
+    Url(String),
+    /// `ping-url`: the pass events as healthchecks pings.
+    Ping(String),
+}
+
+/// A validated `[[notify.webhook]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where.
+    pub target: WebhookTarget,
+    /// The secret's file (a `secret-credential` resolved), if any.
+    pub secret_file: Option<PathBuf>,
+    /// Deadline of one delivery.
+    pub timeout: Duration,
+}
+
+/// A validated `[[notify.command]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyCommand {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Killed after this long.
+    pub timeout: Duration,
+}
+
+/// Validated `[notify]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// See [`RawNotify::stalled_after`].
+    pub stalled_after: Duration,
+    /// See [`RawNotify::throttled_after`].
+    pub throttled_after: Duration,
+    /// See [`RawNotify::queue_limit`].
+    pub queue_limit: u64,
+    /// Kinds never sent.
+    pub disabled: Vec<String>,
+    /// Webhooks and pings.
+    pub webhooks: Vec<Webhook>,
+    /// Commands.
+    pub commands: Vec<NotifyCommand>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> NotifyConfig {
+        NotifyConfig {
+            stalled_after: Duration::from_secs(3600),
+            throttled_after: Duration::from_secs(15 * 60),
+            queue_limit: 1000,
+            disabled: Vec::new(),
+            webhooks: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+}
+
+fn validate_notify(
+    raw: RawNotify,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<NotifyConfig, String> {
+    let d = NotifyConfig::default();
+    for k in &raw.disabled {
+        if !NOTIFY_KINDS.contains(&k.as_str()) {
+            return Err(format!(
+                "[notify] disabled: unknown kind {k:?} (kinds: {})",
+                NOTIFY_KINDS.join(", ")
+            ));
+        }
+    }
+    let queue_limit = raw.queue_limit.unwrap_or(d.queue_limit);
+    if queue_limit == 0 {
+        return Err("[notify] queue-limit must be at least 1".into());
+    }
+    let http = |what: &str, u: &str| {
+        if u.starts_with("https://") || u.starts_with("http://") {
+            Ok(())
+        } else {
+            Err(format!("[[notify.webhook]] {what} must be an http(s) URL"))
+        }
+    };
+    let mut webhooks = Vec::new();
+    for w in raw.webhook {
+        let target = match (w.url, w.ping_url) {
+            (Some(u), None) => {
+                http("url", &u)?;
+                WebhookTarget::Url(u)
+            }
+            (None, Some(u)) => {
+                http("ping-url", &u)?;
+                WebhookTarget::Ping(u)
+            }
+            _ => return Err("[[notify.webhook]] needs exactly one of url and ping-url".into()),
+        };
+        let secret_file = match (w.secret_file, w.secret_credential) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "[[notify.webhook]] takes secret-file or secret-credential, not both".into(),
+                )
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(name)) => {
+                let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                    format!("[[notify.webhook]] secret-credential = {name:?}: CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)")
+                })?;
+                Some(PathBuf::from(dir).join(name))
+            }
+            (None, None) => None,
+        };
+        if secret_file.is_some() && matches!(target, WebhookTarget::Ping(_)) {
+            return Err("[[notify.webhook]] a ping-url is not signed; drop its secret".into());
+        }
+        webhooks.push(Webhook {
+            target,
+            secret_file,
+            timeout: w.timeout.map_or(Duration::from_secs(10), |t| t.0),
+        });
+    }
+    let mut commands = Vec::new();
+    for c in raw.command {
+        match c.argv.first() {
+            Some(p) if Path::new(p).is_absolute() => {}
+            _ => {
+                return Err(
+                    "[[notify.command]] argv must start with the program's absolute path".into(),
+                )
+            }
+        }
+        commands.push(NotifyCommand {
+            argv: c.argv,
+            timeout: c.timeout.map_or(Duration::from_secs(30), |t| t.0),
+        });
+    }
+    Ok(NotifyConfig {
+        stalled_after: raw.stalled_after.map_or(d.stalled_after, |t| t.0),
+        throttled_after: raw.throttled_after.map_or(d.throttled_after, |t| t.0),
+        queue_limit,
+        disabled: raw.disabled,
+        webhooks,
+        commands,
+    })
+}
+
 /// The config file exactly as serde reads it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -292,6 +505,9 @@ pub struct RawConfig {
     /// The metrics endpoint (daemon).
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Notifications (daemon).
+    #[serde(default)]
+    pub notify: RawNotify,
 }
 
 /// Validated `[discovery]`.
@@ -386,6 +602,8 @@ pub struct Config {
     pub verify: Option<ScheduledVerify>,
     /// Where the daemon's OpenMetrics endpoint listens, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Notifications.
+    pub notify: NotifyConfig,
 }
 
 impl Config {
@@ -625,7 +843,9 @@ impl Config {
             .map(parse_listen)
             .transpose()
             .map_err(invalid)?;
+        let notify = validate_notify(raw.notify, env).map_err(invalid)?;
         Ok(Config {
+            notify,
             metrics_listen,
             source: path.to_owned(),
             api_url,

@@ -10,6 +10,7 @@ use super::{Daemon, DaemonError};
 use crate::access::{access_notice, AccessNotice};
 use crate::clock::Date;
 use crate::journal::EventLevel;
+use crate::notifications::{Event, Kind};
 
 impl Daemon {
     /// Logs and records every configured project whose access expires soon or has expired,
@@ -32,7 +33,14 @@ impl Daemon {
             }
             let msg = notice.event_message(&p);
             self.journal
-                .record_event(EventLevel::Warn, Some(&p), None, msg)
+                .record_event(EventLevel::Warn, Some(&p), None, msg.clone())
+                .await?;
+            let kind = match notice {
+                AccessNotice::Expired { .. } => Kind::AccessExpired,
+                AccessNotice::Soon { .. } => Kind::AccessExpiring,
+            };
+            let key = format!("{}:{p}", kind.as_str());
+            self.tell_on_edge(&key, true, || Event::new(kind, msg).project(&p))
                 .await?;
         }
         Ok(())

@@ -12,12 +12,13 @@
 //! Each concern the loop calls into has a file of its own: `timers` (pure: when each timer is
 //! due, on an injected clock), `root` (waiting for a usable mirror root), `token` (the pass
 //! context and a refused token), `discovery`, `watch` (the inbox), `verify` (the scheduled
-//! verification), `expiry` (`access-expires`), `metrics` (the endpoint's task), `reload`, `schedule` (finished passes and the
+//! verification), `expiry` (`access-expires`), `metrics` (the endpoint's task), `alerts` (what is notified), `reload`, `schedule` (finished passes and the
 //! queue order) and `status` (the daemon's journal row and `STATUS=` line).
 //!
 //! Everything is injected (config path, shutdown future, reload channel, notifier, and inside
 //! the crate the clock) so tests run the daemon in-process.
 
+mod alerts;
 mod discovery;
 mod expiry;
 mod metrics;
@@ -50,6 +51,7 @@ use crate::journal::{DaemonRow, DaemonState, Journal, JournalError};
 use crate::lock::{LockError, WriterLock};
 use crate::metrics::MetricsSource;
 use crate::model::{FileId, ProjectId};
+use crate::notifications::{Edges, Notifications};
 use crate::pass::{PassContext, ProjectSummary, SyncError};
 use crate::verify::{VerifyError, VerifyReport};
 
@@ -76,6 +78,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// A notification sink could not be set up at start.
+    #[error(transparent)]
+    Notify(crate::notifications::NotifyError),
     /// The metrics endpoint could not listen at start.
     #[error(transparent)]
     Metrics(crate::metrics::MetricsError),
@@ -148,10 +153,15 @@ pub async fn run_with(
     let run_id = journal.start_run("daemon").await?;
     let mut d = Daemon::new(cfg_path, cfg, journal.clone(), notify, lock, clock);
     let result = match d.follow_metrics(true).await {
-        Ok(()) => d.main_loop(shutdown, &mut reloads).await,
+        Ok(()) => match d.follow_notify(true).await {
+            Ok(()) => d.main_loop(shutdown, &mut reloads).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     d.stop_metrics();
+    // Undelivered notifications stay in the outbox for the next start.
+    d.notifications = None;
     d.tasks.shutdown().await;
     d.row.state = DaemonState::Stopped;
     d.row.stopped_ms = Some(d.clock.now_ms());
@@ -204,6 +214,15 @@ struct Daemon {
     metrics: Arc<MetricsSource>,
     /// The metrics endpoint's address and task, while it listens.
     metrics_task: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    /// The notification sinks in force and the `[notify]` they were built from.
+    notifications: Option<Notifications>,
+    notify_cfg: Option<crate::config::NotifyConfig>,
+    /// Conditions already told (one notification per change).
+    edges: Edges,
+    /// The stall and throttle clocks.
+    watch: alerts::Watch,
+    /// Projects whose pass started since the last `pass-start` events.
+    started: Vec<ProjectId>,
 }
 
 impl Daemon {
@@ -233,6 +252,11 @@ impl Daemon {
             counters,
             metrics,
             metrics_task: None,
+            notifications: None,
+            notify_cfg: None,
+            edges: Edges::default(),
+            watch: alerts::Watch::default(),
+            started: Vec::new(),
             cfg_path,
             bandwidth,
             cfg,
@@ -366,6 +390,7 @@ impl Daemon {
         }
         self.on_timers().await?;
         self.schedule();
+        self.tell_passes_started().await?;
         self.metrics_queue();
         Ok(())
     }
@@ -412,6 +437,7 @@ impl Daemon {
         self.maybe_verify(now);
         if self.timers.take_due(Timer::Status, now, &armed) {
             self.publish_status().await?;
+            self.tell_conditions().await?;
         }
         Ok(())
     }

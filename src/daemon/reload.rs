@@ -61,6 +61,7 @@ impl Daemon {
                 }
                 self.build_context().await?;
                 self.follow_metrics(false).await?;
+                self.follow_notify(false).await?;
                 if watch_changed {
                     self.start_watch();
                 }

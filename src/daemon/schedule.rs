@@ -37,6 +37,7 @@ impl Daemon {
                 } else {
                     info!(project_id = %p, verified = s.verified, fetched_now = s.fetched_now, bytes_now = s.bytes_now, problems = s.problems.len(), "project pass done");
                 }
+                self.tell_pass_done(&p, &s).await?;
             }
             Err(SyncError::BadToken(m)) => {
                 self.token_failed(format!("the DNAnexus API rejected the token: {m}"))
@@ -75,6 +76,7 @@ impl Daemon {
         for p in start {
             self.due.remove(&p);
             self.running.insert(p.clone());
+            self.started.push(p.clone());
             let only = match self.known.get(&p) {
                 Some(Source::InboxFiles) => Some(self.only.get(&p).cloned().unwrap_or_default()),
                 _ => None,

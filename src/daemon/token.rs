@@ -39,6 +39,7 @@ impl Daemon {
                 ctx.engine.set_identity(Some(identity));
                 if self.timers.token.cleared() {
                     info!("the API token is accepted again; resuming");
+                    self.tell_token_accepted().await?;
                 }
                 if self.row.state != DaemonState::Starting && self.row.state != self.state_word() {
                     self.row.state = self.state_word();
@@ -72,7 +73,8 @@ impl Daemon {
         error!(error = %message, retry_in_s = wait.as_secs(), "API token unusable: no transfer runs until it is fixed (replace the token file or credential; it is re-read at every try)");
         self.ctx = None;
         self.row.state = DaemonState::BadToken;
-        self.record_error(message).await
+        self.record_error(message.clone()).await?;
+        self.tell_token_refused(&message).await
     }
 
     /// An API call of the daemon's own (not a pass's) failed: a refused token pauses, anything

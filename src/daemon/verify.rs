@@ -14,6 +14,7 @@ use tracing::{error, info, instrument, warn};
 use super::timers::{VerifyState, VerifyStep};
 use super::{Daemon, DaemonError};
 use crate::journal::EventLevel;
+use crate::notifications::{Event, Kind};
 use crate::verify::{self, VerifyReport};
 
 impl Daemon {
@@ -81,6 +82,15 @@ impl Daemon {
                 )
                 .await?;
         }
+        let mut ev = Event::new(
+            Kind::VerifyFindings,
+            format!(
+                "scheduled verification found {} finding(s)",
+                report.findings.len()
+            ),
+        );
+        ev.files_failed = Some(report.findings.len() as u64);
+        self.tell(ev).await?;
         if !self.cfg.verify.is_some_and(|v| v.repair) {
             return Ok(());
         }

@@ -15,8 +15,8 @@ use super::reader::sql;
 use super::writer::{self, Ack, Op, StatCounters};
 use super::{
     require_local_state_dir, schema, AuditRow, DaemonRow, DeletedRows, EventLevel, FileKey,
-    FileListing, FileRow, FileState, JournalError, ListingDiff, NewAudit, ProjectRow,
-    ProjectTotals, StoredPlan, WriterStats, JOURNAL_FILE, MAX_BATCH,
+    FileListing, FileRow, FileState, JournalError, ListingDiff, NewAudit, OutboxRow, OutboxWrite,
+    ProjectRow, ProjectTotals, SinkCounts, StoredPlan, WriterStats, JOURNAL_FILE, MAX_BATCH,
 };
 use crate::model::{FileId, ProjectId};
 use crate::planner::FilePlan;
@@ -474,6 +474,37 @@ impl Journal {
     /// The daemon's state, if a daemon ever ran.
     pub fn daemon(&self) -> Result<Option<DaemonRow>, JournalError> {
         self.read(sql::daemon)
+    }
+
+    /// Writes to the notification outbox (an event with its deliveries, a delivery done or
+    /// to be tried again); answered after the commit.
+    pub async fn outbox(&self, w: OutboxWrite) -> Result<(), JournalError> {
+        self.call(|ack| Op::Outbox(w, ack)).await
+    }
+
+    /// The deliveries of `sink` due at `now_ms`, oldest first, at most `limit`.
+    pub fn outbox_due(
+        &self,
+        sink: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, JournalError> {
+        self.read(|c| super::outbox::due(c, sink, now_ms, limit))
+    }
+
+    /// When the next delivery of `sink` is due, if any.
+    pub fn outbox_next(&self, sink: &str) -> Result<Option<i64>, JournalError> {
+        self.read(|c| super::outbox::next_due(c, sink))
+    }
+
+    /// Every sink's delivered, dropped and pending counts.
+    pub fn outbox_counts(&self) -> Result<Vec<SinkCounts>, JournalError> {
+        self.read(super::outbox::counts)
+    }
+
+    /// Every recorded notification (id, kind, JSON body), oldest first.
+    pub fn notifications(&self) -> Result<Vec<(String, String, String)>, JournalError> {
+        self.read(super::outbox::notifications)
     }
 }
 

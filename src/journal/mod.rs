@@ -43,6 +43,10 @@
 //!   object ([`DaemonLive`]: per-project rates and other figures that need no column).
 //! - `requests(project_id, file_id, ts_ms)`: work dropped in the daemon's inbox, a whole
 //!   project (`file_id` empty) or single files; it survives restarts.
+//! - `notifications(id, ts_ms, kind, project_id, body)`, `outbox(event_id, sink, seq,
+//!   attempts, next_ms, last_error)` and `notify_sinks(sink, delivered, dropped)`: the
+//!   notification outbox (`outbox.rs`): an event is recorded with one delivery row per sink
+//!   before it is sent, and the row is deleted once the sink took it.
 //!
 //! # Layout
 //!
@@ -89,6 +93,7 @@
 
 pub mod fscheck;
 mod handle;
+pub(crate) mod outbox;
 mod reader;
 mod rows;
 mod schema;
@@ -96,6 +101,7 @@ mod writer;
 
 pub use fscheck::{require_local_state_dir, FsCheckError};
 pub use handle::Journal;
+pub use outbox::{NewNotification, OutboxRow, OutboxWrite, SinkCounts, MAX_NOTIFICATIONS};
 pub use reader::JournalReader;
 pub use rows::{
     AuditAction, AuditRow, DaemonLive, DaemonRow, DaemonState, DeletedRows, EventLevel, EventRow,

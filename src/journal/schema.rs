@@ -161,6 +161,32 @@ pub(crate) fn migrations() -> &'static [&'static str] {
         r#"
         ALTER TABLE daemon ADD COLUMN live TEXT;
         "#,
+        // 6: the notification outbox (issue 15): each event recorded before it is sent, one
+        // delivery row per sink until the sink took it, and per-sink counts.
+        r#"
+        CREATE TABLE notifications (
+            id         TEXT PRIMARY KEY NOT NULL,
+            ts_ms      INTEGER NOT NULL,
+            kind       TEXT NOT NULL,
+            project_id TEXT,
+            body       TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE outbox (
+            event_id   TEXT NOT NULL REFERENCES notifications(id) ON DELETE CASCADE,
+            sink       TEXT NOT NULL,
+            seq        INTEGER NOT NULL UNIQUE,
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            next_ms    INTEGER NOT NULL,
+            last_error TEXT,
+            PRIMARY KEY (event_id, sink)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX outbox_by_sink ON outbox(sink, seq);
+        CREATE TABLE notify_sinks (
+            sink      TEXT PRIMARY KEY NOT NULL,
+            delivered INTEGER NOT NULL DEFAULT 0,
+            dropped   INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+        "#,
     ]
 }
 
@@ -337,7 +363,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(n_tables, 9);
+        assert_eq!(n_tables, 12);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();

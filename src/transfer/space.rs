@@ -162,6 +162,7 @@ impl Engine {
         let key = job.key();
         let dir = job.store.dir().to_path_buf();
         let mut waiting_since: Option<Instant> = None;
+        let mut _counted = None;
         loop {
             match self.disk.try_reserve(&dir, need, self.cfg.disk_reserve) {
                 Ok(SpaceCheck::Reserved(reservation)) => {
@@ -180,6 +181,7 @@ impl Engine {
                 Ok(SpaceCheck::Short(short)) => {
                     if waiting_since.is_none() {
                         waiting_since = Some(Instant::now());
+                        _counted = Some(self.client.counters().disk_wait());
                         let reason = short.reason();
                         warn!(
                             len = short.need,

@@ -12,6 +12,7 @@ mod journal;
 mod listing_order;
 mod metrics;
 mod mirror_root;
+mod notify;
 mod pinned;
 mod platform;
 mod readback;

@@ -27,7 +27,17 @@ const LAYERS: &[(u8, &[&str])] = &[
     ),
     (3, &["readback", "selection", "platform", "journal"]),
     (4, &["config", "audit"]),
-    (5, &["transfer", "verify", "purge", "status", "metrics"]),
+    (
+        5,
+        &[
+            "transfer",
+            "verify",
+            "purge",
+            "status",
+            "metrics",
+            "notifications",
+        ],
+    ),
     (6, &["pass"]),
     (7, &["sync", "daemon"]),
     (8, &["demo"]),

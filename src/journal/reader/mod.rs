@@ -48,6 +48,16 @@ impl JournalReader {
         &self.path
     }
 
+    /// Every recorded notification (id, kind, JSON body), oldest first.
+    pub fn notifications(&self) -> Result<Vec<(String, String, String)>, JournalError> {
+        crate::journal::outbox::notifications(&self.conn)
+    }
+
+    /// Every notification sink's delivered, dropped and pending counts.
+    pub fn outbox_counts(&self) -> Result<Vec<crate::journal::SinkCounts>, JournalError> {
+        crate::journal::outbox::counts(&self.conn)
+    }
+
     /// All projects, by id.
     pub fn projects(&self) -> Result<Vec<ProjectRow>, JournalError> {
         sql::projects(&self.conn)

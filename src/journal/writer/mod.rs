@@ -134,6 +134,7 @@ pub(crate) enum Op {
         ack: Ack<()>,
     },
     PutDaemon(DaemonRow, Ack<()>),
+    Outbox(super::OutboxWrite, Ack<()>),
     AddRequests(Vec<(ProjectId, Option<FileId>)>, Ack<()>),
     /// Commit what came before, answer, and stop.
     Close(Ack<()>),
@@ -155,6 +156,7 @@ impl Op {
             | Op::EndRun { ack, .. }
             | Op::SetRelPath { ack, .. }
             | Op::PutDaemon(_, ack)
+            | Op::Outbox(_, ack)
             | Op::AddRequests(_, ack)
             | Op::Close(ack) => Pending::new(ack, Err(e)),
             Op::AddAttempt(_, ack) | Op::StartFile { ack, .. } => Pending::new(ack, Err(e)),
@@ -431,6 +433,7 @@ fn apply(conn: &Connection, op: Op) -> Pending {
         }
         Op::AddRequests(reqs, ack) => Pending::new(ack, sql::add_requests(conn, reqs)),
         Op::PutDaemon(row, ack) => Pending::new(ack, sql::put_daemon(conn, &row)),
+        Op::Outbox(w, ack) => Pending::new(ack, super::outbox::write(conn, w)),
         Op::Close(ack) => Pending::new(ack, Ok(())),
     }
 }

@@ -1,0 +1,452 @@
+//! Notifications from the in-process daemon to receivers on loopback started by each test:
+//! a signed webhook, a healthchecks-style ping and a command, each event kind the test can
+//! make happen (`file-flagged` has no emitter yet), a receiver that is down and then up,
+//! a command that fails and one that hangs, a flapping token, and `[notify]` keys on reload.
+//! Bodies are checked field by field against the documented schema (`docs/notifications.md`).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dxmirror::daemon::Notifier;
+use dxmirror::model::ProjectId;
+use dxmirror::notifications::signature;
+use dxmirror::sandbox::{FileSpec, ProjectSpec, Sandbox};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::metrics::free_port;
+use crate::support::{all_verified, empty_sandbox, wait_for, Env, Running};
+
+const T: Duration = Duration::from_secs(30);
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Got {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    fn kind(&self) -> String {
+        self.json()["kind"].as_str().unwrap().to_owned()
+    }
+}
+
+/// An HTTP receiver on loopback that records every request and answers 200.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Got>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn on(port: u16) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_len, path, headers) = loop {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let mut h = [httparse::EMPTY_HEADER; 32];
+                        let mut req = httparse::Request::new(&mut h);
+                        if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+                            let headers: HashMap<String, String> = req
+                                .headers
+                                .iter()
+                                .map(|h| {
+                                    (
+                                        h.name.to_ascii_lowercase(),
+                                        String::from_utf8_lossy(h.value).into_owned(),
+                                    )
+                                })
+                                .collect();
+                            break (len, req.path.unwrap().to_owned(), headers);
+                        }
+                    };
+                    let want: usize = headers
+                        .get("content-length")
+                        .map_or(0, |v| v.parse().unwrap());
+                    while buf.len() < head_len + want {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body =
+                        String::from_utf8_lossy(&buf[head_len..head_len + want]).into_owned();
+                    sink.lock().unwrap().push(Got {
+                        path,
+                        headers,
+                        body,
+                    });
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        Receiver { port, got, task }
+    }
+
+    async fn start() -> Receiver {
+        Receiver::on(0).await
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The requests on `prefix` whose body has kind `kind`.
+    fn of(&self, prefix: &str, kind: &str) -> Vec<Got> {
+        self.got()
+            .into_iter()
+            .filter(|g| g.path.starts_with(prefix) && g.kind() == kind)
+            .collect()
+    }
+
+    /// Waits for a request on `prefix` of kind `kind`.
+    async fn wait(&self, prefix: &str, kind: &str) -> Got {
+        wait_for(&format!("a {kind} notification on {prefix}"), T, || {
+            self.of(prefix, kind).into_iter().next()
+        })
+        .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// A project of two files in `sandbox`.
+fn two_files(sandbox: &Sandbox, name: &str) -> ProjectId {
+    sandbox
+        .add_project(
+            ProjectSpec::new(name)
+                .file(FileSpec::new("/", "SAMPLE_INFO.txt", 2_000))
+                .file(FileSpec::new("/data", "a.bam", 200_000)),
+        )
+        .unwrap()
+}
+
+fn webhook(r: &Receiver, secret: Option<&Path>) -> String {
+    let mut s = format!("[[notify.webhook]]\nurl = \"{}\"\n", r.url("/hook"));
+    if let Some(p) = secret {
+        s.push_str(&format!("secret-file = \"{}\"\n", p.display()));
+    }
+    s
+}
+
+/// Checks the fields every body has, whatever its kind.
+fn check_schema(v: &Value) {
+    let o = v.as_object().unwrap();
+    for k in [
+        "schema_version",
+        "id",
+        "kind",
+        "time_ms",
+        "host",
+        "project_id",
+        "project_name",
+        "file_id",
+        "files_done",
+        "files_total",
+        "files_failed",
+        "bytes_done",
+        "bytes_total",
+        "mirror_path",
+        "ok",
+        "message",
+    ] {
+        assert!(o.contains_key(k), "no {k} in {v}");
+    }
+    assert_eq!(o.len(), 16, "{v}");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["id"].as_str().unwrap().len(), 32);
+}
+
+fn today_plus(days: i64) -> String {
+    let d = dxmirror::clock::Date {
+        days: dxmirror::clock::Date::today().days + days,
+    };
+    d.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrored_project_is_told_to_a_signed_webhook_a_ping_and_a_command() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-notify");
+    let r = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let expiring = today_plus(10);
+    let env = Env::for_sandbox(
+        &sandbox,
+        Vec::new(),
+        format!(
+            "[notify]\n{}[[notify.webhook]]\nping-url = \"{}\"\n\
+             [[notify.command]]\nargv = ['/bin/sh', '-c', 'env | grep ^DXMIRROR_ | sort > \"$0/$DXMIRROR_EVENT.$DXMIRROR_EVENT_ID\"', '{}']\n\
+             [[project]]\nid = \"{p}\"\naccess-expires = \"{expiring}\"\n",
+            webhook(&r, Some(&secret)),
+            r.url("/ping/check-1"),
+            out.display()
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the project to be mirrored", T, || {
+        all_verified(&env, &p, 2)
+    })
+    .await;
+    let done = r.wait("/hook", "project-complete").await;
+
+    // The webhook: signed body, headers naming the event, every field of the schema.
+    let v = done.json();
+    check_schema(&v);
+    assert_eq!(
+        done.headers["x-dxmirror-signature"],
+        signature(b"s3cret", done.body.as_bytes())
+    );
+    assert_eq!(done.headers["x-dxmirror-event"], "project-complete");
+    assert_eq!(
+        done.headers["x-dxmirror-event-id"],
+        v["id"].as_str().unwrap()
+    );
+    assert_eq!(done.headers["content-type"], "application/json");
+    assert_eq!(v["project_id"], p.to_string());
+    assert_eq!(v["project_name"], "SJC-DT-notify");
+    assert_eq!(v["files_done"], 2);
+    assert_eq!(v["files_total"], 2);
+    assert_eq!(v["files_failed"], 0);
+    assert_eq!(v["bytes_done"], 202_000);
+    assert_eq!(v["bytes_total"], 202_000);
+    assert_eq!(v["mirror_path"], env.project_dir(&p).display().to_string());
+    // The daily access check at start: expiring in 10 days.
+    let exp = r.wait("/hook", "access-expiring").await.json();
+    check_schema(&exp);
+    assert_eq!(exp["project_id"], p.to_string());
+    assert!(
+        exp["message"].as_str().unwrap().contains(&expiring),
+        "{exp}"
+    );
+
+    // The ping: /start then the URL itself (a clean pass); no other kind reaches it.
+    let pings = wait_for("the pings", T, || {
+        let g: Vec<String> = r
+            .got()
+            .into_iter()
+            .filter(|g| g.path.starts_with("/ping"))
+            .map(|g| g.path)
+            .collect();
+        (g.len() >= 2).then_some(g)
+    })
+    .await;
+    assert_eq!(pings[..2], ["/ping/check-1/start", "/ping/check-1"]);
+    assert!(
+        r.of("/hook", "pass-start").is_empty(),
+        "pass events are for pings only"
+    );
+    assert!(r.of("/ping", "project-complete").is_empty());
+
+    // The command: run without a shell of ours, the event in DXMIRROR_* variables.
+    let id = v["id"].as_str().unwrap();
+    let file = out.join(format!("project-complete.{id}"));
+    let vars = wait_for("the command's output", T, || {
+        std::fs::read_to_string(&file).ok()
+    })
+    .await;
+    for want in [
+        "DXMIRROR_EVENT=project-complete".to_owned(),
+        format!("DXMIRROR_EVENT_ID={id}"),
+        format!("DXMIRROR_PROJECT_ID={p}"),
+        "DXMIRROR_PROJECT_NAME=SJC-DT-notify".to_owned(),
+        "DXMIRROR_FILES_DONE=2".to_owned(),
+        "DXMIRROR_BYTES_TOTAL=202000".to_owned(),
+        format!("DXMIRROR_MIRROR_PATH={}", env.project_dir(&p).display()),
+    ] {
+        assert!(vars.lines().any(|l| l == want), "no {want} in\n{vars}");
+    }
+    running.stop().await.unwrap();
+    // Sent once each, and the outbox is empty.
+    assert_eq!(r.of("/hook", "project-complete").len(), 1);
+    let counts = env.reader().unwrap().outbox_counts().unwrap();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts
+            .iter()
+            .all(|c| c.pending == 0 && c.dropped == 0 && c.delivered > 0),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_then_up_gets_every_event_with_its_recorded_id() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-down");
+    let port = free_port();
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!("[notify]\n[[notify.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\n"),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    wait_for("the project to be mirrored", T, || {
+        all_verified(&env, &p, 2)
+    })
+    .await;
+    // Nothing listens: the event stays in the outbox and its failure is reported once.
+    wait_for("a failed delivery", T, || {
+        let r = env.reader()?;
+        let c = r.outbox_counts().ok()?;
+        let events = r.recent_events(100).ok()?;
+        (c.iter().any(|c| c.pending > 0)
+            && events.iter().any(|e| e.message.contains("not delivered")))
+        .then_some(())
+    })
+    .await;
+    let recorded = env.reader().unwrap().notifications().unwrap();
+    let complete: Vec<_> = recorded
+        .iter()
+        .filter(|(_, k, _)| k == "project-complete")
+        .collect();
+    assert_eq!(complete.len(), 1);
+    // The receiver comes up: the same event arrives, with the id recorded before sending.
+    let r = Receiver::on(port).await;
+    let got = r.wait("/hook", "project-complete").await;
+    assert_eq!(got.json()["id"], complete[0].0.as_str());
+    assert_eq!(got.body, complete[0].2);
+    wait_for("an empty outbox", T, || {
+        let c = env.reader()?.outbox_counts().ok()?;
+        c.iter().all(|c| c.pending == 0).then_some(())
+    })
+    .await;
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_and_a_hanging_command_are_reported_and_the_hang_is_killed() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-cmd");
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!(
+            "[notify]\n{}[[notify.command]]\nargv = ['/bin/sh', '-c', 'echo broken receiver >&2; exit 3']\n\
+             [[notify.command]]\nargv = ['/bin/sleep', '600']\ntimeout = \"300ms\"\n",
+            webhook(&r, None)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    // The webhook is not held up by the commands.
+    r.wait("/hook", "project-complete").await;
+    let events = wait_for("both commands reported", T, || {
+        let ev = env.reader()?.recent_events(200).ok()?;
+        let failed = ev.iter().any(|e| {
+            e.message
+                .contains("failed (exit status: 3): broken receiver")
+        });
+        let killed = ev.iter().any(|e| {
+            e.message
+                .contains("/bin/sleep did not finish within 0.3s and was killed")
+        });
+        (failed && killed).then_some(ev)
+    })
+    .await;
+    // Reported once per event, not once per retry.
+    let n = events
+        .iter()
+        .filter(|e| e.message.contains("broken receiver") && e.message.contains("project-complete"))
+        .count();
+    assert_eq!(n, 1);
+    // No sleep is left running.
+    let sleeping = std::process::Command::new("pgrep")
+        .args(["-f", "^/bin/sleep 600$"])
+        .output()
+        .unwrap();
+    assert!(
+        sleeping.stdout.is_empty(),
+        "a hung command survived: {:?}",
+        String::from_utf8_lossy(&sleeping.stdout)
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_token_and_a_revoked_project_are_one_notification_per_change() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-flap");
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!(
+            "[relist]\ninterval = \"150ms\"\n[notify]\n{}",
+            webhook(&r, None)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    r.wait("/hook", "project-complete").await;
+    let token = sandbox.token();
+    for round in 1..=2 {
+        sandbox.set_token("not-the-daemons-token");
+        wait_for("the token refused", T, || {
+            (r.of("/hook", "token-refused").len() == round).then_some(())
+        })
+        .await;
+        sandbox.set_token(&token);
+        // A reload tries the token again at once.
+        running.reload.send(()).await.unwrap();
+        wait_for("the token accepted", T, || {
+            (r.of("/hook", "token-accepted").len() == round).then_some(())
+        })
+        .await;
+    }
+    // The project is revoked: several re-listings find it inaccessible, one notification.
+    sandbox.set_revoked(&p, true);
+    let lost = r.wait("/hook", "project-inaccessible").await.json();
+    check_schema(&lost);
+    assert_eq!(lost["project_id"], p.to_string());
+    let relists_before = sandbox.stats().requests("/project-xxxx/describe");
+    wait_for("more re-listings", T, || {
+        (sandbox.stats().requests("/project-xxxx/describe") >= relists_before + 3).then_some(())
+    })
+    .await;
+    running.stop().await.unwrap();
+    assert_eq!(r.of("/hook", "token-refused").len(), 2);
+    assert_eq!(r.of("/hook", "token-accepted").len(), 2);
+    assert_eq!(r.of("/hook", "project-inaccessible").len(), 1);
+}
