@@ -10,7 +10,7 @@ use dxmirror::model::ProjectId;
 
 /// Mirror St. Jude Cloud data vended through DNAnexus: resumable, verified, unattended.
 #[derive(Debug, Parser)]
-#[command(name = "dxmirror", version, about)]
+#[command(name = "dxmirror", version, about, after_help = crate::commands::exit::TABLE)]
 pub(crate) struct Cli {
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -27,10 +27,15 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Mirror projects once, verify every file, and exit (0 only if every eligible file is mirrored).
+    #[command(after_help = crate::commands::exit::TABLE)]
     Sync {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Only say, per project, the files and bytes a sync would fetch, against the free
+        /// space minus disk-reserve (exit 3 if it does not fit); writes nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Projects to mirror (default: the config's [[project]] list).
         projects: Vec<ProjectId>,
     },
@@ -97,6 +102,7 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Validate a config file and show the resolved settings (the token is never printed).
+    #[command(after_help = crate::commands::exit::TABLE)]
     CheckConfig {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
         #[arg(long, short)]

@@ -50,9 +50,11 @@ fn main() -> ExitCode {
 /// Runs the subcommand; its exit status, or the error to print.
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Sync { config, projects } => {
-            commands::sync::run(config, projects, progress_mode(cli.quiet)).await
-        }
+        Command::Sync {
+            config,
+            dry_run,
+            projects,
+        } => commands::sync::run(config, projects, dry_run, progress_mode(cli.quiet)).await,
         Command::Daemon { config } => commands::daemon::run(config).await,
         Command::Status {
             config,

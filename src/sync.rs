@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::config::Config;
-use crate::journal::Journal;
+use crate::journal::{FileState, Journal, JournalError, JournalReader};
 use crate::model::ProjectId;
-use crate::pass::{project_pass, PassContext, PassOptions};
+use crate::pass::{client_for, preview_project, project_pass, PassContext, PassOptions};
 use crate::transfer::Progress;
 
-pub use crate::pass::{FileProblem, ProjectSummary, SyncError};
+pub use crate::pass::{FileProblem, ProjectPreview, ProjectSummary, SyncError};
 
 /// How progress is shown while a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,23 +42,48 @@ pub struct SyncOptions {
 /// The result of a sync.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncSummary {
-    /// Per project.
+    /// Per project (those finished before an interruption).
     pub projects: Vec<ProjectSummary>,
     /// Wall time.
     pub elapsed: Duration,
     /// Bytes written in this run.
     pub bytes: u64,
+    /// Set when the run was stopped before its end: what is left of its projects.
+    pub interrupted: Option<Remaining>,
+}
+
+/// What an interrupted run leaves to fetch, from the journal, over the run's projects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Remaining {
+    /// Files listed, eligible and not yet mirrored.
+    pub files: u64,
+    /// Their bytes not yet on disk.
+    pub bytes: u64,
+    /// Projects of the run not listed yet (their files are not counted).
+    pub projects_unlisted: usize,
 }
 
 impl SyncSummary {
-    /// True when every project is ok: the exit status is 0 only then.
+    /// True when every project is ok and the run was not interrupted: the exit status is 0
+    /// only then.
     pub fn is_ok(&self) -> bool {
-        self.projects.iter().all(ProjectSummary::is_ok)
+        self.interrupted.is_none() && self.projects.iter().all(ProjectSummary::is_ok)
     }
 }
 
 /// Runs one sync pass. The caller must hold the writer lock.
 pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncError> {
+    run_until(cfg, opts, std::future::pending()).await
+}
+
+/// Runs one sync pass until `stop` resolves. A stop abandons the transfers in flight (what
+/// they wrote and synced is journaled, so the next run resumes from there), records the run
+/// `interrupted` and returns what is left. The caller must hold the writer lock.
+pub async fn run_until(
+    cfg: &Config,
+    opts: SyncOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<SyncSummary, SyncError> {
     let projects = if opts.projects.is_empty() {
         cfg.projects.clone()
     } else {
@@ -76,8 +101,19 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
 
     let mut summaries = Vec::new();
     let mut fatal = None;
+    let mut interrupted = false;
+    tokio::pin!(stop);
+    let pass_opts = PassOptions::default();
     for project in &projects {
-        match project_pass(&ctx, project, &PassOptions::default()).await {
+        // Dropping the pass aborts its file tasks: each has journaled only synced bytes.
+        let result = tokio::select! {
+            r = project_pass(&ctx, project, &pass_opts) => r,
+            () = &mut stop => {
+                interrupted = true;
+                break;
+            }
+        };
+        match result {
             Ok(s) => summaries.push(s),
             Err(e) => {
                 fatal = Some(e);
@@ -87,21 +123,114 @@ pub async fn run(cfg: &Config, opts: SyncOptions) -> Result<SyncSummary, SyncErr
     }
     display.abort();
     let outcome = match &fatal {
+        None if interrupted => "interrupted",
         None if summaries.iter().all(ProjectSummary::is_ok) => "ok",
         None => "incomplete",
         Some(_) => "error",
     };
-    journal.end_run(run_id, outcome).await?;
+    let bytes = ctx.engine.progress().snapshot().bytes_done;
     drop(ctx);
+    journal.end_run(run_id, outcome).await?;
+    let remaining = if interrupted {
+        Some(remaining(&journal, &projects)?)
+    } else {
+        None
+    };
     journal.close().await?;
     if let Some(e) = fatal {
         return Err(e);
     }
-    let bytes = summaries.iter().map(|s| s.bytes_now).sum();
+    let bytes = if interrupted {
+        bytes
+    } else {
+        summaries.iter().map(|s| s.bytes_now).sum()
+    };
     Ok(SyncSummary {
         projects: summaries,
         elapsed: started.elapsed(),
         bytes,
+        interrupted: remaining,
+    })
+}
+
+/// What the journal says is left of `projects`: files neither mirrored nor left out (skipped,
+/// gone), and their bytes not on disk.
+fn remaining(journal: &Journal, projects: &[ProjectId]) -> Result<Remaining, SyncError> {
+    let totals = journal.project_totals()?;
+    let mut left = Remaining {
+        files: 0,
+        bytes: 0,
+        projects_unlisted: 0,
+    };
+    for project in projects {
+        let Some(t) = totals.iter().find(|t| &t.project.id == project) else {
+            left.projects_unlisted += 1;
+            continue;
+        };
+        if t.n_files == 0 {
+            left.projects_unlisted += 1;
+        }
+        left.files += t
+            .files_by_state
+            .iter()
+            .filter(|(s, _)| !s.is_finished() && !matches!(s, FileState::Skipped | FileState::Gone))
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        left.bytes += t.bytes_total.saturating_sub(t.bytes_done);
+    }
+    Ok(left)
+}
+
+/// What `sync --dry-run` found, per project, against the room on the mirror's filesystem.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DryRun {
+    /// Per project.
+    pub projects: Vec<ProjectPreview>,
+    /// Free bytes on the mirror root's filesystem.
+    pub free: u64,
+    /// `disk-reserve`.
+    pub reserve: u64,
+}
+
+impl DryRun {
+    /// Bytes the run would fetch.
+    pub fn bytes_to_fetch(&self) -> u64 {
+        self.projects.iter().map(|p| p.bytes_to_fetch).sum()
+    }
+
+    /// True when what it would fetch fits in the free space minus `disk-reserve`.
+    pub fn fits(&self) -> bool {
+        self.bytes_to_fetch() <= self.free.saturating_sub(self.reserve)
+    }
+}
+
+/// `sync --dry-run`: what a sync of `projects` (else the config's list) would fetch. Writes
+/// nothing and takes no lock; reads the journal, when there is one, read-only.
+pub async fn dry_run(cfg: &Config, projects: &[ProjectId]) -> Result<DryRun, SyncError> {
+    let projects = if projects.is_empty() {
+        cfg.projects.clone()
+    } else {
+        projects.to_vec()
+    };
+    if projects.is_empty() {
+        return Err(SyncError::NoProjects(cfg.source.clone()));
+    }
+    let free = crate::store::free_space(&cfg.mirror_root)?;
+    let journal = match JournalReader::open(&cfg.state_dir) {
+        Ok(j) => Some(j),
+        Err(JournalError::Missing(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (token, _) = cfg.token()?;
+    let client = client_for(cfg, token, Default::default())?;
+    let mut previews = Vec::new();
+    for project in &projects {
+        previews.push(preview_project(cfg, &client, journal.as_ref(), project).await?);
+    }
+    Ok(DryRun {
+        projects: previews,
+        free,
+        reserve: cfg.disk_reserve,
     })
 }
 

@@ -1,6 +1,6 @@
 //! `dxmirror check-config`: validates a config file and prints the resolved settings, then
 //! whether the state directory and the token can be used (the token itself is never printed).
-//! Exit status 0 only when both can.
+//! Exit status 0 only when both can, else the status of the check that failed (`exit`).
 //!
 //! [`render`] is pure, so the report is unit-tested; [`run`] gathers its inputs.
 
@@ -14,7 +14,7 @@ use dxmirror::config::{Config, ConfigError, TokenOrigin};
 use dxmirror::journal::FsCheckError;
 use dxmirror::units::human_bytes;
 
-use super::config_path;
+use super::{config_path, exit};
 
 /// Runs `dxmirror check-config`.
 pub(crate) fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -22,13 +22,9 @@ pub(crate) fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&path)?;
     let state_dir = dxmirror::journal::require_local_state_dir(&cfg.state_dir);
     let token = cfg.token().map(|(_, origin)| origin);
-    let (report, usable) = render(&path, &cfg, state_dir, token);
+    let (report, status) = render(&path, &cfg, state_dir, token);
     print!("{report}");
-    Ok(if usable {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::from(status))
 }
 
 /// One line of the report: `label` in a column, then `value`.
@@ -38,14 +34,15 @@ fn row(out: &mut String, indent: usize, label: &str, value: impl Display) {
 }
 
 /// The report on `cfg`, loaded from `path`, given what the state-directory check and the
-/// token resolution found; true when both are usable. An unusable state directory ends the
-/// report before the token's line.
+/// token resolution found, and the exit status: 0 when both are usable, else the status of
+/// the check that failed (`exit::CHECK_DIRS`, `exit::CHECK_TOKEN`). An unusable state
+/// directory ends the report before the token's line.
 pub(crate) fn render(
     path: &Path,
     cfg: &Config,
     state_dir: Result<(), FsCheckError>,
     token: Result<TokenOrigin, ConfigError>,
-) -> (String, bool) {
+) -> (String, u8) {
     let mut out = format!("config {} is valid\n", path.display());
     let o = &mut out;
     row(o, 2, "api-url", &cfg.api_url);
@@ -121,16 +118,16 @@ pub(crate) fn render(
     }
     if let Err(e) = state_dir {
         row(o, 2, "state-dir", format!("NOT USABLE: {e}"));
-        return (out, false);
+        return (out, exit::CHECK_DIRS);
     }
     match token {
         Ok(origin) => row(o, 2, "token", format!("from {origin} (not shown)")),
         Err(e) => {
             row(o, 2, "token", format!("NOT USABLE: {e}"));
-            return (out, false);
+            return (out, exit::CHECK_TOKEN);
         }
     }
-    (out, true)
+    (out, exit::OK)
 }
 
 #[cfg(test)]
@@ -168,13 +165,13 @@ access-expires = "2027-05-01"
 
     #[test]
     fn the_report_lists_the_resolved_settings_and_the_token_origin() {
-        let (text, usable) = render(
+        let (text, status) = render(
             Path::new("/etc/d.toml"),
             &config(FULL),
             Ok(()),
             Ok(TokenOrigin::EnvToken),
         );
-        assert!(usable);
+        assert_eq!(status, exit::OK);
         assert_eq!(
             text,
             r#"config /etc/d.toml is valid
@@ -203,8 +200,8 @@ access-expires = "2027-05-01"
     #[test]
     fn an_unusable_state_dir_or_token_says_why_and_fails() {
         let cfg = config("mirror-root = \"/srv/m\"\nstate-dir = \"/var/lib/d\"\n");
-        let (text, usable) = render(Path::new("d.toml"), &cfg, Ok(()), Err(ConfigError::NoToken));
-        assert!(!usable);
+        let (text, status) = render(Path::new("d.toml"), &cfg, Ok(()), Err(ConfigError::NoToken));
+        assert_eq!(status, exit::CHECK_TOKEN);
         assert!(text.contains("  discovery                off\n"), "{text}");
         assert!(
             text.ends_with(&format!(
@@ -218,13 +215,13 @@ access-expires = "2027-05-01"
             fs: "NFS".into(),
         };
         let why = network.to_string();
-        let (text, usable) = render(
+        let (text, status) = render(
             Path::new("d.toml"),
             &cfg,
             Err(network),
             Ok(TokenOrigin::EnvToken),
         );
-        assert!(!usable);
+        assert_eq!(status, exit::CHECK_DIRS);
         // The state directory ends the report: no token line.
         assert!(
             text.ends_with(&format!("  state-dir                NOT USABLE: {why}\n")),

@@ -20,6 +20,6 @@ pub(crate) async fn run(dir: &Path, progress: ProgressMode) -> anyhow::Result<Ex
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(super::exit::INCOMPLETE)
     })
 }

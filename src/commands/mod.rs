@@ -15,6 +15,7 @@ pub(crate) mod audit;
 pub(crate) mod check_config;
 pub(crate) mod daemon;
 pub(crate) mod demo;
+pub(crate) mod exit;
 pub(crate) mod purge;
 pub(crate) mod sandbox;
 pub(crate) mod status;
@@ -37,6 +38,15 @@ pub(crate) fn progress_mode(quiet: bool) -> ProgressMode {
         ProgressMode::Bar
     } else {
         ProgressMode::Lines(Duration::from_secs(10))
+    }
+}
+
+/// `n` and the noun, plural unless `n` is 1: `1 file`, `3 files`.
+pub(crate) fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

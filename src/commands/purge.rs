@@ -22,7 +22,7 @@ pub(crate) async fn run(
         let plan = dxmirror::purge::plan(&cfg, &project)?;
         print!("would delete:\n{plan}");
         println!("refusing without --yes: nothing was deleted");
-        return Ok(ExitCode::FAILURE);
+        return Ok(ExitCode::from(super::exit::INCOMPLETE));
     }
     let outcome = dxmirror::purge::purge(&cfg, &project)
         .await

@@ -67,7 +67,7 @@ pub(crate) async fn run(
     Ok(if report.is_clean() || (repair && healed) {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(super::exit::INCOMPLETE)
     })
 }
 

@@ -17,6 +17,7 @@
 mod finish;
 mod jobs;
 mod listing;
+mod preview;
 mod project;
 mod resume;
 mod sample_info;
@@ -36,6 +37,8 @@ use crate::model::{ApiToken, FileId, ProjectId};
 use crate::platform::{DxClient, PlatformConfig, PlatformError};
 use crate::store::StoreError;
 use crate::transfer::{Engine, EngineConfig, TransferError};
+
+pub use preview::{preview_project, ProjectPreview};
 
 /// A run that could not proceed at all.
 #[derive(Debug, thiserror::Error)]

@@ -150,16 +150,16 @@ pub(super) async fn select(
 
 /// What the selection decided for one project.
 #[derive(Debug, Default)]
-struct Selected {
+pub(super) struct Selected {
     /// Files the filters exclude, with why.
-    excluded: HashMap<FileId, String>,
+    pub(super) excluded: HashMap<FileId, String>,
     /// SAMPLE_INFO.txt parse errors and cross-check disagreements, reported as events.
     findings: Vec<String>,
 }
 
 /// Parses `SAMPLE_INFO.txt` (when there is one), cross-checks it against the listing and
 /// applies the project's selection rules.
-fn apply_selection(
+pub(super) fn apply_selection(
     rules: &SelectionRules,
     files: &[RemoteFile],
     paths: &BTreeMap<FileId, RelPath>,

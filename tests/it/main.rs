@@ -4,6 +4,7 @@
 mod audit;
 mod bandwidth;
 mod chaos;
+mod cli;
 mod daemon;
 mod diskspace;
 mod dxpy;

@@ -1,0 +1,92 @@
+//! The exit statuses of every command, in one place: the table `--help` prints (and the
+//! README repeats), and the signal handling of one-shot runs (`sync`, `verify --repair`): the
+//! first SIGINT/SIGTERM asks for a clean stop, a second one exits at once.
+
+use std::process::ExitCode;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+/// Success.
+pub(crate) const OK: u8 = 0;
+/// The command could not do its work (config, lock, journal, token, state directory...).
+pub(crate) const ERROR: u8 = 1;
+/// It ran, but not everything is right: files not mirrored, verify findings not repaired, a
+/// dry run that does not fit, a purge without `--yes`.
+pub(crate) const INCOMPLETE: u8 = 3;
+/// `check-config`: the state directory or the mirror root is not usable.
+pub(crate) const CHECK_DIRS: u8 = 4;
+/// `check-config`: no usable token, or the API refused it.
+pub(crate) const CHECK_TOKEN: u8 = 5;
+
+/// The table of exit statuses, as `--help` prints it (`tests/it/cli.rs` checks that the
+/// README says the same).
+pub(crate) const TABLE: &str = "\
+Exit status:
+  0    success
+  1    error: the command could not do its work (config, lock, journal, token, ...)
+  2    bad usage (unknown option or argument)
+  3    incomplete: not every eligible file mirrored, verify findings not repaired,
+       sync --dry-run does not fit, purge without --yes
+  4    check-config: the state directory or the mirror root is not usable
+  5    check-config: no usable token, or the API refused it
+  130  interrupted by SIGINT (Ctrl-C); run again to resume
+  143  interrupted by SIGTERM; run again to resume
+The daemon exits 0 on SIGTERM/SIGINT.";
+
+/// The signal that asked a one-shot run to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopSignal {
+    /// Ctrl-C.
+    Int,
+    /// `kill`, or systemd stopping the unit.
+    Term,
+}
+
+impl StopSignal {
+    /// 128 + the signal's number, as shells report a process killed by it.
+    pub(crate) fn exit_code(self) -> ExitCode {
+        ExitCode::from(self.status())
+    }
+
+    fn status(self) -> u8 {
+        match self {
+            StopSignal::Int => 130,
+            StopSignal::Term => 143,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Int => "SIGINT",
+            StopSignal::Term => "SIGTERM",
+        }
+    }
+}
+
+/// Installs SIGINT/SIGTERM handlers: the first signal is sent on the returned channel (the
+/// run stops cleanly), a second one exits the process at once with its status.
+pub(crate) fn stop_signals() -> std::io::Result<oneshot::Receiver<StopSignal>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let first = tokio::select! {
+            _ = term.recv() => StopSignal::Term,
+            _ = int.recv() => StopSignal::Int,
+        };
+        tracing::info!(signal = first.name(), "stop requested");
+        eprintln!(
+            "{}: stopping (what is synced is kept); send it again to exit at once",
+            first.name()
+        );
+        let _ = tx.send(first);
+        let second = tokio::select! {
+            _ = term.recv() => StopSignal::Term,
+            _ = int.recv() => StopSignal::Int,
+        };
+        eprintln!("{}: exiting at once", second.name());
+        std::process::exit(i32::from(second.status()));
+    });
+    Ok(rx)
+}
