@@ -1,7 +1,8 @@
 //! Integration tests: the real `dx` client (dxpy, plus `aria2c` for parts-less symlinks) run
 //! against the in-process sandbox. Gated by `DXMIRROR_TEST_DXPY=1`; when set, a missing `dx`
 //! or `aria2c` is a failure, not a skip. CI installs them with
-//! `pip install dxpy` and `apt-get install -y aria2`.
+//! `pip install dxpy==0.417.1` (pinned: the If-Match test needs a dxpy that pins drive-backed
+//! files to their ETag, and 0.417.1 does) and `apt-get install -y aria2`.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use dxmirror::model::ByteRange;
-use dxmirror::sandbox::{Sandbox, SandboxOptions};
+use dxmirror::sandbox::{FileSpec, FileSpecKind, ProjectSpec, Sandbox, SandboxOptions};
 use serde_json::Value;
 
 use crate::support::Gate;
@@ -216,5 +217,69 @@ async fn dx_client_works_against_the_sandbox() {
         String::from_utf8_lossy(&all.stderr).contains("because it is in the archived state"),
         "{}",
         String::from_utf8_lossy(&all.stderr)
+    );
+}
+
+/// A drive-backed file with parts whose describe carries `symlinkTargetIdentifier`: `dx
+/// download` (dxpy 0.417.1, the release `.ci/run` pins) sends `If-Match` on both hops of its GETs, and
+/// fails with `412` once the backing object was overwritten behind the describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dx_download_pins_drive_backed_files_with_if_match() {
+    if !Gate::Dxpy.enabled("dxpy::dx_download_pins_drive_backed_files_with_if_match") {
+        return;
+    }
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let size = 3 << 20;
+    let pid = sb
+        .add_project(
+            ProjectSpec::new("pinned").file(
+                FileSpec::new("/", "pinned.bam", size)
+                    .kind(FileSpecKind::DriveSinglePart)
+                    .pinned(),
+            ),
+        )
+        .unwrap();
+    let id = sb.files(&pid)[0].id.clone();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = format!("{pid}:{id}");
+
+    ok(
+        &dx(&sb, home.path(), work.path(), &["download", "-f", &src]).await,
+        "dx download of a pinned file",
+    );
+    let got = std::fs::read(work.path().join("pinned.bam")).unwrap();
+    assert!(got == sb.content(&id, ByteRange::new(0, size)));
+    let stats = sb.stats();
+    assert!(stats.if_match("GET download") >= 1, "{stats:#?}");
+    assert_eq!(
+        stats.if_match("GET storage"),
+        stats.if_match("GET download"),
+        "If-Match must reach the storage host on every redirect: {stats:#?}"
+    );
+    assert_eq!(stats.precondition_failed, 0);
+
+    assert!(sb.overwrite_object(&id).is_some());
+    // A fresh name: with the old copy in place dx would find its parts' MD5s matching locally
+    // and fetch nothing.
+    let out = dx(
+        &sb,
+        home.path(),
+        work.path(),
+        &["download", "-o", "again.bam", &src],
+    )
+    .await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("412"), "{said}");
+    assert!(sb.stats().precondition_failed >= 1);
+    let again = work.path().join("again.bam");
+    assert!(
+        std::fs::read(&again).map_or(true, |b| b != sb.content(&id, ByteRange::new(0, size))),
+        "dx must not leave the new object's bytes as a finished file"
     );
 }
