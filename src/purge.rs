@@ -252,7 +252,10 @@ pub async fn purge(cfg: &Config, project: &ProjectId) -> Result<PurgeOutcome, Pu
     Ok(outcome)
 }
 
-async fn purge_locked(
+/// Like [`purge`] for a caller that already holds the writer lock and the journal (the
+/// daemon, for `on-access-expired = "purge"`): the same deletion, journal rows and audit
+/// record.
+pub async fn purge_locked(
     cfg: &Config,
     project: &ProjectId,
     journal: &Journal,

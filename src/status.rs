@@ -184,6 +184,11 @@ pub struct ProjectLine {
     pub access_days_left: Option<i64>,
     /// `expired`, `expires in N days` (within 30 days), or none.
     pub access_warning: Option<String>,
+    /// `on-access-expired` for this project (`warn`, `hold`, `purge`), when the config
+    /// names an `access-expires`.
+    pub on_access_expired: Option<String>,
+    /// With `purge`, once access expired: the day the local copy is deleted (`YYYY-MM-DD`).
+    pub purge_on: Option<String>,
 }
 
 /// One file that needs attention.
@@ -344,7 +349,22 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
     let mut projects = Vec::new();
     for t in reader.project_totals()? {
         let count = |s: FileState| t.files_by_state.get(&s).copied().unwrap_or(0);
-        let expires = cfg.and_then(|c| c.settings(&t.project.id).access_expires);
+        let settings = cfg.map(|c| c.settings(&t.project.id));
+        let expires = settings.as_ref().and_then(|s| s.access_expires);
+        let action = match (cfg, &settings) {
+            (Some(c), Some(s)) => crate::access::expiry_action(
+                expires,
+                today,
+                s.on_access_expired,
+                c.access_purge_grace_days,
+            ),
+            _ => crate::access::ExpiryAction::Mirror,
+        };
+        let purge_on = match action {
+            crate::access::ExpiryAction::PurgeOn { on } => Some(on.to_string()),
+            crate::access::ExpiryAction::PurgeNow => Some(today.to_string()),
+            _ => None,
+        };
         let notice = expires.and_then(|e| access_notice(e, today));
         let id = t.project.id.to_string();
         let bytes_per_s = live_rates.get(&id).copied();
@@ -353,6 +373,8 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
         let eligible = t.n_files - count(FileState::Skipped) - count(FileState::Gone);
         let shown_state = if t.project.state != ProjectState::Active {
             t.project.state.as_str()
+        } else if action.holds() {
+            "held"
         } else if files_done == eligible && left == 0 {
             "complete"
         } else if bytes_per_s.is_some_and(|r| r > 0) {
@@ -364,6 +386,10 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
             access_expires: expires.map(|e| e.to_string()),
             access_days_left: expires.map(|e| e.days - today.days),
             access_warning: notice.map(|n| n.status_message(&t.project.id)),
+            on_access_expired: expires
+                .and(settings.as_ref())
+                .map(|s| s.on_access_expired.as_str().to_owned()),
+            purge_on,
             shown_state: shown_state.to_owned(),
             bytes_per_s,
             eta_s: bytes_per_s.filter(|r| *r > 0).map(|r| left.div_ceil(r)),
@@ -694,7 +720,9 @@ fn state_level(state: &str) -> Option<Level> {
     match state {
         "complete" | "mirroring" | "running" => Some(Level::Ok),
         "pending" | "starting" | "stopped" => None,
-        "inaccessible" | "gone" | "restricted" | "waiting-for-mirror-root" => Some(Level::Warning),
+        "inaccessible" | "gone" | "restricted" | "held" | "waiting-for-mirror-root" => {
+            Some(Level::Warning)
+        }
         _ => Some(Level::Critical),
     }
 }
@@ -777,6 +805,17 @@ fn render_text(r: &StatusReport, style: Style) -> String {
                     p.id,
                     p.disk_waits,
                     plural(p.disk_waits)
+                );
+            }
+            if p.shown_state == "held" {
+                let _ = writeln!(
+                    out,
+                    "  {}: held: no fetching or re-listing, the local copy is kept{}",
+                    p.id,
+                    p.purge_on
+                        .as_ref()
+                        .map(|d| format!(" until its purge on {d} (on-access-expired = \"purge\")"))
+                        .unwrap_or_default()
                 );
             }
             if let Some(w) = &p.access_warning {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::access::OnAccessExpired;
 pub use crate::bandwidth::Timetable;
 pub use crate::clock::Date;
 use crate::model::ProjectId;
@@ -66,6 +67,9 @@ pub enum ConfigError {
     },
 }
 
+/// Default `access-purge-grace`, whole days.
+pub const DEFAULT_PURGE_GRACE_DAYS: i64 = 7;
+
 /// Default `disk-reserve`: free space always left on the mirror's filesystem.
 pub const DEFAULT_DISK_RESERVE: u64 = 1 << 30;
 
@@ -97,6 +101,9 @@ pub struct RawProject {
     /// This project's own download rate limit or timetable (rclone's `--bwlimit` syntax), on
     /// top of the global one.
     pub bwlimit: Option<String>,
+    /// What to do once `access-expires` has passed: `warn`, `hold`, `purge` (default: the
+    /// global `on-access-expired`).
+    pub on_access_expired: Option<String>,
 }
 
 /// The global `[filter]` table: the selection keys of `[[project]]`, applied to every project.
@@ -485,6 +492,11 @@ pub struct RawConfig {
     pub audit_log: Option<PathBuf>,
     /// Download rate limit or weekly timetable, in rclone's `--bwlimit` syntax.
     pub bwlimit: Option<String>,
+    /// What to do with a project whose `access-expires` has passed: `warn`, `hold` (default),
+    /// `purge`; a `[[project]]` may set its own.
+    pub on_access_expired: Option<String>,
+    /// How long after access expired `purge` waits before deleting (whole days; default 7d).
+    pub access_purge_grace: Option<HumanDuration>,
     /// Projects to mirror.
     #[serde(default)]
     pub project: Vec<RawProject>,
@@ -545,6 +557,8 @@ pub struct ProjectSettings {
     pub access_expires: Option<Date>,
     /// The project's own `bwlimit`, if any.
     pub bwlimit: Option<Timetable>,
+    /// What to do once `access_expires` has passed.
+    pub on_access_expired: OnAccessExpired,
 }
 
 /// A validated configuration.
@@ -584,6 +598,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// The global `bwlimit` (no limit by default).
     pub bwlimit: Timetable,
+    /// How many whole days after access expired `on-access-expired = "purge"` deletes.
+    pub access_purge_grace_days: i64,
     /// Configured projects.
     pub projects: Vec<ProjectId>,
     /// The global `[filter]` selection rules (empty: everything).
@@ -740,6 +756,18 @@ impl Config {
             .transpose()
             .map_err(|e| invalid(format!("bwlimit: {e}")))?
             .unwrap_or_default();
+        let on_access_expired = raw
+            .on_access_expired
+            .as_deref()
+            .map(OnAccessExpired::parse)
+            .transpose()
+            .map_err(|e| invalid(format!("on-access-expired: {e}")))?
+            .unwrap_or_default();
+        let access_purge_grace_days = raw
+            .access_purge_grace
+            .map_or(DEFAULT_PURGE_GRACE_DAYS, |d| {
+                (d.0.as_secs() / 86_400) as i64
+            });
         let mut projects = Vec::new();
         let mut project_settings = BTreeMap::new();
         let mut project_filters = HashMap::new();
@@ -764,6 +792,13 @@ impl Config {
                 .map(Timetable::parse)
                 .transpose()
                 .map_err(|e| invalid(format!("[[project]] {id}: bwlimit: {e}")))?;
+            let project_on_expired = p
+                .on_access_expired
+                .as_deref()
+                .map(OnAccessExpired::parse)
+                .transpose()
+                .map_err(|e| invalid(format!("[[project]] {id}: on-access-expired: {e}")))?
+                .unwrap_or(on_access_expired);
             if projects.contains(&id) {
                 if !filter.is_empty() {
                     return Err(invalid(format!(
@@ -778,6 +813,7 @@ impl Config {
                     priority: p.priority.unwrap_or(0),
                     access_expires,
                     bwlimit,
+                    on_access_expired: project_on_expired,
                 },
             );
             projects.push(id.clone());
@@ -864,6 +900,7 @@ impl Config {
             disk_poll,
             audit_log: raw.audit_log,
             bwlimit,
+            access_purge_grace_days,
             projects,
             project_settings,
             discovery,
@@ -889,6 +926,35 @@ mod tests {
     }
 
     const MINIMAL: &str = "mirror-root = \"/srv/m\"\nstate-dir = \"/var/lib/d\"\n";
+
+    #[test]
+    fn on_access_expired_defaults_to_hold_and_a_project_may_set_its_own() {
+        let a = "project-GZ0yq4Q0fXbqfKZ3Bj0xYv7P";
+        let b = "project-B0vY9x9Q0b1QKq2F3Y4Z5a6b";
+        let two = format!(
+            "[[project]]\nid = \"{a}\"\n[[project]]\nid = \"{b}\"\non-access-expired = \"purge\"\n"
+        );
+        let c = parse(&format!("{MINIMAL}{two}")).unwrap();
+        let pa: ProjectId = a.parse().unwrap();
+        let pb: ProjectId = b.parse().unwrap();
+        assert_eq!(c.settings(&pa).on_access_expired, OnAccessExpired::Hold);
+        assert_eq!(c.settings(&pb).on_access_expired, OnAccessExpired::Purge);
+        assert_eq!(c.access_purge_grace_days, DEFAULT_PURGE_GRACE_DAYS);
+        let c = parse(&format!(
+            "{MINIMAL}on-access-expired = \"warn\"\naccess-purge-grace = \"30d\"\n{two}"
+        ))
+        .unwrap();
+        assert_eq!(c.settings(&pa).on_access_expired, OnAccessExpired::Warn);
+        assert_eq!(c.settings(&pb).on_access_expired, OnAccessExpired::Purge);
+        assert_eq!(c.access_purge_grace_days, 30);
+        let err = parse(&format!("{MINIMAL}on-access-expired = \"delete\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("on-access-expired") && err.contains("delete"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_apply() {

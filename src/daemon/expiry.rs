@@ -1,15 +1,24 @@
 //! The daily check of the configured `access-expires` dates: a warning 30 days ahead, an
 //! error once passed, each logged and recorded as a journal event, in the words of
-//! [`crate::access`] (which `dxmirror status` shares).
+//! [`crate::access`] (which `dxmirror status` shares); then what the project's
+//! `on-access-expired` calls for ([`crate::access::expiry_action`]): `warn` mirrors on,
+//! `hold` stops its passes (`schedule` asks [`Daemon::expiry_action`]) and keeps the data,
+//! `purge` holds, announces the day, and once the grace period is over deletes the local copy
+//! through `purge::purge_locked` (the audit record `dxmirror purge` writes), never while its
+//! pass runs (the check runs again when that pass ends).
 //!
-//! It must not delete anything: an expired project keeps its copy until `dxmirror purge`.
+//! Every step is a journal event (`access held`, `access purge due`, `access purging`,
+//! `access purged`, `access purge failed`, the words that open its message) recorded by
+//! [`Daemon::access_step`], the one place notifications of these steps hook into. Nothing else
+//! here deletes anything.
 
 use tracing::{error, warn};
 
 use super::{Daemon, DaemonError};
-use crate::access::{access_notice, AccessNotice};
+use crate::access::{access_notice, expiry_action, AccessNotice, ExpiryAction};
 use crate::clock::Date;
 use crate::journal::EventLevel;
+use crate::model::ProjectId;
 use crate::notifications::{Event, Kind};
 
 impl Daemon {
@@ -42,7 +51,78 @@ impl Daemon {
             let key = format!("{}:{p}", kind.as_str());
             self.tell_on_edge(&key, true, || Event::new(kind, msg).project(&p))
                 .await?;
+            self.act_on_expiry(&p, today).await?;
         }
+        Ok(())
+    }
+
+    /// What `on-access-expired` calls for today for `project`.
+    pub(super) fn expiry_action(&self, project: &ProjectId, today: Date) -> ExpiryAction {
+        let s = self.cfg.settings(project);
+        expiry_action(
+            s.access_expires,
+            today,
+            s.on_access_expired,
+            self.cfg.access_purge_grace_days,
+        )
+    }
+
+    /// Holds, announces or purges `project` as its policy says.
+    async fn act_on_expiry(&mut self, p: &ProjectId, today: Date) -> Result<(), DaemonError> {
+        let policy = self.cfg.settings(p).on_access_expired.as_str();
+        match self.expiry_action(p, today) {
+            ExpiryAction::Mirror => {}
+            ExpiryAction::Hold => {
+                self.due.remove(p);
+                let msg = format!("access held: no fetching or re-listing, the local copy is kept (on-access-expired = \"{policy}\")");
+                self.access_step(p, EventLevel::Warn, msg).await?;
+            }
+            ExpiryAction::PurgeOn { on } => {
+                self.due.remove(p);
+                let msg = format!("access purge due: the local copy is deleted on {on} (on-access-expired = \"purge\"); held until then");
+                self.access_step(p, EventLevel::Warn, msg).await?;
+            }
+            ExpiryAction::PurgeNow => {
+                self.due.remove(p);
+                if self.running.contains(p) || self.journal.project(p)?.is_none() {
+                    // Its pass ends first (`project_done` checks again); or nothing is left.
+                    return Ok(());
+                }
+                self.access_step(p, EventLevel::Warn, "access purging: access expired and the grace period is over (on-access-expired = \"purge\")".into()).await?;
+                match crate::purge::purge_locked(&self.cfg, p, &self.journal).await {
+                    Ok(out) => {
+                        let detail = out
+                            .audit
+                            .map(|a| format!("{} (audit record {})", a.detail, a.id))
+                            .unwrap_or_default();
+                        self.access_step(p, EventLevel::Warn, format!("access purged: {detail}"))
+                            .await?;
+                    }
+                    Err(crate::purge::PurgeError::Journal(e)) => {
+                        return Err(DaemonError::Journal(e))
+                    }
+                    Err(e) => {
+                        error!(project_id = %p, error = %e, "purging the local copy of a project whose access expired failed");
+                        self.access_step(p, EventLevel::Error, format!("access purge failed: {e}"))
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs and records one step of the access policy: the hook for its notifications.
+    async fn access_step(
+        &mut self,
+        p: &ProjectId,
+        level: EventLevel,
+        message: String,
+    ) -> Result<(), DaemonError> {
+        warn!(project_id = %p, "{message}");
+        self.journal
+            .record_event(level, Some(p), None, message)
+            .await?;
         Ok(())
     }
 }

@@ -67,6 +67,8 @@ impl Daemon {
                 }
                 let now = self.clock.now();
                 self.timers.discover_now(now);
+                // `access-expires` and `on-access-expired` apply at once.
+                self.timers.recheck_expiry();
                 self.journal
                     .record_event(EventLevel::Info, None, None, "config reloaded".into())
                     .await?;

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Daemon, DaemonError, Source};
+use crate::access::ExpiryAction;
 use crate::journal::ProjectState;
 use crate::model::ProjectId;
 use crate::pass::{project_pass, PassOptions, ProjectSummary, SyncError};
@@ -25,6 +26,10 @@ impl Daemon {
         r: Result<ProjectSummary, SyncError>,
     ) -> Result<(), DaemonError> {
         self.running.remove(&p);
+        if self.expiry_action(&p, self.clock.today()) == ExpiryAction::PurgeNow {
+            // Its purge waited for this pass to end.
+            self.timers.recheck_expiry();
+        }
         match r {
             Ok(s) => {
                 if let Some(err) = &s.error {
@@ -70,6 +75,18 @@ impl Daemon {
         };
         if self.timers.token.waiting() || !self.root_held {
             return;
+        }
+        // A project whose access expired is held (`on-access-expired`): no pass starts.
+        let today = self.clock.today();
+        let held: Vec<ProjectId> = self
+            .due
+            .iter()
+            .filter(|p| self.expiry_action(p, today).holds())
+            .cloned()
+            .collect();
+        for p in held {
+            debug!(project_id = %p, "access expired: the project is held");
+            self.due.remove(&p);
         }
         let prio = |p: &ProjectId| self.cfg.settings(p).priority;
         let (start, share) = pick(&self.due, &self.running, &prio, self.cfg.max_connections);

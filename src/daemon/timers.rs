@@ -225,6 +225,11 @@ impl Timers {
         true
     }
 
+    /// Makes the expiry check due again now (a purge waited for a pass; a reload).
+    pub(super) fn recheck_expiry(&mut self) {
+        self.expiry_checked = None;
+    }
+
     /// Whether the access expiry is to be checked: once per calendar day.
     pub(super) fn expiry_due(&mut self, today: Date) -> bool {
         if self.expiry_checked == Some(today) {

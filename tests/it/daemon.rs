@@ -190,17 +190,126 @@ async fn a_replaced_file_takes_its_path_and_the_old_version_is_kept_beside_it() 
     m.running.stop().await.unwrap();
 }
 
-/// A project whose agreement has already ended (`access-expires` passed), mirrored by a daemon
-/// that re-lists it every 100 ms: the access scenarios start here.
+/// A project whose agreement has already ended (`access-expires` passed) but whose
+/// `on-access-expired` is `warn` (it is mirrored on), mirrored by a daemon that re-lists it
+/// every 100 ms: the access scenarios start here.
 async fn mirrored_with_expired_access() -> Mirrored {
     Mirrored::start(
         ProjectSpec::new("SJC-DT-0002")
             .file(FileSpec::new("/restricted/bam", "a.bam", 200_000))
             .file(FileSpec::new("/", "b.txt", 3_000)),
         "[relist]\ninterval = \"100ms\"\n",
-        "access-expires = \"2020-01-01\"\n",
+        "access-expires = \"2020-01-01\"\non-access-expired = \"warn\"\n",
     )
     .await
+}
+
+/// Waits for a journal event of `project` whose message starts with `prefix`.
+async fn event_starting(m: &Mirrored, prefix: &str) -> String {
+    wait_for(prefix, T, || {
+        let events = m.env.reader()?.recent_events(500).ok()?;
+        events
+            .into_iter()
+            .find(|e| e.project_id.as_ref() == Some(&m.project) && e.message.starts_with(prefix))
+            .map(|e| e.message)
+    })
+    .await
+}
+
+/// Rewrites the config file: `from` becomes `to`.
+fn edit_config(m: &Mirrored, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&m.env.config_path).unwrap();
+    assert!(text.contains(from), "{text}");
+    std::fs::write(&m.env.config_path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// `on-access-expired` and `access-purge-grace` apply on SIGHUP: `warn` mirrors on; `hold`
+/// stops the passes and keeps the copy (status says `held`); `purge` with 30 days of grace
+/// announces the day; with no grace the copy is deleted with a `purged` audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_access_is_held_then_purged_after_the_grace_period_on_reload() {
+    // Access ended yesterday: the grace period runs from today.
+    let today = dxmirror::clock::Date::today();
+    let yesterday = dxmirror::clock::Date {
+        days: today.days - 1,
+    };
+    let m = Mirrored::start(
+        ProjectSpec::new("SJC-DT-0002")
+            .file(FileSpec::new("/restricted/bam", "a.bam", 200_000))
+            .file(FileSpec::new("/", "b.txt", 3_000)),
+        "[relist]\ninterval = \"100ms\"\n",
+        &format!("access-expires = \"{yesterday}\"\non-access-expired = \"warn\"\n"),
+    )
+    .await;
+    let listed = |m: &Mirrored| {
+        m.env
+            .reader()
+            .and_then(|r| r.project(&m.project).ok().flatten())
+            .and_then(|p| p.last_listed_ms)
+    };
+
+    edit_config(
+        &m,
+        "on-access-expired = \"warn\"",
+        "on-access-expired = \"hold\"",
+    );
+    m.running.reload.send(()).await.unwrap();
+    event_starting(&m, "access held: ").await;
+    // Held: no pass re-lists it any more (it was re-listed every 100 ms); a pass already
+    // running when the policy changed is given time to end first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = listed(&m);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(listed(&m), before, "a held project is not re-listed");
+    assert_eq!(files_under(&m.dir), m.files, "hold keeps the copy");
+    let out = m.env.bin_async(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["projects"][0]["shown_state"], "held", "{v}");
+    assert_eq!(v["projects"][0]["on_access_expired"], "hold", "{v}");
+
+    edit_config(
+        &m,
+        "on-access-expired = \"hold\"",
+        "on-access-expired = \"purge\"",
+    );
+    let text = std::fs::read_to_string(&m.env.config_path).unwrap();
+    std::fs::write(
+        &m.env.config_path,
+        format!("access-purge-grace = \"30days\"\n{text}"),
+    )
+    .unwrap();
+    m.running.reload.send(()).await.unwrap();
+    let due = event_starting(&m, "access purge due: ").await;
+    let purge_day = dxmirror::clock::Date {
+        days: today.days + 30,
+    };
+    assert!(due.contains(&format!("deleted on {purge_day}")), "{due}");
+    let out = m.env.bin_async(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["projects"][0]["purge_on"], purge_day.to_string(), "{v}");
+    assert_eq!(
+        files_under(&m.dir),
+        m.files,
+        "not before the grace period ends"
+    );
+
+    edit_config(
+        &m,
+        "access-purge-grace = \"30days\"",
+        "access-purge-grace = \"0s\"",
+    );
+    m.running.reload.send(()).await.unwrap();
+    let purged = event_starting(&m, "access purged: ").await;
+    assert!(purged.contains("audit record"), "{purged}");
+    assert!(!m.dir.exists(), "the local copy is deleted");
+    let audit = m.env.reader().unwrap().audit_since(0).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.project_id == m.project && a.action == "purged"),
+        "{audit:?}"
+    );
+    m.running.stop().await.unwrap();
 }
 
 /// The platform revokes the project; waits until the daemon has marked it inaccessible.
