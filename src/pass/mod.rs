@@ -371,6 +371,8 @@ async fn phases(
         max_files,
     )
     .await;
+    // The manifest reads the rows afresh: two copies of every row would double the peak.
+    drop(rows);
     let (resumed, early_error) = early.join().await;
     fetched_now += resumed;
     run_error = run_error.or(early_error);
