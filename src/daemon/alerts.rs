@@ -14,10 +14,10 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{Daemon, DaemonError};
-use crate::journal::ProjectState;
+use crate::journal::{EventLevel, ProjectState};
 use crate::model::ProjectId;
 use crate::notifications::{Event, Kind, Notifications};
 use crate::pass::ProjectSummary;
@@ -29,6 +29,8 @@ pub(super) struct Watch {
     bytes: Option<(u64, Instant)>,
     /// The throttled-time counter at the last tick, and since when it keeps growing.
     throttled: Option<(u64, Option<Instant>)>,
+    /// Notifications dropped so far, as last reported.
+    dropped: u64,
 }
 
 impl Daemon {
@@ -38,7 +40,7 @@ impl Daemon {
         if self.notifications.is_some() && self.notify_cfg.as_ref() == Some(&self.cfg.notify) {
             return Ok(());
         }
-        match Notifications::start(self.journal.clone(), &self.cfg.notify) {
+        match Notifications::start(self.journal.clone(), &self.cfg.notify).await {
             Ok(n) => {
                 if !self.cfg.notify.webhooks.is_empty() || !self.cfg.notify.commands.is_empty() {
                     info!(
@@ -49,7 +51,7 @@ impl Daemon {
                 }
                 self.notifications = Some(n);
                 self.notify_cfg = Some(self.cfg.notify.clone());
-                Ok(())
+                self.report_dropped().await
             }
             Err(e) if fatal => Err(DaemonError::Notify(e)),
             Err(e) => {
@@ -63,8 +65,29 @@ impl Daemon {
     pub(super) async fn tell(&mut self, event: Event) -> Result<(), DaemonError> {
         if let Some(n) = &self.notifications {
             n.send(event).await.map_err(DaemonError::Journal)?;
-            self.metrics.set_notifications_dropped(n.dropped());
         }
+        self.report_dropped().await
+    }
+
+    /// Counts dropped notifications in the metrics, and logs and records any new drop.
+    async fn report_dropped(&mut self) -> Result<(), DaemonError> {
+        let Some(n) = &self.notifications else {
+            return Ok(());
+        };
+        let (dropped, sinks) = n.dropped();
+        self.metrics.set_notifications_dropped(dropped);
+        if dropped > self.watch.dropped {
+            let new = dropped - self.watch.dropped;
+            let message = format!(
+                "{new} undelivered notification(s) dropped ({dropped} in all; sinks {}): a receiver stayed down past [notify] queue-limit, or its sink was removed",
+                sinks.join(", ")
+            );
+            warn!(dropped = new, total = dropped, "{message}");
+            self.journal
+                .record_event(EventLevel::Warn, None, None, message)
+                .await?;
+        }
+        self.watch.dropped = dropped;
         Ok(())
     }
 

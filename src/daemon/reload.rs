@@ -59,9 +59,11 @@ impl Daemon {
                     self.take_mirror_root().await?;
                     self.row.state = self.state_word();
                 }
+                // The new sinks first: what the reload finds (a token refused or accepted
+                // again) goes to them.
+                self.follow_notify(false).await?;
                 self.build_context().await?;
                 self.follow_metrics(false).await?;
-                self.follow_notify(false).await?;
                 if watch_changed {
                     self.start_watch();
                 }

@@ -7,6 +7,7 @@
 //! It must not verify while a pass runs (a pass writes the files being checked), nor repair
 //! files of a project whose pass is running.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use tracing::{error, info, instrument, warn};
@@ -82,15 +83,34 @@ impl Daemon {
                 )
                 .await?;
         }
-        let mut ev = Event::new(
-            Kind::VerifyFindings,
-            format!(
-                "scheduled verification found {} finding(s)",
-                report.findings.len()
-            ),
-        );
-        ev.files_failed = Some(report.findings.len() as u64);
-        self.tell(ev).await?;
+        // One event per project: its damaged files (counted once however many checks each
+        // failed) and its findings.
+        let mut by_project: BTreeMap<_, (BTreeSet<_>, usize)> = BTreeMap::new();
+        for f in &report.findings {
+            let e = by_project.entry(f.project.clone()).or_default();
+            e.0.insert(f.file_id.clone());
+            e.1 += 1;
+        }
+        for (p, (files, findings)) in by_project {
+            let mut ev = Event::new(
+                Kind::VerifyFindings,
+                format!(
+                    "scheduled verification of {p}: {} damaged file(s), {findings} finding(s){}",
+                    files.len(),
+                    if self.cfg.verify.is_some_and(|v| v.repair) {
+                        "; repairing"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .project(&p);
+            ev.files_failed = Some(files.len() as u64);
+            if files.len() == 1 {
+                ev.file = files.into_iter().next();
+            }
+            self.tell(ev).await?;
+        }
         if !self.cfg.verify.is_some_and(|v| v.repair) {
             return Ok(());
         }

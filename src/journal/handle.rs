@@ -482,19 +482,9 @@ impl Journal {
         self.call(|ack| Op::Outbox(w, ack)).await
     }
 
-    /// The deliveries of `sink` due at `now_ms`, oldest first, at most `limit`.
-    pub fn outbox_due(
-        &self,
-        sink: &str,
-        now_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<OutboxRow>, JournalError> {
-        self.read(|c| super::outbox::due(c, sink, now_ms, limit))
-    }
-
-    /// When the next delivery of `sink` is due, if any.
-    pub fn outbox_next(&self, sink: &str) -> Result<Option<i64>, JournalError> {
-        self.read(|c| super::outbox::next_due(c, sink))
+    /// The oldest `limit` deliveries of `sink`, in delivery order.
+    pub fn outbox_head(&self, sink: &str, limit: u32) -> Result<Vec<OutboxRow>, JournalError> {
+        self.read(|c| super::outbox::head(c, sink, limit))
     }
 
     /// Every sink's delivered, dropped and pending counts.

@@ -8,7 +8,7 @@
 //! newest [`MAX_NOTIFICATIONS`]. The writes run on the writer thread (`Op::Outbox`); the
 //! reads on either connection. This file holds the outbox's rows and its SQL, nothing else.
 
-use rusqlite::{params, Connection, OptionalExtension as _};
+use rusqlite::{params, Connection};
 
 use super::{JournalError, SqlContext as _};
 use crate::clock::now_ms;
@@ -56,6 +56,12 @@ pub enum OutboxWrite {
         next_ms: i64,
         /// Why it failed (never a secret).
         error: String,
+    },
+    /// Drop (and count as dropped) the deliveries of every sink not in `keep`: sinks a
+    /// reload or restart removed or changed.
+    KeepSinks {
+        /// The sinks in force.
+        keep: Vec<String>,
     },
 }
 
@@ -115,6 +121,24 @@ pub(super) fn write(conn: &Connection, w: OutboxWrite) -> Result<(), JournalErro
             .sql_ctx("recording a failed delivery")?;
             Ok(())
         }
+        OutboxWrite::KeepSinks { keep } => {
+            let gone: Vec<(String, i64)> = conn
+                .prepare_cached("SELECT sink, count(*) FROM outbox GROUP BY sink")
+                .sql_ctx("reading the outbox")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .sql_ctx("reading the outbox")?
+                .collect::<Result<Vec<_>, _>>()
+                .sql_ctx("reading the outbox")?
+                .into_iter()
+                .filter(|(sink, _)| !keep.contains(sink))
+                .collect();
+            for (sink, n) in gone {
+                conn.execute("DELETE FROM outbox WHERE sink = ?1", params![sink])
+                    .sql_ctx("dropping a removed sink's deliveries")?;
+                bump(conn, &sink, "dropped", n)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -165,20 +189,20 @@ fn record(conn: &Connection, n: NewNotification) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// The deliveries of `sink` due at `now_ms`, oldest first, at most `limit`.
-pub(super) fn due(
+/// The oldest `limit` deliveries of `sink`, in order (due or not: the sink delivers them in
+/// this order, so a delivery waiting for its retry holds the later ones back).
+pub(super) fn head(
     conn: &Connection,
     sink: &str,
-    now_ms: i64,
     limit: u32,
 ) -> Result<Vec<OutboxRow>, JournalError> {
     conn.prepare_cached(
         "SELECT o.event_id, o.sink, n.kind, n.body, o.attempts, o.next_ms \
          FROM outbox o JOIN notifications n ON n.id = o.event_id \
-         WHERE o.sink = ?1 AND o.next_ms <= ?2 ORDER BY o.seq LIMIT ?3",
+         WHERE o.sink = ?1 ORDER BY o.seq LIMIT ?2",
     )
     .sql_ctx("reading the outbox")?
-    .query_map(params![sink, now_ms, limit], |r| {
+    .query_map(params![sink, limit], |r| {
         Ok(OutboxRow {
             event_id: r.get(0)?,
             sink: r.get(1)?,
@@ -191,16 +215,6 @@ pub(super) fn due(
     .sql_ctx("reading the outbox")?
     .collect::<Result<Vec<_>, _>>()
     .sql_ctx("reading the outbox")
-}
-
-/// When the next delivery of `sink` is due, if it has any.
-pub(super) fn next_due(conn: &Connection, sink: &str) -> Result<Option<i64>, JournalError> {
-    conn.prepare_cached("SELECT min(next_ms) FROM outbox WHERE sink = ?1")
-        .sql_ctx("reading the outbox")?
-        .query_row(params![sink], |r| r.get::<_, Option<i64>>(0))
-        .optional()
-        .map(Option::flatten)
-        .sql_ctx("reading the outbox")
 }
 
 /// Every sink's counts, by sink.
@@ -236,4 +250,91 @@ pub(crate) fn notifications(
         .sql_ctx("reading notifications")?
         .collect::<Result<Vec<_>, _>>()
         .sql_ctx("reading notifications")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::schema::{migrate, open_writer};
+
+    fn event(id: &str, sinks: &[&str], limit: u64) -> OutboxWrite {
+        OutboxWrite::Record(NewNotification {
+            id: id.into(),
+            kind: "stalled".into(),
+            project: None,
+            body: format!("{{\"id\":\"{id}\"}}"),
+            sinks: sinks.iter().map(|s| (*s).to_owned()).collect(),
+            limit,
+        })
+    }
+
+    fn ids(conn: &Connection, sink: &str) -> Vec<String> {
+        head(conn, sink, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_and_a_removed_sink_its_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        let mut conn = open_writer(&path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        for id in ["e1", "e2", "e3"] {
+            write(&conn, event(id, &["a", "b"], 2)).unwrap();
+        }
+        // Each sink keeps its newest two, in order; the oldest is counted as dropped.
+        assert_eq!(ids(&conn, "a"), ["e2", "e3"]);
+        assert_eq!(ids(&conn, "b"), ["e2", "e3"]);
+        write(
+            &conn,
+            OutboxWrite::Retry {
+                event_id: "e2".into(),
+                sink: "a".into(),
+                next_ms: 7,
+                error: "down".into(),
+            },
+        )
+        .unwrap();
+        let h = head(&conn, "a", 1).unwrap();
+        assert_eq!((h[0].attempts, h[0].next_ms), (1, 7));
+        write(
+            &conn,
+            OutboxWrite::Delivered {
+                event_id: "e2".into(),
+                sink: "a".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(ids(&conn, "a"), ["e3"]);
+        // `b` is no longer configured: its two pending events are dropped.
+        write(
+            &conn,
+            OutboxWrite::KeepSinks {
+                keep: vec!["a".into()],
+            },
+        )
+        .unwrap();
+        assert!(ids(&conn, "b").is_empty());
+        let c = counts(&conn).unwrap();
+        let by = |s: &str| c.iter().find(|c| c.sink == s).cloned().unwrap();
+        assert_eq!(
+            (by("a").delivered, by("a").dropped, by("a").pending),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (by("b").delivered, by("b").dropped, by("b").pending),
+            (0, 3, 0)
+        );
+        // Every event is still recorded, oldest first (e1 has no delivery left, but is kept
+        // for history under MAX_NOTIFICATIONS).
+        let n: Vec<String> = notifications(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        assert_eq!(n, ["e1", "e2", "e3"]);
+    }
 }

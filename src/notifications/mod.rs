@@ -43,6 +43,9 @@ pub enum NotifyError {
         /// Why (never the secret).
         message: String,
     },
+    /// The outbox could not be written.
+    #[error(transparent)]
+    Journal(JournalError),
     /// The HTTP client could not be built.
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(String),
@@ -230,10 +233,16 @@ impl Drop for Notifications {
 }
 
 impl Notifications {
-    /// Builds the sinks of `cfg` (reading webhook secrets) and starts one delivery task per
-    /// sink over the outbox of `journal`.
-    pub fn start(journal: Journal, cfg: &NotifyConfig) -> Result<Notifications, NotifyError> {
+    /// Builds the sinks of `cfg` (reading webhook secrets), drops the undelivered events of
+    /// sinks no longer configured (counted as dropped), and starts one delivery task per sink
+    /// over the outbox of `journal`.
+    pub async fn start(journal: Journal, cfg: &NotifyConfig) -> Result<Notifications, NotifyError> {
         let sinks = sink::build(cfg)?;
+        let keep = sinks.iter().map(|s| s.id.clone()).collect();
+        journal
+            .outbox(OutboxWrite::KeepSinks { keep })
+            .await
+            .map_err(NotifyError::Journal)?;
         let tasks = sinks
             .iter()
             .map(|s| tokio::spawn(sink::run(Arc::clone(s), journal.clone())))
@@ -276,13 +285,20 @@ impl Notifications {
         Ok(())
     }
 
-    /// Events dropped so far because a sink's queue was full, over all sinks.
-    pub fn dropped(&self) -> u64 {
+    /// Events dropped so far (a sink's queue was full, or the sink was removed), over all
+    /// sinks, and the sinks that dropped any.
+    pub fn dropped(&self) -> (u64, Vec<String>) {
         match self.journal.outbox_counts() {
-            Ok(c) => c.iter().map(|s| s.dropped).sum(),
+            Ok(c) => (
+                c.iter().map(|s| s.dropped).sum(),
+                c.into_iter()
+                    .filter(|s| s.dropped > 0)
+                    .map(|s| s.sink)
+                    .collect(),
+            ),
             Err(e) => {
                 warn!(error = %e, "cannot read the outbox counts");
-                0
+                (0, Vec::new())
             }
         }
     }

@@ -4,9 +4,10 @@
 //! it leaves problems), and a command run without a shell with the body's fields as
 //! `DXMIRROR_*` variables, killed after its timeout.
 //!
-//! Each sink has one task ([`run`]) that delivers its due outbox rows oldest first; a failed
+//! Each sink has one task ([`run`]) that delivers its outbox rows oldest first; a failed
 //! delivery is retried after a backoff (1 s doubling to 10 min) and holds the sink's later
-//! rows back, so events reach a receiver in order. It must not log a URL (a ping URL is a
+//! rows back, so events reach a receiver in order (a new event wakes the task, which still
+//! waits for the head row's retry). It must not log a URL (a ping URL is a
 //! secret), a secret or a body.
 
 use std::process::Stdio;
@@ -267,11 +268,12 @@ fn backoff(attempts: u32) -> Duration {
         .min(RETRY_MAX)
 }
 
-/// The sink's delivery loop: due rows oldest first; the first failure is recorded with its
-/// next try and ends the round. Sleeps until the next due row or a wake-up.
+/// The sink's delivery loop: its rows in order; a row not yet due (waiting for its retry)
+/// or a failed delivery (recorded with its next try) ends the round, so later rows wait
+/// behind it. Sleeps until the head row is due or a wake-up.
 pub(super) async fn run(sink: Arc<Sink>, journal: Journal) {
     loop {
-        let rows = match journal.outbox_due(&sink.id, now_ms(), 32) {
+        let rows = match journal.outbox_head(&sink.id, 32) {
             Ok(rows) => rows,
             Err(e) => {
                 warn!(sink = %sink.id, error = %e, "cannot read the outbox");
@@ -279,63 +281,59 @@ pub(super) async fn run(sink: Arc<Sink>, journal: Journal) {
                 continue;
             }
         };
-        let mut delivered_all = !rows.is_empty();
+        let mut wait_until = None;
         for row in &rows {
-            let (write, first_failure) = match sink.deliver(row).await {
-                Ok(()) => {
-                    info!(sink = %sink.id, kind = %row.kind, event_id = %row.event_id, "notification delivered");
-                    (
-                        OutboxWrite::Delivered {
-                            event_id: row.event_id.clone(),
-                            sink: sink.id.clone(),
-                        },
-                        None,
-                    )
-                }
-                Err(error) => {
-                    delivered_all = false;
-                    let wait = backoff(row.attempts);
-                    warn!(sink = %sink.id, kind = %row.kind, event_id = %row.event_id, attempt = row.attempts + 1, retry_in_ms = wait.as_millis() as u64, %error, "notification not delivered");
-                    let first = (row.attempts == 0).then(|| error.clone());
-                    (
-                        OutboxWrite::Retry {
-                            event_id: row.event_id.clone(),
-                            sink: sink.id.clone(),
-                            next_ms: now_ms() + wait.as_millis() as i64,
-                            error,
-                        },
-                        first,
-                    )
-                }
-            };
-            let failed = first_failure.is_some() || matches!(write, OutboxWrite::Retry { .. });
-            if let Err(e) = journal.outbox(write).await {
-                warn!(sink = %sink.id, error = %e, "cannot record a delivery");
-            }
-            if let Some(error) = first_failure {
-                // Reported once per event, in the journal's history that `status` shows.
-                let _ = journal
-                    .record_event(
-                        EventLevel::Warn,
-                        None,
-                        None,
-                        format!(
-                            "notification {} ({}) not delivered by {}: {error}",
-                            row.event_id, row.kind, sink.id
-                        ),
-                    )
-                    .await;
-            }
-            if failed {
+            if row.next_ms > now_ms() {
+                wait_until = Some(row.next_ms);
                 break;
             }
+            match sink.deliver(row).await {
+                Ok(()) => {
+                    info!(sink = %sink.id, kind = %row.kind, event_id = %row.event_id, "notification delivered");
+                    let write = OutboxWrite::Delivered {
+                        event_id: row.event_id.clone(),
+                        sink: sink.id.clone(),
+                    };
+                    if let Err(e) = journal.outbox(write).await {
+                        warn!(sink = %sink.id, error = %e, "cannot record a delivery");
+                    }
+                }
+                Err(error) => {
+                    let wait = backoff(row.attempts);
+                    let next_ms = now_ms() + wait.as_millis() as i64;
+                    warn!(sink = %sink.id, kind = %row.kind, event_id = %row.event_id, attempt = row.attempts + 1, retry_in_ms = wait.as_millis() as u64, %error, "notification not delivered");
+                    if row.attempts == 0 {
+                        // Reported once per event, in the journal's history that `status` shows.
+                        let message = format!(
+                            "notification {} ({}) not delivered by {}: {error}",
+                            row.event_id, row.kind, sink.id
+                        );
+                        if let Err(e) = journal
+                            .record_event(EventLevel::Warn, None, None, message)
+                            .await
+                        {
+                            warn!(sink = %sink.id, error = %e, "cannot record a failed delivery");
+                        }
+                    }
+                    let write = OutboxWrite::Retry {
+                        event_id: row.event_id.clone(),
+                        sink: sink.id.clone(),
+                        next_ms,
+                        error,
+                    };
+                    if let Err(e) = journal.outbox(write).await {
+                        warn!(sink = %sink.id, error = %e, "cannot record a failed delivery");
+                    }
+                    wait_until = Some(next_ms);
+                    break;
+                }
+            }
         }
-        if delivered_all {
-            continue;
-        }
-        let sleep = match journal.outbox_next(&sink.id) {
-            Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64),
-            _ => RETRY_MAX,
+        let sleep = match (wait_until, rows.len()) {
+            // A full round delivered: there may be more.
+            (None, 32) => continue,
+            (None, _) => RETRY_MAX,
+            (Some(t), _) => Duration::from_millis((t - now_ms()).max(0) as u64),
         };
         tokio::select! {
             _ = sink.wake.notified() => {}

@@ -450,3 +450,290 @@ async fn a_flapping_token_and_a_revoked_project_are_one_notification_per_change(
     assert_eq!(r.of("/hook", "token-accepted").len(), 2);
     assert_eq!(r.of("/hook", "project-inaccessible").len(), 1);
 }
+
+/// Every event at `prefix`, by kind, counted.
+fn kinds(r: &Receiver, prefix: &str) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for g in r.got().into_iter().filter(|g| g.path.starts_with(prefix)) {
+        *n.entry(g.kind()).or_default() += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_wait_stall_expiry_and_a_gone_project_are_told_once_and_a_disabled_kind_never() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-wait");
+    let expired = two_files(&sandbox, "SJC-DT-expired");
+    let expiring = two_files(&sandbox, "SJC-DT-expiring");
+    // Never on the platform: its describe is a 404.
+    let gone = "project-000000000000000000000009";
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!(
+            "disk-reserve = \"1024TiB\"\ndisk-poll = \"20ms\"\n\
+             [relist]\ninterval = \"150ms\"\n\
+             [notify]\nstalled-after = \"1s\"\ndisabled = [\"access-expiring\"]\n{}\
+             [[project]]\nid = \"{expired}\"\naccess-expires = \"{}\"\n\
+             [[project]]\nid = \"{expiring}\"\naccess-expires = \"{}\"\n\
+             [[project]]\nid = \"{gone}\"\n",
+            webhook(&r, None),
+            today_plus(-1),
+            today_plus(10),
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    let wait = r.wait("/hook", "disk-wait").await.json();
+    check_schema(&wait);
+    assert!(
+        wait["message"]
+            .as_str()
+            .unwrap()
+            .contains("wait for disk space"),
+        "{wait}"
+    );
+    let stalled = r.wait("/hook", "stalled").await.json();
+    check_schema(&stalled);
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("no byte arrived for 1s"),
+        "{stalled}"
+    );
+    let exp = r.wait("/hook", "access-expired").await.json();
+    assert_eq!(exp["project_id"], expired.to_string());
+    let g = r.wait("/hook", "project-gone").await.json();
+    check_schema(&g);
+    assert_eq!(g["project_id"], gone);
+    // The conditions hold through more re-listings and status ticks: still one each.
+    let relists = sandbox.stats().requests("/project-xxxx/describe");
+    wait_for("more re-listings", T, || {
+        (sandbox.stats().requests("/project-xxxx/describe") >= relists + 3).then_some(())
+    })
+    .await;
+    let before = env.reader().unwrap().daemon().unwrap().unwrap().updated_ms;
+    wait_for("two more status ticks", T, || {
+        let now = env.reader()?.daemon().ok()??.updated_ms;
+        (now > before + 5_000).then_some(())
+    })
+    .await;
+    running.stop().await.unwrap();
+    let n = kinds(&r, "/hook");
+    for k in ["disk-wait", "stalled", "access-expired", "project-gone"] {
+        assert_eq!(n.get(k), Some(&1), "{k}: {n:?}");
+    }
+    // Switched off: not sent, not even recorded.
+    assert_eq!(n.get("access-expiring"), None, "{n:?}");
+    let recorded = env.reader().unwrap().notifications().unwrap();
+    assert!(
+        recorded.iter().all(|(_, k, _)| k != "access-expiring"),
+        "{recorded:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_files_and_long_throttling_are_told() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-corrupt");
+    sandbox.set_faults(dxmirror::sandbox::FaultConfig::parse("flip=1.0,seed=3").unwrap());
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!(
+            "max-verify-retries = 1\n[relist]\ninterval = \"150ms\"\n\
+             [notify]\nthrottled-after = \"1s\"\n{}",
+            webhook(&r, None)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    let corrupt = wait_for("both files told corrupt", T, || {
+        let g = r.of("/hook", "file-corrupt");
+        (g.len() == 2).then_some(g)
+    })
+    .await;
+    let files: Vec<String> = sandbox
+        .files(&p)
+        .into_iter()
+        .map(|f| f.id.to_string())
+        .collect();
+    for g in &corrupt {
+        let v = g.json();
+        check_schema(&v);
+        assert_eq!(v["project_id"], p.to_string());
+        assert!(
+            files.contains(&v["file_id"].as_str().unwrap().to_owned()),
+            "{v}"
+        );
+        assert!(
+            v["mirror_path"]
+                .as_str()
+                .unwrap()
+                .starts_with(&env.project_dir(&p).display().to_string()),
+            "{v}"
+        );
+        assert!(
+            v["message"].as_str().unwrap().starts_with("corrupt "),
+            "{v}"
+        );
+    }
+    // Every API call is now throttled (429 with Retry-After): told once it lasts 1s.
+    sandbox.set_faults(dxmirror::sandbox::FaultConfig::parse("api429=1.0").unwrap());
+    let t = r.wait("/hook", "throttled").await.json();
+    check_schema(&t);
+    running.stop().await.unwrap();
+    let n = kinds(&r, "/hook");
+    // The files stay corrupt through the re-listings: told once each, not per pass.
+    assert_eq!(n.get("file-corrupt"), Some(&2), "{n:?}");
+    assert_eq!(n.get("throttled"), Some(&1), "{n:?}");
+    assert_eq!(n.get("project-complete"), None, "{n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_findings_are_told() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-rot");
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!(
+            "chunk-size = \"64KiB\"\n[relist]\ninterval = \"1h\"\n[verify]\ninterval = \"300ms\"\n[notify]\n{}",
+            webhook(&r, None)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    r.wait("/hook", "project-complete").await;
+    let path = env.project_dir(&p).join("data/a.bam");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[150_000] ^= 0x08;
+    std::fs::write(&path, &bytes).unwrap();
+    let v = r.wait("/hook", "verify-findings").await.json();
+    check_schema(&v);
+    assert_eq!(v["files_failed"], 1, "{v}");
+    assert_eq!(v["project_id"], p.to_string());
+    let a_bam = sandbox
+        .files(&p)
+        .into_iter()
+        .find(|f| f.name == "a.bam")
+        .unwrap();
+    assert_eq!(v["file_id"], a_bam.id.to_string());
+    assert!(
+        v["message"].as_str().unwrap().contains("1 damaged file(s)"),
+        "{v}"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_the_oldest_event_counts_and_reports_it() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-full");
+    let port = free_port();
+    let env = Env::for_sandbox(
+        &sandbox,
+        Vec::new(),
+        format!(
+            "[notify]\nqueue-limit = 1\n[[notify.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             [[project]]\nid = \"{p}\"\naccess-expires = \"{}\"\n",
+            today_plus(10)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    // access-expiring (at start) then project-complete: the first is dropped for the second.
+    let events = wait_for("the drop reported", T, || {
+        let r = env.reader()?;
+        let ev = r.recent_events(100).ok()?;
+        ev.iter()
+            .any(|e| e.message.contains("1 undelivered notification(s) dropped"))
+            .then_some(r.outbox_counts().ok()?)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].dropped, events[0].pending), (1, 1), "{events:?}");
+    let r = Receiver::on(port).await;
+    r.wait("/hook", "project-complete").await;
+    running.stop().await.unwrap();
+    assert_eq!(kinds(&r, "/hook").get("access-expiring"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_keys_apply_on_reload() {
+    let sandbox = empty_sandbox().await;
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "k2").unwrap();
+    let env = Env::for_sandbox(
+        &sandbox,
+        Vec::new(),
+        format!(
+            "[notify]\ndisabled = [\"token-refused\"]\n{}",
+            webhook(&a, None)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    let token = sandbox.token();
+    let bad_token = || async {
+        wait_for("the token refused", T, || {
+            (env.reader()?.daemon().ok()??.state == dxmirror::journal::DaemonState::BadToken)
+                .then_some(())
+        })
+        .await
+    };
+    // disabled: the refusal is not told, its end is.
+    sandbox.set_token("not-the-daemons-token");
+    running.reload.send(()).await.unwrap();
+    bad_token().await;
+    sandbox.set_token(&token);
+    running.reload.send(()).await.unwrap();
+    a.wait("/hook", "token-accepted").await;
+    assert!(a.of("/hook", "token-refused").is_empty());
+
+    // url, secret-file, disabled and a command's timeout, all changed by one reload.
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let changed = text
+        .replace("disabled = [\"token-refused\"]\n", "")
+        .replace(&webhook(&a, None), &webhook(&b, Some(&secret)))
+        + "[[notify.command]]\nargv = ['/bin/sleep', '600']\ntimeout = \"200ms\"\n";
+    assert_ne!(changed, text);
+    std::fs::write(&env.config_path, &changed).unwrap();
+    running.reload.send(()).await.unwrap();
+    sandbox.set_token("not-the-daemons-token");
+    running.reload.send(()).await.unwrap();
+    let got = b.wait("/hook", "token-refused").await;
+    assert_eq!(
+        got.headers["x-dxmirror-signature"],
+        signature(b"k2", got.body.as_bytes())
+    );
+    wait_for("the command killed after 0.2s", T, || {
+        env.reader()?
+            .recent_events(100)
+            .ok()?
+            .iter()
+            .any(|e| e.message.contains("/bin/sleep did not finish within 0.2s"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        a.of("/hook", "token-refused").is_empty(),
+        "the old url got it"
+    );
+
+    // A secret that cannot be read: the reload is refused, the previous sinks stay.
+    std::fs::remove_file(&secret).unwrap();
+    std::fs::write(
+        &env.config_path,
+        changed.replace(&b.url("/hook"), &a.url("/hook")),
+    )
+    .unwrap();
+    running.reload.send(()).await.unwrap();
+    sandbox.set_token(&token);
+    running.reload.send(()).await.unwrap();
+    b.wait("/hook", "token-accepted").await;
+    assert!(a.of("/hook", "token-accepted").len() == 1, "{:?}", a.got());
+    running.stop().await.unwrap();
+}
