@@ -189,3 +189,48 @@ fn the_exit_statuses_in_help_are_the_readmes() {
     }
     assert!(codes >= 6, "{table}");
 }
+
+#[tokio::test]
+async fn root_is_refused_over_the_service_users_state_dir_with_the_command_to_use() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to own files as another user");
+        return;
+    }
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("own", 2, 100),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
+    std::fs::create_dir_all(env.state()).unwrap();
+    // nobody (65534) stands for the service user.
+    std::os::unix::fs::chown(env.state(), Some(65534), Some(65534)).unwrap();
+    for args in [
+        &["sync"][..],
+        &["verify", "--repair"][..],
+        &["purge", "--yes", project.as_str()][..],
+    ] {
+        let out = env.bin_async(args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("state-dir {} belongs to ", env.state().display()))
+                && err.contains("(uid 65534)")
+                && err.contains("run it as that user instead:")
+                && err.contains(" -p User=")
+                && err.contains(&format!(" dxmirror {} ", args[0])),
+            "{args:?}: {err}"
+        );
+        // Nothing was written as root inside it.
+        assert_eq!(
+            std::fs::read_dir(env.state()).unwrap().count(),
+            0,
+            "{args:?}"
+        );
+    }
+    // Given back to root, the same sync runs.
+    std::os::unix::fs::chown(env.state(), Some(0), Some(0)).unwrap();
+    assert!(env.bin_async(&["sync"]).await.status.success());
+}
