@@ -10,14 +10,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use dxmirror::config::Config;
-
-/// `name (uid N)`, or `uid N` when the user database has no name for it.
-pub(crate) fn user_name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
-        _ => format!("uid {uid}"),
-    }
-}
+use dxmirror::dirs::user_name;
 
 /// The first of `owned` (what, path, owner uid) that a process of effective uid `euid` must
 /// not write as root: only root is refused, and only over a path another user owns.
