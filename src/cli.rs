@@ -101,12 +101,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a config file and show the resolved settings (the token is never printed).
+    /// Validate a config file, show the settings in force and check the directories and the
+    /// token (never printed); --online also asks the API (whoami, every project).
     #[command(after_help = crate::commands::exit::TABLE)]
     CheckConfig {
         /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also ask the API who the token is and describe every configured project.
+        #[arg(long)]
+        online: bool,
     },
     /// Delete a project's local copy and its journal rows, and write an audit record
     /// (end of a data-use agreement). Without --yes, only shows what would be deleted.

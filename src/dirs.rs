@@ -202,8 +202,13 @@ fn writable(what: &'static str, path: &Path) -> Result<(), DirError> {
 /// The user this process runs as, by name with the uid in parentheses (`dxmirror (uid 998)`),
 /// or the uid alone when the name cannot be found.
 pub fn current_user() -> String {
-    let uid = nix::unistd::getuid();
-    match nix::unistd::User::from_uid(uid) {
+    user_name(nix::unistd::getuid().as_raw())
+}
+
+/// A user as messages name one: `name (uid N)`, or `uid N` when the user database has no
+/// name for it.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(user)) => format!("{} (uid {uid})", user.name),
         _ => format!("uid {uid}"),
     }

@@ -84,7 +84,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             repair,
             json,
         } => commands::verify::run(config, project, repair, json, progress_mode(cli.quiet)).await,
-        Command::CheckConfig { config } => commands::check_config::run(config),
+        Command::CheckConfig { config, online } => {
+            commands::check_config::run(config, online).await
+        }
         Command::Purge {
             config,
             yes,

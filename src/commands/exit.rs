@@ -18,6 +18,11 @@ pub(crate) const INCOMPLETE: u8 = 3;
 pub(crate) const CHECK_DIRS: u8 = 4;
 /// `check-config`: no usable token, or the API refused it.
 pub(crate) const CHECK_TOKEN: u8 = 5;
+/// `check-config --online`: the API cannot be reached.
+pub(crate) const CHECK_API: u8 = 6;
+/// `check-config --online`: a configured project cannot be mirrored (not found, no access,
+/// download-restricted, listing refused).
+pub(crate) const CHECK_PROJECT: u8 = 7;
 
 /// The table of exit statuses, as `--help` prints it (`tests/it/cli.rs` checks that the
 /// README says the same).
@@ -30,6 +35,8 @@ Exit status:
        sync --dry-run does not fit, purge without --yes
   4    check-config: the state directory or the mirror root is not usable
   5    check-config: no usable token, or the API refused it
+  6    check-config --online: the API cannot be reached
+  7    check-config --online: a configured project cannot be mirrored
   130  interrupted by SIGINT (Ctrl-C); run again to resume
   143  interrupted by SIGTERM; run again to resume
 The daemon exits 0 on SIGTERM/SIGINT.";

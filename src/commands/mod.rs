@@ -16,6 +16,7 @@ pub(crate) mod check_config;
 pub(crate) mod daemon;
 pub(crate) mod demo;
 pub(crate) mod exit;
+pub(crate) mod owner;
 pub(crate) mod purge;
 pub(crate) mod sandbox;
 pub(crate) mod status;

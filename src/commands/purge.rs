@@ -17,13 +17,18 @@ pub(crate) async fn run(
     yes: bool,
     project: ProjectId,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&config_path(config))?;
+    let path = config_path(config);
+    let cfg = Config::load(&path)?;
     if !yes {
         let plan = dxmirror::purge::plan(&cfg, &project)?;
         print!("would delete:\n{plan}");
         println!("refusing without --yes: nothing was deleted");
         return Ok(ExitCode::from(super::exit::INCOMPLETE));
     }
+    super::owner::refuse_root_over_service_files(
+        &cfg,
+        &format!("purge --yes --config {} {project}", path.display()),
+    )?;
     let outcome = dxmirror::purge::purge(&cfg, &project)
         .await
         .context("purge failed")?;

@@ -24,7 +24,8 @@ pub(crate) async fn run(
     dry_run: bool,
     progress: ProgressMode,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&config_path(config))?;
+    let path = config_path(config);
+    let cfg = Config::load(&path)?;
     if dry_run {
         let report = dxmirror::sync::dry_run(&cfg, &projects)
             .await
@@ -36,6 +37,10 @@ pub(crate) async fn run(
             exit::INCOMPLETE
         }));
     }
+    super::owner::refuse_root_over_service_files(
+        &cfg,
+        &format!("sync --config {}", path.display()),
+    )?;
     let _lock = WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?;
     let mut stop = stop_signals().context("cannot install signal handlers")?;
     let mut signal = None;

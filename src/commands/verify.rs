@@ -29,10 +29,15 @@ pub(crate) async fn run(
     json: bool,
     progress: ProgressMode,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&config_path(config))?;
+    let path = config_path(config);
+    let cfg = Config::load(&path)?;
     let started = Instant::now();
     // A repair writes: it takes the lock before looking, so nothing changes underneath it.
     let lock = if repair {
+        super::owner::refuse_root_over_service_files(
+            &cfg,
+            &format!("verify --repair --config {}", path.display()),
+        )?;
         Some(WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?)
     } else {
         None

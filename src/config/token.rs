@@ -40,8 +40,8 @@ impl fmt::Display for TokenOrigin {
 }
 
 impl Config {
-    /// Finds the API token: `token-file`, else `$CREDENTIALS_DIRECTORY/dx-token`, else
-    /// `DX_API_TOKEN`, else `DX_SECURITY_CONTEXT`.
+    /// Finds the API token: `$CREDENTIALS_DIRECTORY/dx-token` (the systemd credential), else
+    /// `token-file`, else `DX_API_TOKEN`, else `DX_SECURITY_CONTEXT`.
     pub fn token(&self) -> Result<(ApiToken, TokenOrigin), ConfigError> {
         resolve_token(self.token_file.as_deref(), &|k| std::env::var(k).ok())
     }
@@ -63,9 +63,8 @@ pub fn resolve_token(
     token_file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(ApiToken, TokenOrigin), ConfigError> {
-    if let Some(path) = token_file {
-        return Ok((read_token_file(path)?, TokenOrigin::File(path.to_owned())));
-    }
+    // The service's credential comes first: under systemd the same config (with a root-only
+    // `token-file` for runs by hand) then works for the service user too.
     if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
         let path = Path::new(&dir).join("dx-token");
         if path.exists() {
@@ -73,6 +72,9 @@ pub fn resolve_token(
             let token = read_token_file(&path)?;
             return Ok((token, TokenOrigin::Credential(path)));
         }
+    }
+    if let Some(path) = token_file {
+        return Ok((read_token_file(path)?, TokenOrigin::File(path.to_owned())));
     }
     if let Some(t) = env("DX_API_TOKEN").filter(|t| !t.trim().is_empty()) {
         return Ok((ApiToken::new(&t), TokenOrigin::EnvToken));
@@ -159,6 +161,32 @@ mod tests {
             resolve_token(None, &no_env),
             Err(ConfigError::NoToken)
         ));
+    }
+
+    #[test]
+    fn the_systemd_credential_wins_over_an_unreadable_token_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The root-only token file the same config names for runs by hand: unreadable here.
+        let root_only = dir.path().join("missing-root-only-token");
+        let creds = dir.path().join("credentials");
+        std::fs::create_dir(&creds).unwrap();
+        let cred = creds.join("dx-token");
+        std::fs::write(&cred, "from-systemd\n").unwrap();
+        std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let creds_text = creds.to_string_lossy().into_owned();
+        let env = |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| creds_text.clone());
+        let (t, origin) = resolve_token(Some(&root_only), &env).unwrap();
+        assert_eq!(t.expose(), "from-systemd");
+        assert_eq!(origin, TokenOrigin::Credential(cred.clone()));
+        // Without the credential (a run by hand), the token file is used, and its failure said.
+        let err = resolve_token(Some(&root_only), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read it"), "{err}");
+        // A credential directory without dx-token falls through to the token file.
+        std::fs::remove_file(&cred).unwrap();
+        assert!(resolve_token(Some(&root_only), &env).is_err());
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl Daemon {
             self.ctx = None;
             return Ok(());
         };
-        error!(error = %message, retry_in_s = wait.as_secs(), "API token unusable: no transfer runs until it is fixed (replace the token file or credential; it is re-read at every try)");
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| std::path::Path::new(&d).join("dx-token"))
+            .filter(|p| p.exists());
+        let fix = token_fix(credential.as_deref());
+        error!(error = %message, retry_in_s = wait.as_secs(), "API token unusable: no transfer runs until it is fixed ({fix})");
         self.ctx = None;
         self.row.state = DaemonState::BadToken;
         self.record_error(message.clone()).await?;
@@ -91,5 +95,40 @@ impl Daemon {
         }
         warn!(error = %e, what, "API call failed; will retry at the next interval");
         self.record_error(format!("{what}: {e}")).await
+    }
+}
+
+/// How a refused token gets replaced, true for where it comes from: a systemd credential is a
+/// copy made at service start (re-reading it finds the same token), a token file is re-read
+/// at every try.
+fn token_fix(credential: Option<&std::path::Path>) -> String {
+    match credential {
+        Some(p) => format!(
+            "replace the token file the unit's LoadCredential= names, then systemctl restart the service: {} is the copy systemd made at start",
+            p.display()
+        ),
+        None => "replace the token file (or the environment's token); it is re-read at every try".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fix_for_a_credential_is_a_restart_and_for_a_file_the_next_try() {
+        let cred = token_fix(Some(std::path::Path::new(
+            "/run/credentials/dxmirror.service/dx-token",
+        )));
+        assert!(
+            cred.contains("systemctl restart")
+                && cred.contains("/run/credentials/dxmirror.service/dx-token"),
+            "{cred}"
+        );
+        let file = token_fix(None);
+        assert!(
+            file.contains("re-read at every try") && !file.contains("restart"),
+            "{file}"
+        );
     }
 }

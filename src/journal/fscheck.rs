@@ -111,6 +111,13 @@ pub fn require_local_state_dir(dir: &Path) -> Result<(), FsCheckError> {
     Ok(())
 }
 
+/// The type of the file system holding `path` as the mount table names it (`ext4`, `xfs`,
+/// `nfs4`, `fuse.sshfs`, ...), when it can be read.
+pub fn fs_type(path: &Path) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_fstype(&mountinfo, &path.canonicalize().ok()?)
+}
+
 /// The file system type of the mount holding `path`, from `/proc/self/mountinfo` text.
 fn mount_fstype(mountinfo: &str, path: &Path) -> Option<String> {
     let mut best: Option<(usize, String)> = None;

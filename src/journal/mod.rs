@@ -99,7 +99,7 @@ mod rows;
 mod schema;
 mod writer;
 
-pub use fscheck::{require_local_state_dir, FsCheckError};
+pub use fscheck::{fs_type, require_local_state_dir, FsCheckError};
 pub use handle::Journal;
 pub use outbox::{NewNotification, OutboxRow, OutboxWrite, SinkCounts, MAX_NOTIFICATIONS};
 pub use reader::JournalReader;

@@ -149,14 +149,19 @@ pub fn client_for(
     token: ApiToken,
     counters: Arc<Counters>,
 ) -> Result<DxClient, PlatformError> {
-    DxClient::new(PlatformConfig {
+    DxClient::new(platform_config(cfg, token, counters))
+}
+
+/// The platform client's settings from the config and a token.
+pub fn platform_config(cfg: &Config, token: ApiToken, counters: Arc<Counters>) -> PlatformConfig {
+    PlatformConfig {
         api_url: cfg.api_url.clone(),
         token,
         ca_file: cfg.ca_file.clone(),
         stall_timeout: cfg.stall_timeout,
         counters,
         ..PlatformConfig::default()
-    })
+    }
 }
 
 /// The rate limiters of `cfg`'s `bwlimit`s, on `clock`.

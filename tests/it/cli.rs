@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dxmirror::sandbox::{Dataset, Sandbox, SandboxOptions};
 
-use crate::support::{wait_for, Env, SandboxProcess};
+use crate::support::{wait_for, Env, EnvOptions, SandboxProcess};
 
 /// `dxmirror sync` on `env`'s config, its stderr captured.
 fn spawn_sync(env: &Env) -> Child {
@@ -188,4 +188,148 @@ fn the_exit_statuses_in_help_are_the_readmes() {
         );
     }
     assert!(codes >= 6, "{table}");
+}
+
+#[tokio::test]
+async fn root_is_refused_over_the_service_users_state_dir_with_the_command_to_use() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to own files as another user");
+        return;
+    }
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("own", 2, 100),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
+    std::fs::create_dir_all(env.state()).unwrap();
+    // nobody (65534) stands for the service user.
+    std::os::unix::fs::chown(env.state(), Some(65534), Some(65534)).unwrap();
+    for args in [
+        &["sync"][..],
+        &["verify", "--repair"][..],
+        &["purge", "--yes", project.as_str()][..],
+    ] {
+        let out = env.bin_async(args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("state-dir {} belongs to ", env.state().display()))
+                && err.contains("(uid 65534)")
+                && err.contains("run it as that user instead:")
+                && err.contains(" -p User=")
+                && err.contains(&format!(" dxmirror {} ", args[0])),
+            "{args:?}: {err}"
+        );
+        // Nothing was written as root inside it.
+        assert_eq!(
+            std::fs::read_dir(env.state()).unwrap().count(),
+            0,
+            "{args:?}"
+        );
+    }
+    // Given back to root, the same sync runs.
+    std::os::unix::fs::chown(env.state(), Some(0), Some(0)).unwrap();
+    assert!(env.bin_async(&["sync"]).await.status.success());
+}
+
+/// `check-config --online`, its stdout and exit code.
+async fn check_online(env: &Env) -> (Option<i32>, String) {
+    let out = env.bin_async(&["check-config", "--online"]).await;
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn check_config_online_says_who_the_token_is_describes_each_project_and_fails_by_check() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("online", 5, 1000),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
+
+    // A good token: who it is, the project described, exit 0; nothing written.
+    let (code, text) = check_online(&env).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(": logged in as user-"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "  project                  {project} \"online\": level "
+        )) && text.contains(
+            "5 files listed, 0 left out by filters, 0 not downloadable now, 5 to fetch ("
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  mirror-root              ") && text.contains(" is a directory, owner "),
+        "{text}"
+    );
+    assert!(
+        !env.state().exists(),
+        "check-config wrote the state directory"
+    );
+
+    // Filters that select nothing: a warning, still 0.
+    let none = Env::for_sandbox(
+        &sandbox,
+        vec![project.clone()],
+        "[filter]\ninclude = [\"nothing/**\"]\n",
+    );
+    let (code, text) = check_online(&none).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARNING: the filters select no file of it"),
+        "{text}"
+    );
+
+    // A bad token: refused, exit 5, the token never printed.
+    let bad = Env::new(EnvOptions {
+        api_url: sandbox.api_url(),
+        token: "not-a-valid-token".into(),
+        projects: vec![project.clone()],
+        extra: String::new(),
+    });
+    let (code, text) = check_online(&bad).await;
+    assert_eq!(code, Some(5), "{text}");
+    assert!(
+        text.contains("  api                      NOT USABLE: the API refused the token"),
+        "{text}"
+    );
+    assert!(!text.contains("not-a-valid-token"), "{text}");
+
+    // A project the token cannot see: exit 7, named.
+    let missing: dxmirror::model::ProjectId = "project-000000000000000000000000".parse().unwrap();
+    let gone = Env::for_sandbox(&sandbox, vec![missing.clone()], "");
+    let (code, text) = check_online(&gone).await;
+    assert_eq!(code, Some(7), "{text}");
+    assert!(
+        text.contains(&format!("{missing}: NOT MIRRORABLE: ")),
+        "{text}"
+    );
+
+    // An API nobody listens on: exit 6, the host and the attempts named.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let unreachable = Env::new(EnvOptions {
+        api_url: dead.clone(),
+        token: sandbox.token(),
+        projects: vec![project],
+        extra: String::new(),
+    });
+    let (code, text) = check_online(&unreachable).await;
+    assert_eq!(code, Some(6), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot reach the API at {dead} after 3 attempts: "
+        )),
+        "{text}"
+    );
 }

@@ -171,6 +171,7 @@ fn run_bin(config: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dxmirror"));
     cmd.args(args).arg("--config").arg(config);
     cmd.env_remove("DX_API_TOKEN")
-        .env_remove("DX_SECURITY_CONTEXT");
+        .env_remove("DX_SECURITY_CONTEXT")
+        .env_remove("CREDENTIALS_DIRECTORY");
     cmd.output().expect("run dxmirror")
 }
