@@ -13,6 +13,7 @@ mod metrics;
 mod mirror_root;
 mod pinned;
 mod platform;
+mod published;
 mod readback;
 mod resume;
 mod sandbox;
