@@ -10,7 +10,11 @@
 
 use crate::model::{ByteRange, ChecksumType, Digest, DigestError, RemoteFile};
 
-/// How a file's integrity is established (the five file kinds).
+/// The drive of files on a published drive: dxpy downloads them like parts-less symlinks
+/// whatever parts they list (their parts may carry no md5), and checks the whole-file `md5`.
+pub const PUBLISHED_DRIVE: &str = "drive-PUBLISHED";
+
+/// How a file's integrity is established (the file kinds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     /// Platform parts, each with an `md5`.
@@ -19,6 +23,9 @@ pub enum FileKind {
     PartsChecksum,
     /// A parts-less symlink with a whole-file `md5`, split locally.
     WholeMd5,
+    /// A file on [`PUBLISHED_DRIVE`] whose parts do not all carry a checksum: verified, like
+    /// a parts-less symlink, by its whole-file `md5` (one segment).
+    PublishedMd5,
     /// Nothing from the platform to check against: mirrored and given a SHA-256 only.
     Unverified,
 }
@@ -30,6 +37,7 @@ impl FileKind {
             FileKind::PartsMd5 => "parts-md5",
             FileKind::PartsChecksum => "parts-checksum",
             FileKind::WholeMd5 => "whole-md5",
+            FileKind::PublishedMd5 => "published-md5",
             FileKind::Unverified => "unverified",
         }
     }
@@ -40,6 +48,7 @@ impl FileKind {
             "parts-md5" => FileKind::PartsMd5,
             "parts-checksum" => FileKind::PartsChecksum,
             "whole-md5" => FileKind::WholeMd5,
+            "published-md5" => FileKind::PublishedMd5,
             "unverified" => FileKind::Unverified,
             _ => return None,
         })
@@ -116,8 +125,26 @@ pub enum PlanError {
 
 /// Plans a file: segments from its parts (or the whole file), chunks of at most `chunk_size`
 /// bytes inside each segment.
+///
+/// A file on [`PUBLISHED_DRIVE`] with a whole-file `md5` keeps its part segments when every
+/// part carries a checksum (they check every byte, each located to its part); otherwise it is
+/// planned as one segment checked by the whole-file `md5` ([`FileKind::PublishedMd5`]), as
+/// dxpy does, instead of ending `unverified` for want of part checksums.
 pub fn plan_file(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanError> {
     let chunk_size = chunk_size.max(1);
+    let plan = plan_segments(file, chunk_size)?;
+    let published = file.drive.as_deref() == Some(PUBLISHED_DRIVE);
+    if !published || plan.kind != FileKind::Unverified || file.md5.is_none() {
+        return Ok(plan);
+    }
+    let mut parts_less = file.clone();
+    parts_less.parts = None;
+    let mut plan = plan_segments(&parts_less, chunk_size)?;
+    plan.kind = FileKind::PublishedMd5;
+    Ok(plan)
+}
+
+fn plan_segments(file: &RemoteFile, chunk_size: u64) -> Result<FilePlan, PlanError> {
     let checksum_type: Option<ChecksumType> = match &file.checksum_type {
         Some(t) => Some(*t.get().map_err(|source| PlanError::Digest {
             part: None,
@@ -326,6 +353,59 @@ mod tests {
         assert_eq!(
             plan.segments[0].expect.as_ref().unwrap().algorithm(),
             "CRC32C"
+        );
+    }
+
+    fn published(size: u64, parts: Vec<(u32, u64, bool)>, md5: Option<&str>) -> RemoteFile {
+        let mut f = file(size, Some(parts.iter().map(|p| (p.0, p.1)).collect()), md5);
+        f.drive = Some(PUBLISHED_DRIVE.to_owned());
+        for (part, (_, _, with_md5)) in f.parts.iter_mut().flatten().zip(&parts) {
+            if !with_md5 {
+                part.md5 = None;
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn published_drive_files_are_verified_by_their_whole_md5() {
+        let whole = "0cc175b9c0f1b6a831c399e269772661";
+        // Parts without md5: one whole-file segment with the whole-file md5.
+        let f = published(10, vec![(1, 6, false), (2, 4, false)], Some(whole));
+        let plan = plan_file(&f, 3).unwrap();
+        assert_eq!(plan.kind, FileKind::PublishedMd5);
+        assert_eq!(plan.segments.len(), 1);
+        assert_eq!(plan.segments[0].part_index, None);
+        assert_eq!(
+            plan.segments[0].expect,
+            Some(Digest::md5_hex(whole).unwrap())
+        );
+        check_tiling(&plan, 3);
+        // Some parts with md5, some without: the whole-file md5 still covers every byte.
+        let f = published(10, vec![(1, 6, true), (2, 4, false)], Some(whole));
+        assert_eq!(plan_file(&f, 3).unwrap().kind, FileKind::PublishedMd5);
+        // Every part with md5: the parts, each located.
+        let f = published(10, vec![(1, 6, true), (2, 4, true)], Some(whole));
+        let plan = plan_file(&f, 3).unwrap();
+        assert_eq!(plan.kind, FileKind::PartsMd5);
+        assert_eq!(plan.segments.len(), 2);
+        // No whole-file md5: nothing to check against.
+        let f = published(10, vec![(1, 6, false), (2, 4, false)], None);
+        assert_eq!(plan_file(&f, 3).unwrap().kind, FileKind::Unverified);
+        // A bad whole-file md5 is a planning error, not an unverified file.
+        let f = published(10, vec![(1, 10, false)], Some("xyz"));
+        assert!(matches!(
+            plan_file(&f, 3),
+            Err(PlanError::Digest { part: None, .. })
+        ));
+        // Another drive keeps today's rule: parts without md5 are unverified.
+        let mut f = published(10, vec![(1, 10, false)], Some(whole));
+        f.drive = Some("drive-SJCLOUD".to_owned());
+        assert_eq!(plan_file(&f, 3).unwrap().kind, FileKind::Unverified);
+        // The kind's text round-trips.
+        assert_eq!(
+            FileKind::parse(FileKind::PublishedMd5.as_str()),
+            Some(FileKind::PublishedMd5)
         );
     }
 

@@ -757,6 +757,7 @@ mod tests {
             FileKind::PartsMd5,
             FileKind::PartsChecksum,
             FileKind::WholeMd5,
+            FileKind::PublishedMd5,
         ] {
             assert_eq!(
                 finished_state(kind, [2; 32]),

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use dxmirror::model::ByteRange;
-use dxmirror::sandbox::{FileSpec, FileSpecKind, ProjectSpec, Sandbox, SandboxOptions};
+use dxmirror::sandbox::{FileSpec, FileSpecKind, PartSizes, ProjectSpec, Sandbox, SandboxOptions};
 use serde_json::Value;
 
 use crate::support::Gate;
@@ -282,4 +282,54 @@ async fn dx_download_pins_drive_backed_files_with_if_match() {
         std::fs::read(&again).map_or(true, |b| b != sb.content(&id, ByteRange::new(0, size))),
         "dx must not leave the new object's bytes as a finished file"
     );
+}
+
+/// A file on the published drive (`drive-PUBLISHED`) with parts that carry no md5: `dx
+/// download` fetches it like a parts-less symlink (through aria2c) and checks its whole-file
+/// `md5`, as dxpy's `_download_dxfile` reads; once the object behind it was overwritten, that
+/// check fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dx_download_checks_a_published_file_by_its_whole_md5() {
+    if !Gate::Dxpy.enabled("dxpy::dx_download_checks_a_published_file_by_its_whole_md5") {
+        return;
+    }
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let size = 5 << 20;
+    let pid = sb
+        .add_project(
+            ProjectSpec::new("published").file(
+                FileSpec::new("/", "published.bam", size)
+                    .kind(FileSpecKind::PublishedDrive(PartSizes::Uniform(2 << 20))),
+            ),
+        )
+        .unwrap();
+    let id = sb.files(&pid)[0].id.clone();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = format!("{pid}:{id}");
+
+    ok(
+        &dx(&sb, home.path(), work.path(), &["download", "-f", &src]).await,
+        "dx download of a published file",
+    );
+    let got = std::fs::read(work.path().join("published.bam")).unwrap();
+    assert!(got == sb.content(&id, ByteRange::new(0, size)));
+    // Through the 302 to the storage host, as a symlink.
+    assert!(sb.stats().requests("GET storage") >= 1);
+
+    assert!(sb.overwrite_object(&id).is_some());
+    let out = dx(
+        &sb,
+        home.path(),
+        work.path(),
+        &["download", "-o", "again.bam", &src],
+    )
+    .await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("Checksum doesn't match"), "{said}");
 }

@@ -16,6 +16,7 @@ mod mirror_root;
 mod notify;
 mod pinned;
 mod platform;
+mod published;
 mod readback;
 mod resume;
 mod sandbox;

@@ -7,12 +7,14 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use super::{denied, invalid, not_found, ApiError};
-use crate::dataset::{BuiltFile, BuiltProject};
+use crate::dataset::{BuiltFile, BuiltProject, FileSpecKind};
 use crate::model::{FileId, ProjectId};
 use crate::World;
 
-/// The drive of every drive-backed sandbox file.
+/// The drive of every drive-backed sandbox file but the published ones.
 const DRIVE: &str = "drive-SJCLOUD0AZURE0BLOB00001";
+/// The drive of [`FileSpecKind::PublishedDrive`] files.
+const PUBLISHED_DRIVE: &str = "drive-PUBLISHED";
 
 /// Describe options: which fields to return.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +73,9 @@ const FILE_DEFAULTS: &[&str] = &[
     "size",
     "region",
     "drive",
+    // Only files with a whole-file md5 (symlinks, published files) have it; dxpy's download
+    // reads it from `describe(fields={"parts"}, default_fields=True)`.
+    "md5",
     // Only pinned drive-backed files have it (as dx download relies on getting it by default).
     "symlinkTargetIdentifier",
 ];
@@ -96,6 +101,7 @@ fn file_field(f: &BuiltFile, name: &str) -> Option<Value> {
         "region" => json!("azure:westus"),
         "properties" => json!({}),
         "details" => json!({}),
+        "drive" if matches!(s.kind, FileSpecKind::PublishedDrive(_)) => json!(PUBLISHED_DRIVE),
         "drive" if s.kind.is_drive() => json!(DRIVE),
         "md5" => json!(f.md5.as_ref()?),
         "symlinkPath" if s.kind.is_drive() => {

@@ -72,7 +72,7 @@ pub struct BuiltFile {
     pub spec: FileSpec,
     /// Parts (empty for parts-less symlinks).
     pub parts: Vec<BuiltPart>,
-    /// Whole-file md5 (symlinks with md5 only).
+    /// Whole-file md5 (symlinks with md5 and published-drive files).
     pub md5: Option<String>,
     /// The checksum type of part `checksum`s.
     pub checksum_type: Option<ChecksumType>,
@@ -268,9 +268,9 @@ impl Dataset {
             };
             let content_key = hash_bytes(self.seed, &[b"content", id.as_str().as_bytes()]);
             let (sizes, checksum_type) = match &spec.kind {
-                FileSpecKind::PartsMd5(l) | FileSpecKind::NoChecksum(l) => {
-                    (part_sizes(&spec, l)?, None)
-                }
+                FileSpecKind::PartsMd5(l)
+                | FileSpecKind::NoChecksum(l)
+                | FileSpecKind::PublishedDrive(l) => (part_sizes(&spec, l)?, None),
                 FileSpecKind::PartsChecksum(t, l) => (part_sizes(&spec, l)?, Some(*t)),
                 FileSpecKind::SinglePart | FileSpecKind::DriveSinglePart => (vec![spec.size], None),
                 FileSpecKind::SymlinkWholeMd5 | FileSpecKind::SymlinkNoChecksum => {
@@ -298,7 +298,7 @@ impl Dataset {
                     _ => {}
                 }
             }
-            if spec.kind == FileSpecKind::SymlinkWholeMd5 {
+            if spec.kind.has_whole_md5() {
                 jobs.push(HashJob::WholeMd5(file_idx));
             }
             let etag = (spec.etag && spec.kind.is_drive()).then(|| {

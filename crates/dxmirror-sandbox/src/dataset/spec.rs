@@ -31,6 +31,9 @@ pub enum FileSpecKind {
     /// A drive-backed file exposing one part (with an `md5`) that covers the whole file, as
     /// "Symlinks 2.0" files do: described with `drive` and `parts`, served through the 302.
     DriveSinglePart,
+    /// A file on the published drive (`drive-PUBLISHED`): parts that carry no `md5`, and the
+    /// whole-file `md5`; served through the 302 like every drive-backed file.
+    PublishedDrive(PartSizes),
 }
 
 impl FileSpecKind {
@@ -45,7 +48,19 @@ impl FileSpecKind {
     /// True for every drive-backed file: described with `drive`, served through a 302 to the
     /// storage host.
     pub fn is_drive(&self) -> bool {
-        self.is_symlink() || *self == FileSpecKind::DriveSinglePart
+        self.is_symlink()
+            || matches!(
+                self,
+                FileSpecKind::DriveSinglePart | FileSpecKind::PublishedDrive(_)
+            )
+    }
+
+    /// True for the kinds whose describe states a whole-file `md5`.
+    pub fn has_whole_md5(&self) -> bool {
+        matches!(
+            self,
+            FileSpecKind::SymlinkWholeMd5 | FileSpecKind::PublishedDrive(_)
+        )
     }
 
     /// Short stable name, for listings and stats.
@@ -58,6 +73,7 @@ impl FileSpecKind {
             FileSpecKind::SinglePart => "single-part",
             FileSpecKind::NoChecksum(_) => "no-checksum",
             FileSpecKind::DriveSinglePart => "drive-single-part",
+            FileSpecKind::PublishedDrive(_) => "published-drive",
         }
     }
 }
