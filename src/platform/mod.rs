@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 pub use error::{IoKind, PlatformError};
 pub use http::{redact_url, DownloadUrl, RangeBody, MAX_REDIRECTS, RANGE_MD5_MAX};
 pub use retry::{ApiDisposition, Backoff, DownloadDisposition};
+pub use wire::UnreadableResult;
 
 use crate::counters::{ApiErrorKind, Counters};
 use crate::model::{ApiToken, ByteRange, FileId, ProjectId, ProjectInfo, RemoteFile};
@@ -142,6 +143,16 @@ struct Inner {
     download: Client,
 }
 
+/// A project's listing ([`DxClient::list_files`]): the files, and the results that could not
+/// be read as files (each fails only its own file).
+#[derive(Debug, Clone, Default)]
+pub struct ProjectListing {
+    /// The files, deduplicated by id.
+    pub files: Vec<RemoteFile>,
+    /// Results whose describe could not be read, with the reason.
+    pub unreadable: Vec<UnreadableResult>,
+}
+
 /// The DNAnexus client. Cheap to clone; clones share connection pools.
 #[derive(Clone)]
 pub struct DxClient {
@@ -241,23 +252,40 @@ impl DxClient {
 
     /// Every visible file of a project, in any state, with parts and checksums.
     ///
-    /// Pages until `next` is null; a malformed page is an error, never a short listing. Files
-    /// are deduplicated by id (keeping the newest description). Because results come
-    /// newest-modified first, a file modified during a multi-page crawl can move to a page
-    /// already read; a catch-up query for files modified since the crawl began finds those.
-    pub async fn list_files(&self, project: &ProjectId) -> Result<Vec<RemoteFile>, PlatformError> {
+    /// Pages until `next` is null; a malformed page is an error, never a short listing, but a
+    /// malformed result is only that file's: it is returned in
+    /// [`ProjectListing::unreadable`] and the listing goes on. Files are deduplicated by id
+    /// (keeping the newest description). Because results come newest-modified first, a file
+    /// modified during a multi-page crawl can move to a page already read; a catch-up query
+    /// for files modified since the crawl began finds those.
+    pub async fn list_files(&self, project: &ProjectId) -> Result<ProjectListing, PlatformError> {
         let started = Instant::now();
         let mut files: Vec<RemoteFile> = Vec::new();
         let mut index: HashMap<FileId, usize> = HashMap::new();
-        let (pages, newest) = self.crawl(project, None, &mut files, &mut index).await?;
+        let mut unreadable = Vec::new();
+        let (pages, newest) = self
+            .crawl(project, None, &mut files, &mut index, &mut unreadable)
+            .await?;
         if pages > 1 {
             if let Some(since) = newest {
-                self.crawl(project, Some(since), &mut files, &mut index)
-                    .await?;
+                self.crawl(
+                    project,
+                    Some(since),
+                    &mut files,
+                    &mut index,
+                    &mut unreadable,
+                )
+                .await?;
             }
         }
-        debug!(project_id = %project, n_files = files.len(), pages, elapsed_ms = started.elapsed().as_millis() as u64, "listed project");
-        Ok(files)
+        // A result unreadable on one page and read on another (the catch-up) is a file.
+        unreadable.retain(|u| {
+            u.id.parse::<FileId>()
+                .map_or(true, |id| !index.contains_key(&id))
+        });
+        unreadable.dedup();
+        debug!(project_id = %project, n_files = files.len(), n_unreadable = unreadable.len(), pages, elapsed_ms = started.elapsed().as_millis() as u64, "listed project");
+        Ok(ProjectListing { files, unreadable })
     }
 
     /// One paged `/system/findDataObjects` crawl, merged into `files`. Returns the number of
@@ -268,6 +296,7 @@ impl DxClient {
         modified_after: Option<i64>,
         files: &mut Vec<RemoteFile>,
         index: &mut HashMap<FileId, usize>,
+        unreadable: &mut Vec<UnreadableResult>,
     ) -> Result<(u32, Option<i64>), PlatformError> {
         const ROUTE: &str = "/system/findDataObjects";
         let mut starting: Option<Value> = None;
@@ -278,12 +307,14 @@ impl DxClient {
             let body = wire::find_files_body(project, starting.as_ref(), modified_after);
             let page: wire::FindDataObjectsPage = self.call(ROUTE, &body).await?;
             pages += 1;
-            for obj in page.results {
-                let file =
-                    wire::to_remote_file(obj, project).map_err(|detail| PlatformError::Decode {
-                        route: ROUTE.to_owned(),
-                        detail,
-                    })?;
+            for result in page.results {
+                let file = match wire::decode_result(result, project) {
+                    Ok(file) => file,
+                    Err(bad) => {
+                        unreadable.push(bad);
+                        continue;
+                    }
+                };
                 if newest.is_none() {
                     newest = Some(file.modified_ms);
                 }

@@ -23,4 +23,5 @@ mod store;
 mod support;
 mod sync;
 mod tidy;
+mod tolerant;
 mod verify;

@@ -377,7 +377,7 @@ async fn list_files_pages_dedupes_and_catches_up() {
     })
     .await;
     let c = client(&server);
-    let files = c.list_files(&project()).await.unwrap();
+    let files = c.list_files(&project()).await.unwrap().files;
     let ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
     assert_eq!(
         ids,

@@ -784,7 +784,7 @@ async fn list_files_catch_up_costs_one_request() {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let files = client.list_files(&pid).await.unwrap();
+    let files = client.list_files(&pid).await.unwrap().files;
     assert_eq!(files.len(), 3_000);
     let pages = 3; // 1000 per page.
     let requests = sb.stats().requests("/system/findDataObjects");
