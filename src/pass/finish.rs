@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use tracing::info;
 
-use super::listing::Listing;
+use super::listing::{unreadable_reason, Listing};
 use super::project::Opened;
 use super::work::Replacement;
 use super::{FileProblem, ProjectSummary, SyncError};
@@ -99,8 +99,17 @@ pub(super) fn summary(
         problems: Vec::new(),
     };
     let removed: HashSet<&FileId> = diff.removed.iter().collect();
+    let unreadable = listing.unreadable_ids();
+    for bad in &listing.unreadable {
+        summary.problems.push(FileProblem {
+            path: String::new(),
+            file_id: bad.id.clone(),
+            state: "failed".into(),
+            reason: unreadable_reason(bad),
+        });
+    }
     for row in rows {
-        if removed.contains(&row.file_id) {
+        if removed.contains(&row.file_id) || unreadable.contains(&row.file_id) {
             continue;
         }
         let path = listing

@@ -96,7 +96,7 @@ pub async fn preview_project(
         return Ok(out);
     }
     let remote = match client.list_files(project).await {
-        Ok(files) => files,
+        Ok(listing) => listing.files,
         Err(e) => return refused("list the project", e),
     };
     let paths = store::assign_paths(&remote);

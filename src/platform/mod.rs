@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 pub use error::{IoKind, PlatformError};
 pub use http::{redact_url, DownloadUrl, RangeBody, MAX_REDIRECTS, RANGE_MD5_MAX};
 pub use retry::{ApiDisposition, Backoff, DownloadDisposition};
+pub use wire::UnreadableResult;
 
 use crate::counters::{ApiErrorKind, Counters};
 use crate::model::{ApiToken, ByteRange, FileId, ProjectId, ProjectInfo, RemoteFile};
@@ -140,6 +141,16 @@ struct Inner {
     api_base: Url,
     api: Client,
     download: Client,
+}
+
+/// A project's listing ([`DxClient::list_files`]): the files, and the results that could not
+/// be read as files (each fails only its own file).
+#[derive(Debug, Clone, Default)]
+pub struct ProjectListing {
+    /// The files, deduplicated by id.
+    pub files: Vec<RemoteFile>,
+    /// Results whose describe could not be read, with the reason.
+    pub unreadable: Vec<UnreadableResult>,
 }
 
 /// The DNAnexus client. Cheap to clone; clones share connection pools.
@@ -254,21 +265,25 @@ impl DxClient {
 
     /// Every visible file of a project, in any state, with parts and checksums.
     ///
-    /// Pages until `next` is null; a malformed page is an error, never a short listing. Files
-    /// are deduplicated by id (keeping the newest description). The rule holds whatever order
-    /// the pages come in: a file can only move between pages while the crawl runs if it was
-    /// modified (or created) meanwhile, so its `modified` is no earlier than the crawl's start.
-    /// A crawl of more than one page is therefore followed by a catch-up query for the files
-    /// modified since the crawl's own start ([`catch_up_since`], which allows for the
-    /// platform's clock being behind ours), and that one, if it pages too, by another from its
-    /// own start, at most [`MAX_CATCH_UPS`] times. A listing of one page is one answer and
-    /// needs none.
-    pub async fn list_files(&self, project: &ProjectId) -> Result<Vec<RemoteFile>, PlatformError> {
+    /// Pages until `next` is null; a malformed page is an error, never a short listing, but a
+    /// malformed result is only that file's: it is returned in
+    /// [`ProjectListing::unreadable`] and the listing goes on. Files are deduplicated by id
+    /// (keeping the newest description). The rule holds whatever order the pages come in: a
+    /// file can only move between pages while the crawl runs if it was modified (or created)
+    /// meanwhile, so its `modified` is no earlier than the crawl's start. A crawl of more than
+    /// one page is therefore followed by a catch-up query for the files modified since the
+    /// crawl's own start ([`catch_up_since`], which allows for the platform's clock being behind
+    /// ours), and that one, if it pages too, by another from its own start, at most
+    /// [`MAX_CATCH_UPS`] times. A listing of one page is one answer and needs none.
+    pub async fn list_files(&self, project: &ProjectId) -> Result<ProjectListing, PlatformError> {
         let started = Instant::now();
         let mut files: Vec<RemoteFile> = Vec::new();
         let mut index: HashMap<FileId, usize> = HashMap::new();
+        let mut unreadable = Vec::new();
         let mut since = catch_up_since(crate::clock::now_ms());
-        let mut pages = self.crawl(project, None, &mut files, &mut index).await?;
+        let mut pages = self
+            .crawl(project, None, &mut files, &mut index, &mut unreadable)
+            .await?;
         let mut total = pages;
         let mut catch_ups = 0u32;
         while pages > 1 {
@@ -278,14 +293,29 @@ impl DxClient {
             }
             let next_since = catch_up_since(crate::clock::now_ms());
             pages = self
-                .crawl(project, Some(since), &mut files, &mut index)
+                .crawl(
+                    project,
+                    Some(since),
+                    &mut files,
+                    &mut index,
+                    &mut unreadable,
+                )
                 .await?;
             since = next_since;
             total += pages;
             catch_ups += 1;
         }
-        debug!(project_id = %project, n_files = files.len(), pages = total, catch_ups, elapsed_ms = started.elapsed().as_millis() as u64, "listed project");
-        Ok(files)
+        // A result unreadable on one page and read on another (the catch-up) is a file.
+        // One entry per unreadable id, however many crawls met it.
+        let mut seen = HashSet::new();
+        unreadable.retain(|u| {
+            seen.insert(u.id.clone())
+                && u.id
+                    .parse::<FileId>()
+                    .map_or(true, |id| !index.contains_key(&id))
+        });
+        debug!(project_id = %project, n_files = files.len(), n_unreadable = unreadable.len(), pages = total, catch_ups, elapsed_ms = started.elapsed().as_millis() as u64, "listed project");
+        Ok(ProjectListing { files, unreadable })
     }
 
     /// One paged `/system/findDataObjects` crawl, merged into `files`. Returns the number of
@@ -296,6 +326,7 @@ impl DxClient {
         modified_after: Option<i64>,
         files: &mut Vec<RemoteFile>,
         index: &mut HashMap<FileId, usize>,
+        unreadable: &mut Vec<UnreadableResult>,
     ) -> Result<u32, PlatformError> {
         const ROUTE: &str = "/system/findDataObjects";
         let mut starting: Option<Value> = None;
@@ -305,12 +336,14 @@ impl DxClient {
             let body = wire::find_files_body(project, starting.as_ref(), modified_after);
             let page: wire::FindDataObjectsPage = self.call(ROUTE, &body).await?;
             pages += 1;
-            for obj in page.results {
-                let file =
-                    wire::to_remote_file(obj, project).map_err(|detail| PlatformError::Decode {
-                        route: ROUTE.to_owned(),
-                        detail,
-                    })?;
+            for result in page.results {
+                let file = match wire::decode_result(result, project) {
+                    Ok(file) => file,
+                    Err(bad) => {
+                        unreadable.push(bad);
+                        continue;
+                    }
+                };
                 match index.get(&file.id) {
                     Some(&at) => {
                         if files[at].modified_ms <= file.modified_ms {

@@ -2,8 +2,13 @@
 //! `crate::model`.
 //!
 //! This module owns what the platform's JSON looks like: request bodies are built here and
-//! answers are decoded here, strictly (a page missing `results` or `next`, a part number that
-//! is not a number, an id that is not an id are errors, never silently dropped). It does no IO.
+//! answers are decoded here. Pages are decoded strictly (a page missing `results` or `next` is
+//! an error: a cut page must not pass for a short listing); each result on its own and
+//! tolerantly: unknown fields, states and kinds are kept or ignored, a missing
+//! `archivalState` is `live` (regions without archival omit it), and a result that still
+//! cannot be read (a part number that is not a number, an id that is not an id) is that one
+//! file's error ([`UnreadableResult`]), never the listing's, and never silently dropped. It
+//! does no IO.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -88,10 +93,11 @@ fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Va
     Option::<Value>::deserialize(d)
 }
 
-/// One page of `/system/findDataObjects`.
+/// One page of `/system/findDataObjects`. Its results are decoded one by one
+/// ([`decode_result`]), so that one unreadable result fails only its file.
 #[derive(Debug, Deserialize)]
 pub(crate) struct FindDataObjectsPage {
-    pub results: Vec<FoundObject>,
+    pub results: Vec<Value>,
     #[serde(deserialize_with = "required_nullable")]
     pub next: Option<Value>,
 }
@@ -112,7 +118,9 @@ pub(crate) struct FileDescribe {
     pub folder: String,
     pub size: u64,
     pub state: String,
-    pub archival_state: String,
+    /// Absent in regions without archival: the file is live.
+    #[serde(default)]
+    pub archival_state: Option<String>,
     pub created: i64,
     pub modified: i64,
     #[serde(default)]
@@ -151,6 +159,54 @@ pub(crate) struct WirePart {
     pub checksum: Option<String>,
     #[serde(default)]
     pub state: Option<String>,
+}
+
+/// A listed result that could not be read as a file: its id as the platform wrote it (or what
+/// stands in its place), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableResult {
+    /// The result's `id`, verbatim (at most 100 characters), or `(no id)`.
+    pub id: String,
+    /// What could not be read.
+    pub detail: String,
+}
+
+/// Decodes one result of a `/system/findDataObjects` page into a [`RemoteFile`] of `project`.
+pub(crate) fn decode_result(
+    value: Value,
+    project: &ProjectId,
+) -> Result<RemoteFile, UnreadableResult> {
+    let id = match value.get("id") {
+        Some(Value::String(id)) => id.chars().take(100).collect(),
+        Some(other) => other.to_string().chars().take(100).collect(),
+        None => "(no id)".to_owned(),
+    };
+    let culprit = value.get("describe").and_then(bad_field);
+    let obj: FoundObject = serde_json::from_value(value).map_err(|e| UnreadableResult {
+        id: id.clone(),
+        detail: match culprit {
+            Some(field) => format!("its describe could not be read: field `{field}`: {e}"),
+            None => format!("its describe could not be read: {e}"),
+        },
+    })?;
+    to_remote_file(obj, project).map_err(|detail| UnreadableResult { id, detail })
+}
+
+/// The field of an unreadable describe that makes it so (serde's message does not name it):
+/// the one whose removal lets the describe decode, or only miss that field.
+fn bad_field(describe: &Value) -> Option<String> {
+    let map = describe.as_object()?;
+    map.keys().find_map(|key| {
+        let mut without = map.clone();
+        without.remove(key);
+        match serde_json::from_value::<FileDescribe>(Value::Object(without)) {
+            Ok(_) => Some(key.clone()),
+            Err(e) if e.to_string().contains(&format!("missing field `{key}`")) => {
+                Some(key.clone())
+            }
+            Err(_) => None,
+        }
+    })
 }
 
 /// Converts one listed object into a [`RemoteFile`] of `project`.
@@ -194,7 +250,10 @@ pub(crate) fn to_remote_file(obj: FoundObject, project: &ProjectId) -> Result<Re
         folder: d.folder,
         size: d.size,
         state: RemoteState::parse(&d.state),
-        archival_state: ArchivalState::parse(&d.archival_state),
+        archival_state: d
+            .archival_state
+            .as_deref()
+            .map_or(ArchivalState::Live, ArchivalState::parse),
         created_ms: d.created,
         modified_ms: d.modified,
         parts,
@@ -315,7 +374,7 @@ mod tests {
         let files: Vec<RemoteFile> = page
             .results
             .into_iter()
-            .map(|o| to_remote_file(o, &pid()).unwrap())
+            .map(|o| decode_result(o, &pid()).unwrap())
             .collect();
         assert_eq!(files.len(), 3);
         let a = &files[0];
@@ -359,34 +418,81 @@ mod tests {
         assert!(serde_json::from_str::<FindDataObjectsPage>(r#"{"results": []}"#).is_err());
         // Missing `results`.
         assert!(serde_json::from_str::<FindDataObjectsPage>(r#"{"next": null}"#).is_err());
+    }
+
+    /// Decodes `page` and returns each result's outcome.
+    fn outcomes(page: &str) -> Vec<Result<RemoteFile, UnreadableResult>> {
+        let page: FindDataObjectsPage = serde_json::from_str(page).unwrap();
+        page.results
+            .into_iter()
+            .map(|r| decode_result(r, &pid()))
+            .collect()
+    }
+
+    #[test]
+    fn a_malformed_result_fails_only_itself() {
         // A result without describe.
-        assert!(serde_json::from_str::<FindDataObjectsPage>(
-            r#"{"results": [{"id": "file-FgBkfJj04J980yX164B4Jqkq"}], "next": null}"#
-        )
-        .is_err());
-        // A bad id.
-        let bad_id = PAGE.replace("file-FK41Q8Q0BbkqJxkX35p736BJ", "file-../../etc");
-        assert!(serde_json::from_str::<FindDataObjectsPage>(&bad_id).is_err());
-        // A negative size.
-        let neg = PAGE.replace("\"size\": 11,", "\"size\": -11,");
-        assert!(serde_json::from_str::<FindDataObjectsPage>(&neg).is_err());
+        let got =
+            outcomes(r#"{"results": [{"id": "file-FgBkfJj04J980yX164B4Jqkq"}], "next": null}"#);
+        let err = got[0].as_ref().unwrap_err();
+        assert_eq!(err.id, "file-FgBkfJj04J980yX164B4Jqkq");
+        assert!(err.detail.contains("describe"), "{err:?}");
+        // A bad id, a negative size, a part number that is not a number: that result only.
+        for bad in [
+            PAGE.replace("file-FK41Q8Q0BbkqJxkX35p736BJ", "file-../../etc"),
+            PAGE.replace("\"size\": 100681032,", "\"size\": -1,"),
+            PAGE.replace("\"2\": {", "\"two\": {"),
+        ] {
+            let got = outcomes(&bad);
+            assert_eq!(got.len(), 3);
+            assert!(got[0].is_err(), "{bad}");
+            assert!(got[1].is_ok() && got[2].is_ok());
+        }
+        let got = outcomes(&PAGE.replace("file-FK41Q8Q0BbkqJxkX35p736BJ", "file-../../etc"));
+        assert_eq!(got[0].as_ref().unwrap_err().id, "file-../../etc");
+        // A result that is not even an object.
+        let got = outcomes(r#"{"results": [7, null], "next": null}"#);
+        assert_eq!(got[0].as_ref().unwrap_err().id, "(no id)");
+        assert!(got[1].is_err());
+    }
+
+    #[test]
+    fn missing_archival_state_is_live_and_unknown_values_are_kept() {
+        let page = PAGE
+            .replacen("\"archivalState\": \"live\",", "", 1)
+            .replace(
+                "\"archivalState\": \"archived\"",
+                "\"archivalState\": \"frozen\"",
+            )
+            .replace(
+                "\"state\": \"closed\", \"archivalState\": \"live\"",
+                "\"state\": \"sealed\", \"archivalState\": \"live\", \"newField\": {\"a\": [1]}",
+            );
+        let got = outcomes(&page);
+        let first = got[0].as_ref().unwrap();
+        assert_eq!(first.archival_state, ArchivalState::Live);
+        assert!(first.is_downloadable());
+        let second = got[1].as_ref().unwrap();
+        assert_eq!(second.state, RemoteState::Other("sealed".to_owned()));
+        let third = got[2].as_ref().unwrap();
+        assert_eq!(
+            third.archival_state,
+            ArchivalState::Other("frozen".to_owned())
+        );
+        assert!(!third.is_downloadable());
     }
 
     #[test]
     fn bad_parts_are_errors() {
         let bad = PAGE.replace("\"2\": {", "\"two\": {");
-        let page: FindDataObjectsPage = serde_json::from_str(&bad).unwrap();
-        let first = page.results.into_iter().next().unwrap();
-        let err = to_remote_file(first, &pid()).unwrap_err();
-        assert!(err.contains("not a number"), "{err}");
+        let err = outcomes(&bad).remove(0).unwrap_err();
+        assert!(err.detail.contains("not a number"), "{err:?}");
 
         let pending = PAGE.replace(
             "\"state\": \"complete\", \"size\": 17736",
             "\"state\": \"pending\", \"size\": 17736",
         );
-        let page: FindDataObjectsPage = serde_json::from_str(&pending).unwrap();
-        let first = page.results.into_iter().next().unwrap();
-        assert!(to_remote_file(first, &pid()).is_err());
+        assert!(outcomes(&pending)[0].is_err());
     }
 
     #[test]
@@ -396,9 +502,7 @@ mod tests {
             "\"describe\": {\"id\": \"file-FK41Q8Q0BbkqJxkX35p736BK\"",
             1,
         );
-        let page: FindDataObjectsPage = serde_json::from_str(&swapped).unwrap();
-        let first = page.results.into_iter().next().unwrap();
-        assert!(to_remote_file(first, &pid()).is_err());
+        assert!(outcomes(&swapped)[0].is_err());
     }
 
     #[test]
@@ -481,7 +585,101 @@ mod tests {
             )
         }
 
+        /// A JSON value of any shape, for unknown fields.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[ -~]{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A word the platform might send tomorrow for a state or a kind.
+        fn word() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("live".to_owned()),
+                Just("closed".to_owned()),
+                Just("open".to_owned()),
+                Just("archived".to_owned()),
+                "[a-zA-Z_]{1,12}",
+            ]
+        }
+
+        /// A well-formed describe of a closed 11-byte file with two parts, with each optional
+        /// field present or absent, enum fields taking any word, and unknown fields (at the
+        /// top level and in the parts) holding any JSON.
+        fn tolerated_describe() -> impl Strategy<Value = (Value, [bool; 6], String, String)> {
+            (
+                any::<[bool; 6]>(),
+                word(),
+                word(),
+                word(),
+                proptest::collection::btree_map("[a-z]{1,8}[A-Z][a-z]{0,4}", any_json(), 0..4),
+                any_json(),
+            )
+                .prop_map(|(keep, state, archival, checksum_type, extra, part_extra)| {
+                    let mut d = serde_json::Map::new();
+                    for (k, v) in extra {
+                        d.insert(k, v);
+                    }
+                    d.insert("id".into(), json!("file-000000000000000000000001"));
+                    d.insert("name".into(), json!("x.bam"));
+                    d.insert("folder".into(), json!("/"));
+                    d.insert("size".into(), json!(11));
+                    d.insert("state".into(), json!(state));
+                    d.insert("created".into(), json!(1));
+                    d.insert("modified".into(), json!(2));
+                    let optional = [
+                        ("archivalState", json!(archival)),
+                        (
+                            "parts",
+                            json!({"1": {"size": 5, "md5": "d41d8cd98f00b204e9800998ecf8427e", "zNew": part_extra},
+                                   "2": {"size": 6}}),
+                        ),
+                        ("drive", json!("drive-XXXX")),
+                        ("md5", json!("5eb63bbbe01eeed093cb22bb8f5acdc3")),
+                        ("checksumType", json!(checksum_type)),
+                        ("symlinkTargetIdentifier", json!({"ETag": "\"0x8D1\"", "zNew": 1})),
+                    ];
+                    for (present, (k, v)) in keep.iter().zip(optional) {
+                        if *present {
+                            d.insert(k.into(), v);
+                        }
+                    }
+                    (Value::Object(d), keep, state, archival)
+                })
+        }
+
         proptest! {
+            /// Whatever optional fields are missing and whatever unknown fields, states and
+            /// kinds are added, a well-formed describe is a file, and what it says is kept:
+            /// a missing `archivalState` is live, an unknown word is kept verbatim.
+            #[test]
+            fn optional_and_unknown_fields_never_fail_a_file((describe, keep, state, archival) in tolerated_describe()) {
+                let project: ProjectId = "project-000000000000000000000001".parse().unwrap();
+                let result = json!({"id": "file-000000000000000000000001", "project": project.as_str(), "describe": describe, "zNew": [1]});
+                let page = json!({"results": [result], "next": null, "zNew": {}});
+                let page: FindDataObjectsPage = serde_json::from_value(page).unwrap();
+                let file = decode_result(page.results[0].clone(), &project);
+                let file = file.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                prop_assert_eq!(file.state, RemoteState::parse(&state));
+                let want = if keep[0] { ArchivalState::parse(&archival) } else { ArchivalState::Live };
+                prop_assert_eq!(file.archival_state, want);
+                prop_assert_eq!(file.parts.as_ref().map(Vec::len), keep[1].then_some(2));
+                prop_assert_eq!(file.drive.is_some(), keep[2]);
+                prop_assert_eq!(file.md5.is_some(), keep[3]);
+                prop_assert_eq!(file.checksum_type.is_some(), keep[4]);
+                prop_assert_eq!(file.etag.is_some(), keep[5]);
+            }
+
             /// Arbitrary bytes never panic the decoders: they are errors (or, for error bodies,
             /// nothing).
             #[test]
@@ -506,7 +704,7 @@ mod tests {
                 let project: ProjectId = "project-000000000000000000000001".parse().unwrap();
                 if let Ok(page) = serde_json::from_str::<FindDataObjectsPage>(&page) {
                     for obj in page.results {
-                        if let Ok(file) = to_remote_file(obj, &project) {
+                        if let Ok(file) = decode_result(obj, &project) {
                             prop_assert_eq!(file.project, project.clone());
                             if let Some(parts) = &file.parts {
                                 prop_assert!(parts.windows(2).all(|w| w[0].index < w[1].index));

@@ -63,7 +63,7 @@ async fn files_modified_mid_crawl_are_listed_once_in_every_order() {
         for id in &modified {
             sb.modify_after_pages(id, 1);
         }
-        let files = client(&sb).list_files(&pid).await.unwrap();
+        let files = client(&sb).list_files(&pid).await.unwrap().files;
         let by_id: HashMap<&FileId, i64> = files.iter().map(|f| (&f.id, f.modified_ms)).collect();
         assert_eq!(files.len(), 2_500, "{order:?}: no file twice");
         assert_eq!(

@@ -27,4 +27,5 @@ mod store;
 mod support;
 mod sync;
 mod tidy;
+mod tolerant;
 mod verify;

@@ -378,7 +378,7 @@ async fn list_files_pages_dedupes_and_catches_up() {
     .await;
     let c = client(&server);
     let before = dxmirror::clock::now_ms();
-    let files = c.list_files(&project()).await.unwrap();
+    let files = c.list_files(&project()).await.unwrap().files;
     let after = dxmirror::clock::now_ms();
     let ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
     assert_eq!(
@@ -459,7 +459,7 @@ async fn list_files_catches_up_from_the_crawl_start_in_any_order() {
         }
     })
     .await;
-    let files = client(&server).list_files(&project()).await.unwrap();
+    let files = client(&server).list_files(&project()).await.unwrap().files;
     let mut ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
     ids.sort();
     let mut want: Vec<String> = [1, 2, 3, 4, 6]

@@ -835,7 +835,7 @@ async fn list_files_catch_up_costs_one_request_in_every_order() {
             ..PlatformConfig::default()
         })
         .unwrap();
-        let files = client.list_files(&pid).await.unwrap();
+        let files = client.list_files(&pid).await.unwrap().files;
         assert_eq!(files.len(), 3_000, "{order:?}");
         let ids: std::collections::HashSet<_> = files.iter().map(|f| &f.id).collect();
         assert_eq!(ids.len(), 3_000, "{order:?}");

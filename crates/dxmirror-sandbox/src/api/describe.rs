@@ -147,6 +147,12 @@ pub(super) fn describe_file(f: &BuiltFile, o: &DescOpts) -> Value {
             m.insert(name.to_owned(), v);
         }
     }
+    for (key, value) in &f.spec.describe_patch {
+        match value {
+            Some(v) => m.insert(key.clone(), v.clone()),
+            None => m.remove(key),
+        };
+    }
     Value::Object(m)
 }
 

@@ -103,6 +103,11 @@ pub struct FileSpec {
     /// `symlinkTargetIdentifier: {"ETag": ...}` and the storage host honours `If-Match`
     /// (off by default; ignored for files that are not drive-backed).
     pub etag: bool,
+    /// Changes to every describe of this file, applied last, as the platform of another
+    /// region or release might answer: each key set to the value, or removed for `None`
+    /// (none by default). E.g. `archivalState` removed, an unknown field added, `size` made
+    /// a string.
+    pub describe_patch: Vec<(String, Option<serde_json::Value>)>,
 }
 
 /// Base timestamp of synthetic datasets (2026-01-05T00:00:00Z), in ms.
@@ -122,7 +127,20 @@ impl FileSpec {
             created_ms: BASE_TIME_MS,
             modified_ms: BASE_TIME_MS,
             etag: false,
+            describe_patch: Vec::new(),
         }
+    }
+
+    /// Sets `key` to `value` in every describe of this file (see [`FileSpec::describe_patch`]).
+    pub fn describe_set(mut self, key: &str, value: serde_json::Value) -> FileSpec {
+        self.describe_patch.push((key.to_owned(), Some(value)));
+        self
+    }
+
+    /// Removes `key` from every describe of this file (see [`FileSpec::describe_patch`]).
+    pub fn describe_without(mut self, key: &str) -> FileSpec {
+        self.describe_patch.push((key.to_owned(), None));
+        self
     }
 
     /// Pins a drive-backed file to its backing object's ETag (see [`FileSpec::etag`]).
