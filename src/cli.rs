@@ -18,6 +18,10 @@ pub(crate) struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+    /// Log lines as `text` (default) or `json` (one object per line with the structured
+    /// fields, for log shippers); else $DXMIRROR_LOG_FORMAT.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = dxmirror::telemetry::LogFormat::parse)]
+    pub(crate) log_format: Option<dxmirror::telemetry::LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -23,7 +23,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dxmirror::telemetry::init(cli.verbose, cli.quiet);
+    let log_format = match cli.log_format {
+        Some(f) => f,
+        None => match std::env::var("DXMIRROR_LOG_FORMAT") {
+            Ok(v) if !v.is_empty() => match dxmirror::telemetry::LogFormat::parse(&v) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: DXMIRROR_LOG_FORMAT: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => dxmirror::telemetry::LogFormat::Text,
+        },
+    };
+    dxmirror::telemetry::init(cli.verbose, cli.quiet, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

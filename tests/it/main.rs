@@ -11,6 +11,7 @@ mod dxpy;
 mod faults;
 mod journal;
 mod listing_order;
+mod logs;
 mod metrics;
 mod mirror_root;
 mod notify;
