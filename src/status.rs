@@ -115,6 +115,10 @@ pub struct DaemonLine {
     pub disk_waits: u64,
     /// When bytes last arrived, ms since the epoch.
     pub last_progress_ms: Option<i64>,
+    /// Seconds spent waiting as the platform's `Retry-After` told, since the daemon started.
+    pub throttled_s: u64,
+    /// Throttled over its last status interval (a live daemon only).
+    pub throttled: bool,
 }
 
 impl DaemonLine {
@@ -332,6 +336,8 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
             eta_s: None,
             disk_waits: disk_waits.values().sum(),
             last_progress_ms: d.live.last_progress_ms,
+            throttled_s: d.live.throttled_ms / 1000,
+            throttled: d.live.throttled_now,
         }
     });
     let live_rates = reader
@@ -425,6 +431,7 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
     if let Some(d) = daemon.as_mut() {
         if !d.live() {
             d.bytes_per_s = None;
+            d.throttled = false;
         }
         let left: u64 = projects
             .iter()
@@ -547,6 +554,15 @@ fn health(r: &StatusReport, now_ms: i64) -> Health {
                 format!(
                     "stalled: work pending and no byte since {}",
                     fmt_ms(quiet_since)
+                ),
+            );
+        }
+        if d.throttled {
+            add(
+                Level::Warning,
+                format!(
+                    "throttled by the platform ({}s of waits since the daemon started)",
+                    d.throttled_s
                 ),
             );
         }
@@ -856,12 +872,17 @@ fn render_text(r: &StatusReport, style: Style) -> String {
         if d.live() {
             let _ = writeln!(
                 out,
-                "  token: {}; last discovery: {}; waiting for disk: {} file{}",
+                "  token: {}; last discovery: {}; waiting for disk: {} file{}; throttled: {}",
                 d.token,
                 d.last_discovery_ms
                     .map_or_else(|| "never".to_owned(), fmt_ms),
                 d.disk_waits,
-                plural(d.disk_waits)
+                plural(d.disk_waits),
+                match (d.throttled, d.throttled_s) {
+                    (true, s) => format!("now ({s}s in all)"),
+                    (false, 0) => "no".to_owned(),
+                    (false, s) => format!("not now ({s}s in all)"),
+                }
             );
             if let Some(s) = &d.status {
                 let _ = writeln!(out, "  {s}");
@@ -1196,7 +1217,7 @@ project-B  revoked?[31m              inaccessible  0/0    0 B / 0 B (100%)      
   project-A: WARNING: access to project-A expires in 15 days
   project-B: inaccessible: VIEW permission required
 daemon: running (pid 4242, running since 2026-01-05T10:00:00Z, updated 2026-01-05T10:01:05Z)
-  token: ok; last discovery: 2026-01-05T10:00:01Z; waiting for disk: 1 file
+  token: ok; last discovery: 2026-01-05T10:00:01Z; waiting for disk: 1 file; throttled: no
   2 projects (1 running, 0 queued); 3/5 files done
   rate: 3.0 MiB/s, about 2m 5s left
   last error (2026-01-05T10:00:02Z): listing project-B: connection reset
@@ -1319,6 +1340,10 @@ no run recorded yet
         assert_eq!(
             check(&|r| r.daemon.as_mut().unwrap().token = "refused".into()),
             Level::Critical
+        );
+        assert_eq!(
+            check(&|r| r.daemon.as_mut().unwrap().throttled = true),
+            Level::Warning
         );
         assert_eq!(
             check(&|r| r.daemon.as_mut().unwrap().stale = true),

@@ -159,6 +159,9 @@ impl Daemon {
             self.row.live.last_progress_ms = Some(self.row.started_ms);
         }
         self.project_sample = Some((now, bytes));
+        let throttled = self.counters.snapshot().throttled_ms;
+        self.row.live.throttled_now = throttled > self.row.live.throttled_ms;
+        self.row.live.throttled_ms = throttled;
     }
 }
 

@@ -514,6 +514,10 @@ pub struct DaemonLive {
     pub project_bytes_per_s: BTreeMap<String, u64>,
     /// When bytes last arrived (journaled progress grew), ms since the epoch.
     pub last_progress_ms: Option<i64>,
+    /// Milliseconds spent waiting as the platform's `Retry-After` told, since the start.
+    pub throttled_ms: u64,
+    /// True when that wait grew over the last status interval (throttled now).
+    pub throttled_now: bool,
 }
 
 impl DaemonLive {

@@ -672,6 +672,34 @@ async fn status_shows_a_project_rate_and_a_killed_daemon_as_down() {
     );
 }
 
+/// The platform answers half the API calls with 429 and `Retry-After`: the daemon's line in
+/// `status` says how long it has been throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_platform_throttling_the_daemon() {
+    let sandbox = empty_sandbox().await;
+    let p = sandbox
+        .add_project(ProjectSpec::new("SJC-DT-0003").file(FileSpec::new("/", "a.txt", 1_000)))
+        .unwrap();
+    sandbox.set_faults(dxmirror::sandbox::FaultConfig::parse("api429=0.5,seed=5").unwrap());
+    let env = Env::for_sandbox(&sandbox, vec![p], "[relist]\ninterval = \"100ms\"\n");
+    let running = Running::start(&env, Notifier::disabled());
+    let v = wait_for("status to count throttled time", T * 2, || {
+        let out = env.bin(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["daemon"]["throttled_s"].as_u64()? > 0).then_some(v)
+    })
+    .await;
+    assert!(v["daemon"]["throttled"].is_boolean(), "{v}");
+    let out = env.bin_async(&["status"]).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  token: ok;") && l.contains("s in all)")),
+        "{text}"
+    );
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_bad_config_is_refused_and_the_daemon_keeps_going() {
     let (_sp, env) = slow_sandbox();
