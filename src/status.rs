@@ -27,7 +27,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// A daemon that says it runs but has not updated its row for this long is stale.
 const STALE_AFTER_MS: i64 = 60_000;
 
-/// Work pending and no byte arriving for this long is reported as stalled.
+/// Work pending and no byte arriving for this long is reported as stalled, without a config
+/// (with one, its `[notify] stalled-after`).
 const STALLED_AFTER_MS: i64 = 3_600_000;
 
 /// Everything `status` shows.
@@ -385,6 +386,10 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
             "complete"
         } else if bytes_per_s.is_some_and(|r| r > 0) {
             "mirroring"
+        } else if t.n_failed + t.n_corrupt > 0 && files_done + t.n_failed + t.n_corrupt >= eligible
+        {
+            // Nothing left to try but failed or corrupt files (a person is needed).
+            "failed"
         } else {
             "pending"
         };
@@ -461,7 +466,10 @@ fn report_inner(state_dir: &Path, cfg: Option<&Config>) -> Result<StatusReport, 
         problems,
         bandwidth,
     };
-    report.health = health(&report, now_ms);
+    let stalled_after_ms = cfg.map_or(STALLED_AFTER_MS, |c| {
+        c.notify.stalled_after.as_millis().min(i64::MAX as u128) as i64
+    });
+    report.health = health(&report, now_ms, stalled_after_ms);
     Ok(report)
 }
 
@@ -500,7 +508,7 @@ fn process_start_ms(stat: &str) -> Option<i64> {
 /// The verdict for `status --check`: critical for failed or corrupt files, a refused token,
 /// expired access, and a daemon that should run but is down or stale; warning for access
 /// expiring, unreadable projects, waits for disk or for the mirror root, and stalled work.
-fn health(r: &StatusReport, now_ms: i64) -> Health {
+fn health(r: &StatusReport, now_ms: i64, stalled_after_ms: i64) -> Health {
     let mut findings = Vec::new();
     let mut add = |level, message: String| findings.push(Finding { level, message });
     let failed: u64 = r.projects.iter().map(|p| p.files_failed).sum();
@@ -548,7 +556,7 @@ fn health(r: &StatusReport, now_ms: i64) -> Health {
         }
         let pending = r.projects.iter().any(|p| p.shown_state == "pending");
         let quiet_since = d.last_progress_ms.unwrap_or(d.started_ms);
-        if d.live() && pending && now_ms - quiet_since > STALLED_AFTER_MS {
+        if d.live() && pending && now_ms - quiet_since > stalled_after_ms {
             add(
                 Level::Warning,
                 format!(
@@ -1201,7 +1209,7 @@ mod tests {
             )),
             ..StatusReport::default()
         };
-        r.health = health(&r, T0 + 66_000);
+        r.health = health(&r, T0 + 66_000, STALLED_AFTER_MS);
         r
     }
 
@@ -1280,7 +1288,7 @@ no run recorded yet
         d.bytes_per_s = None;
         r.projects.clear();
         r.problems.clear();
-        r.health = health(&r, T0 + 66_000);
+        r.health = health(&r, T0 + 66_000, STALLED_AFTER_MS);
         let text = render_report(&r, false, Style::default()).unwrap();
         assert!(
             text.starts_with(
@@ -1322,7 +1330,7 @@ no run recorded yet
             (p.files_failed, p.disk_waits, p.access_days_left) = (0, 0, Some(400));
             r.daemon.as_mut().unwrap().disk_waits = 0;
             f(&mut r);
-            health(&r, T0 + 66_000).level
+            health(&r, T0 + 66_000, STALLED_AFTER_MS).level
         };
         assert_eq!(check(&|_| {}), Level::Ok);
         assert_eq!(
