@@ -255,6 +255,9 @@ pub const NOTIFY_KINDS: &[&str] = &[
     "project-gone",
     "access-expiring",
     "access-expired",
+    "access-held",
+    "access-purged",
+    "access-purge-failed",
     "stalled",
     "disk-wait",
     "throttled",
@@ -1136,5 +1139,87 @@ mod tests {
         assert_eq!(c.project_filters.len(), 1);
         let f = c.project_filters.values().next().unwrap();
         assert_eq!(f.sample_info()["sample_type"], ["Diagnosis", "Relapse"]);
+    }
+
+    #[test]
+    fn notify_keys_validate() {
+        // The example's [notify] is the defaults; no sink.
+        let c = parse(include_str!("../../config/dxmirror.toml")).unwrap();
+        assert_eq!(c.notify, NotifyConfig::default());
+        let d = parse(MINIMAL).unwrap().notify;
+        assert_eq!(
+            (d.stalled_after, d.throttled_after, d.queue_limit),
+            (Duration::from_secs(3600), Duration::from_secs(900), 1000)
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[notify]\nstalled-after = \"10m\"\nthrottled-after = \"2m\"\nqueue-limit = 5\n\
+             disabled = [\"stalled\", \"pass-start\"]\n\
+             [[notify.webhook]]\nurl = \"https://h.example/x\"\nsecret-file = \"/etc/s\"\ntimeout = \"3s\"\n\
+             [[notify.webhook]]\nping-url = \"https://hc.example/u\"\n\
+             [[notify.command]]\nargv = [\"/bin/true\", \"a\"]\ntimeout = \"1s\"\n"
+        ))
+        .unwrap()
+        .notify;
+        assert_eq!(c.stalled_after, Duration::from_secs(600));
+        assert_eq!(c.throttled_after, Duration::from_secs(120));
+        assert_eq!(c.queue_limit, 5);
+        assert_eq!(c.disabled, ["stalled", "pass-start"]);
+        assert_eq!(
+            c.webhooks[0],
+            Webhook {
+                target: WebhookTarget::Url("https://h.example/x".into()),
+                secret_file: Some(PathBuf::from("/etc/s")),
+                timeout: Duration::from_secs(3),
+            }
+        );
+        assert_eq!(
+            c.webhooks[1].target,
+            WebhookTarget::Ping("https://hc.example/u".into())
+        );
+        assert_eq!(c.webhooks[1].timeout, Duration::from_secs(10));
+        assert_eq!(c.commands[0].argv, ["/bin/true", "a"]);
+        assert_eq!(c.commands[0].timeout, Duration::from_secs(1));
+
+        // A systemd credential resolves under $CREDENTIALS_DIRECTORY.
+        let text = format!(
+            "{MINIMAL}[notify]\n[[notify.webhook]]\nurl = \"http://127.0.0.1:1/\"\nsecret-credential = \"hook\"\n"
+        );
+        let env = |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| "/run/credentials/d".to_owned());
+        let c = Config::from_toml(&text, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(
+            c.notify.webhooks[0].secret_file,
+            Some(PathBuf::from("/run/credentials/d/hook"))
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
+
+        for (bad, says) in [
+            ("[notify]\ndisabled = [\"everything\"]\n", "unknown kind \"everything\""),
+            ("[notify]\nqueue-limit = 0\n", "queue-limit must be at least 1"),
+            ("[notify]\nstalled-after = \"soon\"\n", "stalled-after"),
+            ("[[notify.webhook]]\n", "exactly one of url and ping-url"),
+            (
+                "[[notify.webhook]]\nurl = \"http://a/\"\nping-url = \"http://b/\"\n",
+                "exactly one of url and ping-url",
+            ),
+            ("[[notify.webhook]]\nurl = \"ftp://a/\"\n", "url must be an http(s) URL"),
+            (
+                "[[notify.webhook]]\nurl = \"http://a/\"\nsecret-file = \"/s\"\nsecret-credential = \"c\"\n",
+                "not both",
+            ),
+            (
+                "[[notify.webhook]]\nping-url = \"http://a/\"\nsecret-file = \"/s\"\n",
+                "a ping-url is not signed",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"http://a/\"\nsecret = \"inline\"\n",
+                "unknown field `secret`",
+            ),
+            ("[[notify.command]]\nargv = [\"page-oncall\"]\n", "absolute path"),
+            ("[[notify.command]]\nargv = []\n", "absolute path"),
+        ] {
+            let err = parse(&format!("{MINIMAL}{bad}")).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

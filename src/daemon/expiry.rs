@@ -9,8 +9,9 @@
 //!
 //! Every step is a journal event (`access held`, `access purge due`, `access purging`,
 //! `access purged`, `access purge failed`, the words that open its message) recorded by
-//! [`Daemon::access_step`], the one place notifications of these steps hook into. Nothing else
-//! here deletes anything.
+//! [`Daemon::access_step`], which also tells `access-held` (a hold, or a purge's day
+//! announced: before), `access-purged` (after the deletion) and `access-purge-failed`, each
+//! once per change. Nothing else here deletes anything.
 
 use tracing::{error, warn};
 
@@ -71,16 +72,24 @@ impl Daemon {
     async fn act_on_expiry(&mut self, p: &ProjectId, today: Date) -> Result<(), DaemonError> {
         let policy = self.cfg.settings(p).on_access_expired.as_str();
         match self.expiry_action(p, today) {
-            ExpiryAction::Mirror => {}
+            ExpiryAction::Mirror => {
+                // Held again later is told again.
+                self.edges
+                    .clear_missing(&format!("access-held:{p}:"), &Default::default());
+            }
             ExpiryAction::Hold => {
                 self.due.remove(p);
                 let msg = format!("access held: no fetching or re-listing, the local copy is kept (on-access-expired = \"{policy}\")");
-                self.access_step(p, EventLevel::Warn, msg).await?;
+                let key = format!("access-held:{p}:hold");
+                self.access_step(p, EventLevel::Warn, msg, Some((Kind::AccessHeld, key)))
+                    .await?;
             }
             ExpiryAction::PurgeOn { on } => {
                 self.due.remove(p);
                 let msg = format!("access purge due: the local copy is deleted on {on} (on-access-expired = \"purge\"); held until then");
-                self.access_step(p, EventLevel::Warn, msg).await?;
+                let key = format!("access-held:{p}:{on}");
+                self.access_step(p, EventLevel::Warn, msg, Some((Kind::AccessHeld, key)))
+                    .await?;
             }
             ExpiryAction::PurgeNow => {
                 self.due.remove(p);
@@ -88,23 +97,38 @@ impl Daemon {
                     // Its pass ends first (`project_done` checks again); or nothing is left.
                     return Ok(());
                 }
-                self.access_step(p, EventLevel::Warn, "access purging: access expired and the grace period is over (on-access-expired = \"purge\")".into()).await?;
+                self.access_step(p, EventLevel::Warn, "access purging: access expired and the grace period is over (on-access-expired = \"purge\")".into(), None).await?;
                 match crate::purge::purge_locked(&self.cfg, p, &self.journal).await {
                     Ok(out) => {
                         let detail = out
                             .audit
                             .map(|a| format!("{} (audit record {})", a.detail, a.id))
                             .unwrap_or_default();
-                        self.access_step(p, EventLevel::Warn, format!("access purged: {detail}"))
-                            .await?;
+                        // Told every time: a purge happens once.
+                        let key = format!("access-purged:{p}");
+                        self.edges.set(&format!("access-purge-failed:{p}"), false);
+                        self.edges.set(&key, false);
+                        self.access_step(
+                            p,
+                            EventLevel::Warn,
+                            format!("access purged: {detail}"),
+                            Some((Kind::AccessPurged, key)),
+                        )
+                        .await?;
                     }
                     Err(crate::purge::PurgeError::Journal(e)) => {
                         return Err(DaemonError::Journal(e))
                     }
                     Err(e) => {
                         error!(project_id = %p, error = %e, "purging the local copy of a project whose access expired failed");
-                        self.access_step(p, EventLevel::Error, format!("access purge failed: {e}"))
-                            .await?;
+                        let key = format!("access-purge-failed:{p}");
+                        self.access_step(
+                            p,
+                            EventLevel::Error,
+                            format!("access purge failed: {e}"),
+                            Some((Kind::AccessPurgeFailed, key)),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -112,17 +136,28 @@ impl Daemon {
         Ok(())
     }
 
-    /// Logs and records one step of the access policy: the hook for its notifications.
+    /// Logs and records one step of the access policy, and tells it as `kind` once while
+    /// its edge `key` holds (the daily check repeats a hold).
     async fn access_step(
         &mut self,
         p: &ProjectId,
         level: EventLevel,
         message: String,
+        tell: Option<(Kind, String)>,
     ) -> Result<(), DaemonError> {
         warn!(project_id = %p, "{message}");
         self.journal
-            .record_event(level, Some(p), None, message)
+            .record_event(level, Some(p), None, message.clone())
             .await?;
+        if let Some((kind, key)) = tell {
+            let mut ev = Event::new(kind, message).project(p);
+            // Gone once purged: the purge's message names what was deleted.
+            if let Some(row) = self.journal.project(p)? {
+                ev.project_name = Some(row.name).filter(|n| !n.is_empty());
+                ev.mirror_path = row.dir_name.map(|d| self.cfg.mirror_root.join(d));
+            }
+            self.tell_on_edge(&key, true, || ev).await?;
+        }
         Ok(())
     }
 }

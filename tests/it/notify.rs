@@ -702,6 +702,19 @@ async fn notify_keys_apply_on_reload() {
     assert_ne!(changed, text);
     std::fs::write(&env.config_path, &changed).unwrap();
     running.reload.send(()).await.unwrap();
+    // The new sinks are in force before the token goes bad (else a call of the old config
+    // still in flight could find it refused first, and tell the old sinks).
+    wait_for("the third reload", T, || {
+        let n = env
+            .reader()?
+            .recent_events(100)
+            .ok()?
+            .iter()
+            .filter(|e| e.message == "config reloaded")
+            .count();
+        (n == 3).then_some(())
+    })
+    .await;
     sandbox.set_token("not-the-daemons-token");
     running.reload.send(()).await.unwrap();
     let got = b.wait("/hook", "token-refused").await;
@@ -736,4 +749,72 @@ async fn notify_keys_apply_on_reload() {
     b.wait("/hook", "token-accepted").await;
     assert!(a.of("/hook", "token-accepted").len() == 1, "{:?}", a.got());
     running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_project_held_then_purged_is_told_before_and_after() {
+    let sandbox = empty_sandbox().await;
+    let p = two_files(&sandbox, "SJC-DT-purge");
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        Vec::new(),
+        format!(
+            "[relist]\ninterval = \"150ms\"\n[notify]\n{}\
+             [[project]]\nid = \"{p}\"\naccess-expires = \"{}\"\non-access-expired = \"hold\"\n",
+            webhook(&r, None),
+            today_plus(-1)
+        ),
+    );
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&env.config_path).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&env.config_path, text.replacen(from, to, 1)).unwrap();
+    };
+    let running = Running::start(&env, Notifier::disabled());
+    let held = r.wait("/hook", "access-held").await.json();
+    check_schema(&held);
+    assert_eq!(held["project_id"], p.to_string());
+    assert!(
+        held["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("access held: "),
+        "{held}"
+    );
+    // Mirrored under `warn`, then purged with no grace: told after the deletion.
+    edit(
+        "on-access-expired = \"hold\"",
+        "on-access-expired = \"warn\"",
+    );
+    running.reload.send(()).await.unwrap();
+    wait_for("the project to be mirrored", T, || {
+        all_verified(&env, &p, 2)
+    })
+    .await;
+    let dir = env.project_dir(&p);
+    edit(
+        "on-access-expired = \"warn\"",
+        "on-access-expired = \"purge\"",
+    );
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        format!("access-purge-grace = \"0s\"\n{text}"),
+    )
+    .unwrap();
+    running.reload.send(()).await.unwrap();
+    let purged = r.wait("/hook", "access-purged").await.json();
+    check_schema(&purged);
+    assert_eq!(purged["project_id"], p.to_string());
+    assert!(
+        purged["message"].as_str().unwrap().contains("audit record"),
+        "{purged}"
+    );
+    assert!(!dir.exists(), "the copy is deleted before it is told");
+    running.stop().await.unwrap();
+    let n = kinds(&r, "/hook");
+    assert_eq!(n.get("access-held"), Some(&1), "{n:?}");
+    assert_eq!(n.get("access-purged"), Some(&1), "{n:?}");
+    assert_eq!(n.get("access-purge-failed"), None, "{n:?}");
 }
