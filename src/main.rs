@@ -22,6 +22,7 @@ mod commands;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    commands::exit::quiet_on_closed_stdout();
     let cli = Cli::parse();
     dxmirror::telemetry::init(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", commands::error_text(&e));
             ExitCode::FAILURE
         }
     }

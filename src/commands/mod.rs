@@ -42,6 +42,23 @@ pub(crate) fn progress_mode(quiet: bool) -> ProgressMode {
     }
 }
 
+/// The error and its causes, `: `-separated, each said once: a cause whose text the message
+/// above it already contains (a `{source}` in a thiserror message) is not repeated.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// `n` and the noun, plural unless `n` is 1: `1 file`, `3 files`.
 pub(crate) fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -89,4 +106,42 @@ pub(crate) fn print_summary(summary: &SyncSummary) {
             "NOT every eligible file is mirrored"
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot create {path}: {source}")]
+    struct Create {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_os_error_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(17);
+        let e = anyhow::Error::new(Create {
+            path: "/srv/m/x".into(),
+            source: io,
+        })
+        .context("sync failed");
+        let text = error_text(&e);
+        assert_eq!(text.matches("os error 17").count(), 1, "{text}");
+        assert!(
+            text.starts_with("sync failed: cannot create /srv/m/x: "),
+            "{text}"
+        );
+        // Causes that add something are kept.
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "file"), "1 file");
+        assert_eq!(plural(0, "file"), "0 files");
+        assert_eq!(plural(3, "project"), "3 projects");
+    }
 }
