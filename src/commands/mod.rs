@@ -30,13 +30,14 @@ pub(crate) fn config_path(explicit: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/dxmirror/config.toml"))
 }
 
-/// How a sync shows its progress: nothing with `--quiet`, a bar on a terminal, else a line
-/// every 10 s.
+/// How a sync shows its progress: a bar on a terminal (with `--quiet` too), else a line
+/// every 10 s, or nothing with `--quiet`.
 pub(crate) fn progress_mode(quiet: bool) -> ProgressMode {
-    if quiet {
-        ProgressMode::Quiet
-    } else if std::io::stderr().is_terminal() {
+    if std::io::stderr().is_terminal() {
+        // -q keeps the bar; the log drops to warnings (telemetry).
         ProgressMode::Bar
+    } else if quiet {
+        ProgressMode::Quiet
     } else {
         ProgressMode::Lines(Duration::from_secs(10))
     }
@@ -96,10 +97,10 @@ pub(crate) fn print_summary(summary: &SyncSummary) {
         }
     }
     println!(
-        "{} in {:.1}s ({:.1} MB/s); {}",
+        "{} in {:.1}s ({}/s); {}",
         human_bytes(summary.bytes),
         secs,
-        summary.bytes as f64 / secs / 1e6,
+        human_bytes((summary.bytes as f64 / secs) as u64),
         if summary.is_ok() {
             "every eligible file is mirrored"
         } else {

@@ -367,6 +367,14 @@ async fn phases(
         present: &jobs::present(&rows, &listing.paths, &opened.store),
     });
     jobs::republish_missing(&ctx.journal, &rows, &work.jobs).await?;
+    // The whole pass's plan, before its transfers: the jobs and the files resumed early.
+    let job_rows: HashSet<usize> = work.jobs.iter().map(|j| j.row).collect();
+    let (plan_bytes, plan_files) = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| job_rows.contains(i) || early.ids.contains(&r.file_id))
+        .fold((0, 0), |(b, n), (_, r)| (b + r.size, n + 1));
+    ctx.engine.progress().plan(plan_bytes, plan_files);
     let (mut fetched_now, mut run_error) = jobs::run_planned(
         &ctx.engine,
         project,
