@@ -69,7 +69,8 @@ Exit status:
   130  interrupted by SIGINT (Ctrl-C); run again to resume
   141  its output went to a closed pipe (| head -1): the rest was not printed
   143  interrupted by SIGTERM; run again to resume
-The daemon exits 0 on SIGTERM/SIGINT.";
+The daemon exits 0 on SIGTERM/SIGINT. status --check follows the monitoring-plugin
+convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.";
 
 /// The signal that asked a one-shot run to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

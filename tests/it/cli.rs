@@ -412,3 +412,34 @@ async fn every_printing_command_into_a_closed_pipe_ends_quietly_with_141() {
         );
     }
 }
+
+#[tokio::test]
+async fn filters_that_select_nothing_warn_and_left_out_files_are_one_summary_line() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("filters", 6, 100),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![project.clone()],
+        "[filter]\ninclude = [\"nothing/**\"]\n",
+    );
+    let out = env.bin_async(&["sync"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the filters select no file of this project (6 listed, all left out)"),
+        "{stderr}"
+    );
+    // One line for the six, with the rule and the command that lists them; none one by one.
+    assert!(
+        stdout.contains(&format!(
+            "  6 files left out by filters ([filter] include: 6); dxmirror status {project} --files --state skipped lists them\n"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("  skipped  "), "{stdout}");
+}
