@@ -50,7 +50,9 @@ fn skip_group(reason: &str) -> (bool, String) {
     if reason.starts_with("file is ") {
         return (false, String::new());
     }
-    let reason = reason.strip_prefix("excluded by filter: ").unwrap_or(reason);
+    let reason = reason
+        .strip_prefix("excluded by filter: ")
+        .unwrap_or(reason);
     let (scope, rule) = reason.split_once(": ").unwrap_or(("filter", reason));
     let kind = if let Some(glob) = rule.strip_prefix("matches exclude glob ") {
         format!("exclude {glob}")
