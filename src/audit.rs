@@ -64,13 +64,10 @@ struct JsonRecord<'a> {
     row: &'a AuditRow,
 }
 
-/// Who runs this process, for the records of local actions (repairs, purges): `uid N (user)`.
+/// Who runs this process, for the records of local actions (repairs, purges): `user (uid N)`,
+/// the name from the user database (not `$USER`, which `sudo` keeps), or `uid N` without one.
 pub fn local_identity() -> String {
-    let uid = rustix::process::getuid().as_raw();
-    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        Ok(user) if !user.is_empty() => format!("uid {uid} ({user})"),
-        _ => format!("uid {uid}"),
-    }
+    crate::dirs::current_user()
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -160,6 +160,16 @@ impl fmt::Display for Date {
     }
 }
 
+/// `ms` (milliseconds since the epoch) as people read a time: ISO 8601 in local time, to
+/// the second, with the offset (`2026-12-04T20:42:39+01:00`).
+pub fn local_iso(ms: i64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        None => format!("{ms} ms after the epoch"),
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -173,6 +183,19 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_iso_is_iso_8601_with_the_offset() {
+        let t = super::local_iso(1_764_877_359_000);
+        // 2025-12-04T19:42:39Z in whatever zone the test runs in.
+        assert_eq!(t.len(), "2025-12-04T19:42:39+00:00".len(), "{t}");
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], "T");
+        assert!(
+            t.ends_with(":00") || t.ends_with(":30") || t.ends_with(":45"),
+            "{t}"
+        );
+    }
+
     use super::*;
 
     #[test]

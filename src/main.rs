@@ -22,6 +22,7 @@ mod commands;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    commands::exit::quiet_on_closed_stdout();
     let cli = Cli::parse();
     let log_format = match cli.log_format {
         Some(f) => f,
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", commands::error_text(&e));
             ExitCode::FAILURE
         }
     }

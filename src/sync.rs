@@ -16,6 +16,7 @@ use crate::journal::{FileState, Journal, JournalError, JournalReader};
 use crate::model::ProjectId;
 use crate::pass::{client_for, preview_project, project_pass, PassContext, PassOptions};
 use crate::transfer::Progress;
+use crate::units::human_bytes;
 
 pub use crate::pass::{FileProblem, ProjectPreview, ProjectSummary, SyncError};
 
@@ -237,42 +238,98 @@ pub async fn dry_run(cfg: &Config, projects: &[ProjectId]) -> Result<DryRun, Syn
 /// Shows progress until aborted.
 fn spawn_display(progress: Arc<Progress>, mode: ProgressMode) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let started = Instant::now();
         match mode {
             ProgressMode::Quiet => {}
             ProgressMode::Bar => {
-                let bar = indicatif::ProgressBar::new(0);
+                let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template("{spinner} planning: {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                 );
+                bar.set_message("listing and selecting the files to fetch...");
+                crate::telemetry::log_above(Some(bar.clone()));
+                // Dropped with the display (aborted): the log goes straight to stderr again.
+                let _unhook = Unhook(bar.clone());
+                let mut planned = false;
                 loop {
                     let s = progress.snapshot();
-                    bar.set_length(s.bytes_total.max(s.bytes_done));
-                    bar.set_position(s.bytes_done);
-                    bar.set_message(format!("{} files done", s.files_done));
+                    if !planned && s.projects_planned > 0 {
+                        planned = true;
+                        bar.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{percent:>3}% [{bar:30}] {bytes}/{total_bytes}, {msg}, {binary_bytes_per_sec}, {elapsed} elapsed, eta {eta}",
+                            )
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                        );
+                    }
+                    if planned {
+                        bar.set_length(s.total());
+                        bar.set_position(s.bytes_done);
+                        bar.set_message(format!(
+                            "{}/{} files",
+                            s.files_done,
+                            s.planned_files.max(s.files_done)
+                        ));
+                    }
+                    bar.tick();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            ProgressMode::Lines(every) => {
-                let started = Instant::now();
-                loop {
-                    tokio::time::sleep(every).await;
-                    let s = progress.snapshot();
-                    let secs = started.elapsed().as_secs_f64().max(0.001);
-                    info!(
-                        bytes_done = s.bytes_done,
-                        bytes_total = s.bytes_total,
-                        files_done = s.files_done,
-                        files_failed = s.files_failed,
-                        mb_per_s = format!("{:.1}", s.bytes_done as f64 / secs / 1e6),
-                        "progress"
-                    );
-                }
-            }
+            ProgressMode::Lines(every) => loop {
+                tokio::time::sleep(every).await;
+                let s = progress.snapshot();
+                info!("{}", progress_line(&s, started.elapsed()));
+            },
         }
     })
+}
+
+/// Clears the bar and sends the log to stderr again when the display ends.
+struct Unhook(indicatif::ProgressBar);
+
+impl Drop for Unhook {
+    fn drop(&mut self) {
+        crate::telemetry::log_above(None);
+        self.0.finish_and_clear();
+    }
+}
+
+/// The periodic progress line without a terminal: `35.4 MiB of 64.8 MiB, 12/40 files,
+/// 13.4 MiB/s, eta 3s` (`planning` before the first pass has planned).
+pub fn progress_line(s: &crate::transfer::ProgressSnapshot, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = s.bytes_done as f64 / secs;
+    let rate_text = format!("{}/s", human_bytes(rate as u64));
+    if s.projects_planned == 0 {
+        return format!(
+            "planning: listing and selecting the files to fetch ({} fetched so far, {rate_text})",
+            human_bytes(s.bytes_done)
+        );
+    }
+    let total = s.total();
+    let left = total.saturating_sub(s.bytes_done);
+    let eta = if left == 0 {
+        "0s".to_owned()
+    } else if rate < 1.0 {
+        "unknown".to_owned()
+    } else {
+        humantime::format_duration(Duration::from_secs((left as f64 / rate).ceil() as u64))
+            .to_string()
+    };
+    let failed = if s.files_failed > 0 {
+        format!(" ({} failed)", s.files_failed)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} of {}, {}/{} files{failed}, {rate_text}, eta {eta}",
+        human_bytes(s.bytes_done),
+        human_bytes(total),
+        s.files_done,
+        s.planned_files.max(s.files_done),
+    )
 }
 
 #[cfg(test)]
@@ -329,5 +386,35 @@ mod tests {
         let stats = sandbox.stats();
         assert_eq!(stats.requests("/file-xxxx/download"), 60);
         assert_eq!(stats.requests("GET download"), 60);
+    }
+
+    #[test]
+    fn the_progress_line_is_human() {
+        let mut s = crate::transfer::ProgressSnapshot {
+            bytes_done: 0,
+            bytes_total: 0,
+            files_done: 0,
+            files_failed: 0,
+            planned_bytes: 0,
+            planned_files: 0,
+            projects_planned: 0,
+        };
+        assert!(progress_line(&s, Duration::from_secs(1)).starts_with("planning: "));
+        s.projects_planned = 1;
+        s.planned_bytes = 64 << 20;
+        s.planned_files = 40;
+        s.bytes_done = 32 << 20;
+        s.bytes_total = 40 << 20;
+        s.files_done = 12;
+        assert_eq!(
+            progress_line(&s, Duration::from_secs(2)),
+            "32.0 MiB of 64.0 MiB, 12/40 files, 16.0 MiB/s, eta 2s"
+        );
+        s.files_failed = 1;
+        s.bytes_done = 64 << 20;
+        assert_eq!(
+            progress_line(&s, Duration::from_secs(4)),
+            "64.0 MiB of 64.0 MiB, 12/40 files (1 failed), 16.0 MiB/s, eta 0s"
+        );
     }
 }

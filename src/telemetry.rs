@@ -8,11 +8,15 @@
 //! (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and trace), which journald strips and
 //! records, so that `journalctl -p warning` works.
 //!
+//! While a progress bar is on the terminal ([`log_above`]), each line is printed above it
+//! (indicatif's `suspend`), so the log does not scroll the bar away.
+//!
 //! Secrets never reach this layer: tokens are `ApiToken` (which prints `***`) and download URLs
 //! are logged without their tokens or query strings by the modules that hold them.
 
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -71,7 +75,7 @@ pub fn init(verbosity: u8, quiet: bool, format: LogFormat) {
     let ansi = !under_journald && !no_color && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AboveBar(Vec::new()))
         .with_ansi(ansi && format == LogFormat::Text);
     let res = match format {
         LogFormat::Json => builder
@@ -219,6 +223,44 @@ where
             write!(writer, "<{}>", syslog_priority(*meta.level()))?;
         }
         writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// The progress bar log lines are printed above, while one is shown.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Prints log lines above `bar` from now on (`None`: straight to stderr again).
+pub fn log_above(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut slot) = BAR.lock() {
+        *slot = bar;
+    }
+}
+
+/// One log line, collected, then written to stderr in one piece when dropped: above the
+/// progress bar when there is one.
+struct AboveBar(Vec<u8>);
+
+impl Write for AboveBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for AboveBar {
+    fn drop(&mut self) {
+        let bar = BAR.lock().ok().and_then(|b| b.clone());
+        let line = std::mem::take(&mut self.0);
+        // A log line that cannot be written has nowhere else to go.
+        let write = move || drop(std::io::stderr().write_all(&line));
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The exit statuses of every command, in one place: the table `--help` prints (and the
-//! README repeats), and the signal handling of one-shot runs (`sync`, `verify --repair`): the
-//! first SIGINT/SIGTERM asks for a clean stop, a second one exits at once.
+//! README repeats), the signal handling of `sync`: the first SIGINT/SIGTERM asks for a clean
+//! stop, a second one exits at once; and a closed stdout (`dxmirror audit --json | head -1`),
+//! which ends the command quietly with 141, as SIGPIPE would.
 
 use std::process::ExitCode;
 
@@ -24,6 +25,34 @@ pub(crate) const CHECK_API: u8 = 6;
 /// download-restricted, listing refused).
 pub(crate) const CHECK_PROJECT: u8 = 7;
 
+/// 128 + SIGPIPE: what a shell reports for a command whose reader went away.
+pub(crate) const CLOSED_PIPE: u8 = 141;
+
+/// Makes a write to a closed stdout (the reader of a pipe gone, as with `| head -1`) end the
+/// process quietly with [`CLOSED_PIPE`] instead of a panic: Rust ignores SIGPIPE, so `print!`
+/// fails with EPIPE and panics; this panic hook turns that one panic into the conventional
+/// exit, and leaves every other panic to the default hook.
+pub(crate) fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_closed_stdout(message) {
+            std::process::exit(i32::from(CLOSED_PIPE));
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is `print!`'s on a closed pipe.
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
+}
+
 /// The table of exit statuses, as `--help` prints it (`tests/it/cli.rs` checks that the
 /// README says the same).
 pub(crate) const TABLE: &str = "\
@@ -38,8 +67,10 @@ Exit status:
   6    check-config --online: the API cannot be reached
   7    check-config --online: a configured project cannot be mirrored
   130  interrupted by SIGINT (Ctrl-C); run again to resume
+  141  its output went to a closed pipe (| head -1): the rest was not printed
   143  interrupted by SIGTERM; run again to resume
-The daemon exits 0 on SIGTERM/SIGINT.";
+The daemon exits 0 on SIGTERM/SIGINT. status --check follows the monitoring-plugin
+convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.";
 
 /// The signal that asked a one-shot run to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,4 +127,22 @@ pub(crate) fn stop_signals() -> std::io::Result<oneshot::Receiver<StopSignal>> {
         std::process::exit(i32::from(second.status()));
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_prints_panic_on_a_closed_pipe_is_quiet() {
+        assert!(is_closed_stdout(
+            "failed printing to stdout: Broken pipe (os error 32)"
+        ));
+        assert!(!is_closed_stdout(
+            "failed printing to stdout: No space left on device (os error 28)"
+        ));
+        assert!(!is_closed_stdout(
+            "called `Option::unwrap()` on a `None` value"
+        ));
+    }
 }

@@ -35,12 +35,12 @@ pub(crate) async fn run(
     print!("deleted:\n{}", outcome.plan);
     if let Some(a) = &outcome.audit {
         println!(
-            "audit record {}: {} {} by {} at {} ms: {}",
+            "audit record {}: {} {} by {} at {}: {}",
             a.id,
             a.action,
             a.project_id,
-            a.identity.as_deref().unwrap_or("unknown"),
-            a.ts_ms,
+            a.identity.as_deref().unwrap_or("an unknown user"),
+            dxmirror::clock::local_iso(a.ts_ms),
             a.detail
         );
     }

@@ -60,12 +60,12 @@ pub(crate) async fn run(
             println!("repaired: {r}");
         }
         println!(
-            "verified {} files and {} staged files, {} in {:.1}s ({:.0} MB/s): {}",
+            "verified {} files and {} staged files, {} in {:.1}s ({}/s): {}",
             report.files_checked,
             report.staged_checked,
             human_bytes(report.bytes_checked),
             secs,
-            report.bytes_checked as f64 / secs / 1e6,
+            human_bytes((report.bytes_checked as f64 / secs) as u64),
             verdict(report.findings.len(), repair, healed)
         );
     }

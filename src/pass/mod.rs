@@ -32,7 +32,7 @@ use tracing::{instrument, warn};
 use crate::bandwidth::Bandwidth;
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{EventLevel, Journal, JournalError};
 use crate::model::{ApiToken, FileId, ProjectId};
 use crate::platform::{DxClient, PlatformConfig, PlatformError};
 use crate::store::StoreError;
@@ -141,6 +141,25 @@ impl ProjectSummary {
             problems: Vec::new(),
         }
     }
+}
+
+/// True when the project lists files but the filters leave out every one of them (its
+/// `SAMPLE_INFO.txt`, always kept, aside).
+fn selects_nothing(
+    remote: &[crate::model::RemoteFile],
+    excluded: &std::collections::HashMap<FileId, String>,
+) -> bool {
+    let data = remote
+        .iter()
+        .filter(|f| !crate::selection::is_sample_info(f));
+    let mut any = false;
+    for f in data {
+        if !excluded.contains_key(&f.id) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// Builds the platform client from the config and a token.
@@ -347,6 +366,16 @@ async fn phases(
         sample_info::mirror_first(ctx, project, &opened.store, &listing, &listed, max_files)
             .await?;
     let excluded = sample_info::select(ctx, project, &listing, &sample, opts.only.as_ref()).await?;
+    if opts.only.is_none() && selects_nothing(&listing.remote, &excluded) {
+        let message = format!(
+            "the filters select no file of this project ({} listed, all left out): check [filter] and its [[project]] filters (dxmirror check-config --online shows them)",
+            listing.remote.len()
+        );
+        warn!("{message}");
+        ctx.journal
+            .record_event(EventLevel::Warn, Some(project), None, message)
+            .await?;
+    }
     let diff = listing::record(
         ctx,
         project,
@@ -367,6 +396,14 @@ async fn phases(
         present: &jobs::present(&rows, &listing.paths, &opened.store),
     });
     jobs::republish_missing(&ctx.journal, &rows, &work.jobs).await?;
+    // The whole pass's plan, before its transfers: the jobs and the files resumed early.
+    let job_rows: HashSet<usize> = work.jobs.iter().map(|j| j.row).collect();
+    let (plan_bytes, plan_files) = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| job_rows.contains(i) || early.ids.contains(&r.file_id))
+        .fold((0, 0), |(b, n), (_, r)| (b + r.size, n + 1));
+    ctx.engine.progress().plan(plan_bytes, plan_files);
     let (mut fetched_now, mut run_error) = jobs::run_planned(
         &ctx.engine,
         project,

@@ -62,7 +62,7 @@ use crate::platform::{Backoff, DxClient};
 use crate::readback;
 use crate::store::{ProjectStore, RelPath, StoreError};
 
-pub use progress::Progress;
+pub use progress::{Progress, ProgressSnapshot};
 
 use chunk::ChunkCtx;
 

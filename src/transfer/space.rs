@@ -39,13 +39,22 @@ pub(super) struct Shortfall {
 
 impl Shortfall {
     /// The file's reason while it waits (also its journal event).
-    pub(super) fn reason(&self) -> String {
+    /// `dir` is where the file goes (its file system is the one short of space).
+    pub(super) fn reason(&self, dir: &std::path::Path) -> String {
+        let promised = if self.promised > 0 {
+            format!(
+                ", promised to files in progress {}",
+                human_bytes(self.promised)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "waiting for disk space: need {}, free {}, reserve {}, promised to files in progress {}",
+            "waiting for disk space on {}: need {}, free {}, reserve {}{promised}",
+            dir.display(),
             human_bytes(self.need),
             human_bytes(self.free),
             human_bytes(self.reserve),
-            human_bytes(self.promised)
         )
     }
 }
@@ -182,14 +191,8 @@ impl Engine {
                     if waiting_since.is_none() {
                         waiting_since = Some(Instant::now());
                         _counted = Some(self.client.counters().disk_wait());
-                        let reason = short.reason();
-                        warn!(
-                            len = short.need,
-                            free = short.free,
-                            reserve = short.reserve,
-                            promised = short.promised,
-                            "waiting for disk space"
-                        );
+                        let reason = short.reason(&dir);
+                        warn!("{reason}");
                         self.file_warning(&key, reason.clone()).await?;
                         self.journal
                             .set_file_state(&key, FileState::Fetching, Some(reason))
@@ -235,8 +238,16 @@ mod tests {
             promised: 512 << 20,
         };
         assert_eq!(
-            short.reason(),
-            "waiting for disk space: need 3.0 GiB, free 2.0 GiB, reserve 1.0 GiB, promised to files in progress 512.0 MiB"
+            short.reason(std::path::Path::new("/srv/stjude/P")),
+            "waiting for disk space on /srv/stjude/P: need 3.0 GiB, free 2.0 GiB, reserve 1.0 GiB, promised to files in progress 512.0 MiB"
+        );
+        let alone = Shortfall {
+            promised: 0,
+            ..short
+        };
+        assert_eq!(
+            alone.reason(std::path::Path::new("/srv/stjude/P")),
+            "waiting for disk space on /srv/stjude/P: need 3.0 GiB, free 2.0 GiB, reserve 1.0 GiB"
         );
     }
 

@@ -333,3 +333,113 @@ async fn check_config_online_says_who_the_token_is_describes_each_project_and_fa
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn every_printing_command_into_a_closed_pipe_ends_quietly_with_141() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("pipe", 30, 200),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "");
+    assert!(env.bin_async(&["-q", "sync"]).await.status.success());
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "--json"],
+        &["audit"],
+        &["audit", "--json"],
+        &["verify"],
+        &["verify", "--json"],
+        &["check-config"],
+        &["check-config", "--online"],
+        &["purge", project.as_str()],
+        &["sync", "--dry-run"],
+    ];
+    for args in commands {
+        // A reader already gone: the first write fails, every time.
+        let config = env.config_path.clone();
+        let args_owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            Command::new(env!("CARGO_BIN_EXE_dxmirror"))
+                .args(&args_owned)
+                .arg("--config")
+                .arg(&config)
+                .env_remove("DX_API_TOKEN")
+                .env_remove("CREDENTIALS_DIRECTORY")
+                .stdout(Stdio::from(writer))
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+
+        // And through a real `head -1`: the first line, no panic, 0 or 141.
+        let line = format!(
+            "set -o pipefail; {:?} {} --config {:?} | head -1",
+            env!("CARGO_BIN_EXE_dxmirror"),
+            args.join(" "),
+            env.config_path
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("bash")
+                .args(["-c", &line])
+                .env_remove("DX_API_TOKEN")
+                .env_remove("CREDENTIALS_DIRECTORY")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0 | 3 | 141)),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            1,
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn filters_that_select_nothing_warn_and_left_out_files_are_one_summary_line() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        dataset: Dataset::many_files("filters", 6, 100),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![project.clone()],
+        "[filter]\ninclude = [\"nothing/**\"]\n",
+    );
+    let out = env.bin_async(&["sync"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the filters select no file of this project (6 listed, all left out)"),
+        "{stderr}"
+    );
+    // One line for the six, with the rule and the command that lists them; none one by one.
+    assert!(
+        stdout.contains(&format!(
+            "  6 files left out by filters ([filter] include: 6); dxmirror status {project} --files --state skipped lists them\n"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("  skipped  "), "{stdout}");
+}

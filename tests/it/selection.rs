@@ -265,6 +265,18 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("audit record"), "{stdout}");
+    // A person reads it: the user by name with the uid, the time in ISO 8601, no epoch ms.
+    assert!(
+        stdout.contains(" (uid ") && !stdout.contains(" ms: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            " at {}",
+            &dxmirror::clock::local_iso(started_ms)[..4]
+        )),
+        "{stdout}"
+    );
     assert!(!dir_a.exists());
     assert_eq!(
         snapshot(env.dir.path(), &keep_out),
@@ -287,7 +299,7 @@ async fn purge_deletes_exactly_one_project_and_audits_it() {
     assert_eq!(audit[0].action, "purged");
     assert_eq!(audit[0].project_id, pa);
     assert_eq!(audit[0].size, Some(bytes_a));
-    assert!(audit[0].identity.as_deref().unwrap().starts_with("uid "));
+    assert!(audit[0].identity.as_deref().unwrap().contains("(uid "));
     assert!(
         audit[0].detail.contains(&dir_a.display().to_string()),
         "{}",
