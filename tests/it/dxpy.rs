@@ -54,6 +54,19 @@ fn ok(out: &Output, what: &str) -> String {
     stdout
 }
 
+/// `dx download` of `src` under a fresh name (with the old copy in place dx would find its
+/// parts' MD5s matching locally and fetch nothing) must fail: returns what dx said.
+async fn download_again_fails(sb: &Sandbox, home: &Path, cwd: &Path, src: &str) -> String {
+    let out = dx(sb, home, cwd, &["download", "-o", "again.bam", src]).await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    said
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dx_client_works_against_the_sandbox() {
     if !Gate::Dxpy.enabled("dxpy::dx_client_works_against_the_sandbox") {
@@ -220,37 +233,69 @@ async fn dx_client_works_against_the_sandbox() {
     );
 }
 
+/// A sandbox with one project holding one file, and a `dx` home and working directory.
+struct OneFile {
+    sb: Sandbox,
+    id: dxmirror::model::FileId,
+    home: tempfile::TempDir,
+    work: tempfile::TempDir,
+    /// `project:file-id`, as `dx download` takes it.
+    src: String,
+}
+
+impl OneFile {
+    async fn new(file: FileSpec) -> OneFile {
+        let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+        let pid = sb.add_project(ProjectSpec::new("one").file(file)).unwrap();
+        let id = sb.files(&pid)[0].id.clone();
+        let src = format!("{pid}:{id}");
+        OneFile {
+            sb,
+            id,
+            home: tempfile::tempdir().unwrap(),
+            work: tempfile::tempdir().unwrap(),
+            src,
+        }
+    }
+
+    /// `dx download` of the file succeeds with the platform's bytes, as `name`.
+    async fn download_intact(&self, name: &str, size: u64) {
+        let out = dx(
+            &self.sb,
+            self.home.path(),
+            self.work.path(),
+            &["download", "-f", &self.src],
+        )
+        .await;
+        ok(&out, "dx download");
+        let got = std::fs::read(self.work.path().join(name)).unwrap();
+        assert!(got == self.sb.content(&self.id, ByteRange::new(0, size)));
+    }
+
+    /// After the object behind the file was overwritten, `dx download` fails: what dx said.
+    async fn overwritten_download_fails(&self) -> String {
+        assert!(self.sb.overwrite_object(&self.id).is_some());
+        download_again_fails(&self.sb, self.home.path(), self.work.path(), &self.src).await
+    }
+}
+
 /// A drive-backed file with parts whose describe carries `symlinkTargetIdentifier`: `dx
-/// download` (dxpy 0.417.1, the release `.ci/run` pins) sends `If-Match` on both hops of its GETs, and
-/// fails with `412` once the backing object was overwritten behind the describe.
+/// download` (dxpy 0.417.1, the release `.ci/run` pins) sends `If-Match` on both hops of its
+/// GETs, and fails with `412` once the backing object was overwritten behind the describe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dx_download_pins_drive_backed_files_with_if_match() {
     if !Gate::Dxpy.enabled("dxpy::dx_download_pins_drive_backed_files_with_if_match") {
         return;
     }
-    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let size = 3 << 20;
-    let pid = sb
-        .add_project(
-            ProjectSpec::new("pinned").file(
-                FileSpec::new("/", "pinned.bam", size)
-                    .kind(FileSpecKind::DriveSinglePart)
-                    .pinned(),
-            ),
-        )
-        .unwrap();
-    let id = sb.files(&pid)[0].id.clone();
-    let home = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let src = format!("{pid}:{id}");
-
-    ok(
-        &dx(&sb, home.path(), work.path(), &["download", "-f", &src]).await,
-        "dx download of a pinned file",
-    );
-    let got = std::fs::read(work.path().join("pinned.bam")).unwrap();
-    assert!(got == sb.content(&id, ByteRange::new(0, size)));
-    let stats = sb.stats();
+    let one = OneFile::new(
+        FileSpec::new("/", "pinned.bam", size)
+            .kind(FileSpecKind::DriveSinglePart)
+            .pinned(),
+    )
+    .await;
+    one.download_intact("pinned.bam", size).await;
+    let stats = one.sb.stats();
     assert!(stats.if_match("GET download") >= 1, "{stats:#?}");
     assert_eq!(
         stats.if_match("GET storage"),
@@ -259,27 +304,13 @@ async fn dx_download_pins_drive_backed_files_with_if_match() {
     );
     assert_eq!(stats.precondition_failed, 0);
 
-    assert!(sb.overwrite_object(&id).is_some());
-    // A fresh name: with the old copy in place dx would find its parts' MD5s matching locally
-    // and fetch nothing.
-    let out = dx(
-        &sb,
-        home.path(),
-        work.path(),
-        &["download", "-o", "again.bam", &src],
-    )
-    .await;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    let said = one.overwritten_download_fails().await;
     assert!(said.contains("412"), "{said}");
-    assert!(sb.stats().precondition_failed >= 1);
-    let again = work.path().join("again.bam");
+    assert!(one.sb.stats().precondition_failed >= 1);
+    let again = one.work.path().join("again.bam");
+    let now = one.sb.content(&one.id, ByteRange::new(0, size));
     assert!(
-        std::fs::read(&again).map_or(true, |b| b != sb.content(&id, ByteRange::new(0, size))),
+        std::fs::read(&again).map_or(true, |b| b != now),
         "dx must not leave the new object's bytes as a finished file"
     );
 }
@@ -293,43 +324,15 @@ async fn dx_download_checks_a_published_file_by_its_whole_md5() {
     if !Gate::Dxpy.enabled("dxpy::dx_download_checks_a_published_file_by_its_whole_md5") {
         return;
     }
-    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let size = 5 << 20;
-    let pid = sb
-        .add_project(
-            ProjectSpec::new("published").file(
-                FileSpec::new("/", "published.bam", size)
-                    .kind(FileSpecKind::PublishedDrive(PartSizes::Uniform(2 << 20))),
-            ),
-        )
-        .unwrap();
-    let id = sb.files(&pid)[0].id.clone();
-    let home = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let src = format!("{pid}:{id}");
-
-    ok(
-        &dx(&sb, home.path(), work.path(), &["download", "-f", &src]).await,
-        "dx download of a published file",
-    );
-    let got = std::fs::read(work.path().join("published.bam")).unwrap();
-    assert!(got == sb.content(&id, ByteRange::new(0, size)));
-    // Through the 302 to the storage host, as a symlink.
-    assert!(sb.stats().requests("GET storage") >= 1);
-
-    assert!(sb.overwrite_object(&id).is_some());
-    let out = dx(
-        &sb,
-        home.path(),
-        work.path(),
-        &["download", "-o", "again.bam", &src],
+    let one = OneFile::new(
+        FileSpec::new("/", "published.bam", size)
+            .kind(FileSpecKind::PublishedDrive(PartSizes::Uniform(2 << 20))),
     )
     .await;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    one.download_intact("published.bam", size).await;
+    // Through the 302 to the storage host, as a symlink.
+    assert!(one.sb.stats().requests("GET storage") >= 1);
+    let said = one.overwritten_download_fails().await;
     assert!(said.contains("Checksum doesn't match"), "{said}");
 }
