@@ -821,3 +821,40 @@ async fn an_expired_project_held_then_purged_is_told_before_and_after() {
     assert_eq!(n.get("access-purged"), Some(&1), "{n:?}");
     assert_eq!(n.get("access-purge-failed"), None, "{n:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_failed_is_told_once_with_its_file() {
+    use dxmirror::sandbox::FileSpecKind;
+    const MIB: u64 = 1 << 20;
+    let sandbox = empty_sandbox().await;
+    let p = sandbox
+        .add_project(
+            ProjectSpec::new("SJC-DT-failed").file(
+                FileSpec::new("/restricted/bam", "pinned.bam", 12 * MIB)
+                    .kind(FileSpecKind::SymlinkWholeMd5)
+                    .pinned(),
+            ),
+        )
+        .unwrap();
+    let file = sandbox.files(&p).remove(0);
+    // Its object is overwritten behind the platform's back mid-transfer: a 412 fails it.
+    sandbox.overwrite_object_after(&file.id, 4 * MIB);
+    let r = Receiver::start().await;
+    let env = Env::for_sandbox(
+        &sandbox,
+        vec![p.clone()],
+        format!(
+            "chunk-size = \"64MiB\"\nprogress-step = \"1MiB\"\n[notify]\n{}",
+            webhook(&r, None)
+        ),
+    );
+    let running = Running::start(&env, Notifier::disabled());
+    let v = r.wait("/hook", "file-failed").await.json();
+    check_schema(&v);
+    assert_eq!(v["project_id"], p.to_string());
+    assert_eq!(v["file_id"], file.id.to_string());
+    assert_eq!(v["files_failed"], 1, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("412"), "{v}");
+    running.stop().await.unwrap();
+    assert_eq!(kinds(&r, "/hook").get("file-failed"), Some(&1));
+}
