@@ -40,6 +40,15 @@ impl Daemon {
         if self.notifications.is_some() && self.notify_cfg.as_ref() == Some(&self.cfg.notify) {
             return Ok(());
         }
+        if self.notifications.is_none() {
+            // Drops of earlier runs were reported then: only new ones are reported.
+            self.watch.dropped = self
+                .journal
+                .outbox_counts()?
+                .iter()
+                .map(|c| c.dropped)
+                .sum();
+        }
         match Notifications::start(self.journal.clone(), &self.cfg.notify).await {
             Ok(n) => {
                 if !self.cfg.notify.webhooks.is_empty() || !self.cfg.notify.commands.is_empty() {
