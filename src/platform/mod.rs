@@ -542,6 +542,12 @@ impl DxClient {
         body: &Value,
     ) -> Result<T, PlatformError> {
         let url = self.api_url(route)?;
+        // A transport failure names the API host too (its origin only): an admin reads which
+        // server could not be reached.
+        let target = format!(
+            "{route} at {}",
+            http::redact_url(&url).trim_end_matches("/…")
+        );
         let resp = self
             .inner
             .api
@@ -549,13 +555,10 @@ impl DxClient {
             .json(body)
             .send()
             .await
-            .map_err(|e| http::io_error(route.to_owned(), e))?;
+            .map_err(|e| http::io_error(target.clone(), e))?;
         let status = resp.status();
         if status.is_success() {
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| http::io_error(route.to_owned(), e))?;
+            let bytes = resp.bytes().await.map_err(|e| http::io_error(target, e))?;
             return serde_json::from_slice(&bytes).map_err(|e| PlatformError::Decode {
                 route: route.to_owned(),
                 detail: e.to_string(),

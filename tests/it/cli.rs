@@ -332,6 +332,11 @@ async fn check_config_online_says_who_the_token_is_describes_each_project_and_fa
         )),
         "{text}"
     );
+    // The last error names the route and the host.
+    assert!(
+        text.contains(&format!("/system/whoami at {dead}")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
