@@ -484,6 +484,9 @@ pub struct RawConfig {
     pub stall_timeout: Option<HumanDuration>,
     /// A file that makes no progress for this long is recorded as failed.
     pub file_patience: Option<HumanDuration>,
+    /// How long `sync` waits out a throttled API call (`Retry-After`, `423 Locked`) before it
+    /// gives up on it; the daemon never gives up.
+    pub throttle_budget: Option<HumanDuration>,
     /// How many times a segment failing its checksum is fetched again before the file is corrupt.
     pub max_verify_retries: Option<u32>,
     /// Free space kept on the mirror's filesystem: a file starts only if its remaining bytes
@@ -591,6 +594,8 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// No-progress patience per file.
     pub file_patience: Duration,
+    /// Waiting allowed per throttled API call in `sync` (the daemon's client has none).
+    pub throttle_budget: Duration,
     /// Bound on re-fetching a segment that fails its checksum.
     pub max_verify_retries: u32,
     /// Free space (bytes) kept on the mirror's filesystem; work that does not fit waits.
@@ -740,6 +745,12 @@ impl Config {
         let file_patience = raw
             .file_patience
             .map_or(Duration::from_secs(30 * 60), |d| d.0);
+        let throttle_budget = raw
+            .throttle_budget
+            .map_or(Duration::from_secs(30 * 60), |d| d.0);
+        if throttle_budget < Duration::from_secs(1) {
+            return Err(invalid("throttle-budget must be at least 1s".into()));
+        }
         let disk_reserve = raw.disk_reserve.map_or(DEFAULT_DISK_RESERVE, |s| s.0);
         if disk_reserve > MAX_DISK_RESERVE {
             return Err(invalid(format!(
@@ -898,6 +909,7 @@ impl Config {
             progress_step,
             stall_timeout,
             file_patience,
+            throttle_budget,
             max_verify_retries: raw.max_verify_retries.unwrap_or(3),
             disk_reserve,
             disk_poll,
@@ -967,6 +979,24 @@ mod tests {
         assert_eq!(c.max_connections_per_file, 8);
         assert_eq!(c.chunk_size, 16 << 20);
         assert_eq!(c.disk_reserve, DEFAULT_DISK_RESERVE);
+    }
+
+    #[test]
+    fn throttle_budget_parses_and_is_validated() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().throttle_budget,
+            Duration::from_secs(30 * 60)
+        );
+        let c = parse(&format!("{MINIMAL}throttle-budget = \"2h\"\n")).unwrap();
+        assert_eq!(c.throttle_budget, Duration::from_secs(2 * 3600));
+        let err = parse(&format!("{MINIMAL}throttle-budget = \"0s\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("throttle-budget"), "{err}");
+        // sync's client gets it; the platform's default stays for other clients.
+        let pc =
+            crate::pass::platform_config(&c, crate::model::ApiToken::new("t"), Default::default());
+        assert_eq!(pc.retry_after_budget, Duration::from_secs(2 * 3600));
     }
 
     #[test]

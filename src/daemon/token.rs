@@ -7,6 +7,7 @@
 //! failure arrives here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{error, info, instrument, warn};
 
@@ -20,8 +21,12 @@ impl Daemon {
     /// pauses the daemon with a backoff instead of stopping it.
     #[instrument(skip_all)]
     pub(super) async fn build_context(&mut self) -> Result<(), DaemonError> {
+        // The daemon never gives up on a throttled call: throttling waits, it fails nothing
+        // (`throttle-budget` is `sync`'s; status shows the throttling).
+        let mut cfg = self.cfg.clone();
+        cfg.throttle_budget = Duration::MAX;
         let ctx = match PassContext::with_counters(
-            self.cfg.clone(),
+            cfg,
             self.journal.clone(),
             self.bandwidth.clone(),
             self.counters.clone(),

@@ -178,6 +178,7 @@ pub fn platform_config(cfg: &Config, token: ApiToken, counters: Arc<Counters>) -
         token,
         ca_file: cfg.ca_file.clone(),
         stall_timeout: cfg.stall_timeout,
+        retry_after_budget: cfg.throttle_budget,
         counters,
         ..PlatformConfig::default()
     }

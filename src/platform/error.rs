@@ -143,13 +143,27 @@ pub enum PlatformError {
         what: String,
     },
 
-    /// An API call kept failing until its retry budget or its waiting budget ran out.
+    /// An API call kept failing until its retry budget ran out.
     #[error("{route} failed after {attempts} attempts: {last}")]
     RetriesExhausted {
         /// The route called.
         route: String,
         /// Attempts made.
         attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<PlatformError>,
+    },
+    /// The platform kept throttling an API call (`429`/`503` with `Retry-After`, `423
+    /// Locked`) until the waiting budget (`throttle-budget`) ran out.
+    #[error("{route}: the platform kept throttling; the throttle-budget of {}s ran out after {attempts} attempts (last: {last})", budget.as_secs())]
+    ThrottleBudgetExhausted {
+        /// The route called.
+        route: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The budget that ran out.
+        budget: Duration,
         /// The last failure.
         #[source]
         last: Box<PlatformError>,
@@ -161,7 +175,8 @@ impl PlatformError {
     pub fn status(&self) -> Option<u16> {
         match self {
             PlatformError::Api { status, .. } | PlatformError::Http { status, .. } => Some(*status),
-            PlatformError::RetriesExhausted { last, .. } => last.status(),
+            PlatformError::RetriesExhausted { last, .. }
+            | PlatformError::ThrottleBudgetExhausted { last, .. } => last.status(),
             _ => None,
         }
     }
@@ -170,7 +185,8 @@ impl PlatformError {
     pub fn error_type(&self) -> Option<&str> {
         match self {
             PlatformError::Api { error_type, .. } => error_type.as_deref(),
-            PlatformError::RetriesExhausted { last, .. } => last.error_type(),
+            PlatformError::RetriesExhausted { last, .. }
+            | PlatformError::ThrottleBudgetExhausted { last, .. } => last.error_type(),
             _ => None,
         }
     }

@@ -517,10 +517,11 @@ impl DxClient {
                 }
                 ApiDisposition::RetryAfter(told) => {
                     let wait = told.min(cfg.max_retry_after);
-                    if waited + wait > cfg.retry_after_budget {
-                        return Err(PlatformError::RetriesExhausted {
+                    if waited.saturating_add(wait) > cfg.retry_after_budget {
+                        return Err(PlatformError::ThrottleBudgetExhausted {
                             route: route.to_owned(),
                             attempts,
+                            budget: cfg.retry_after_budget,
                             last: Box::new(err),
                         });
                     }

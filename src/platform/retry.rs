@@ -65,12 +65,17 @@ fn is_transient_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..=599).contains(&status)
 }
 
-/// `Retry-After` is honoured only on 429 and 503, as the platform documents.
+/// How long a `423 Locked` answer of the API is waited out: it says the object is busy, not
+/// that the call is wrong, and carries no `Retry-After` (DNAnexus's download agent retries it).
+pub const LOCKED_WAIT: Duration = Duration::from_secs(5);
+
+/// `Retry-After` is honoured only on 429 and 503, as the platform documents; a `423 Locked`
+/// is waited out for [`LOCKED_WAIT`].
 fn honoured_retry_after(status: u16, retry_after: Option<Duration>) -> Option<Duration> {
-    if status == 429 || status == 503 {
-        retry_after
-    } else {
-        None
+    match status {
+        429 | 503 => retry_after,
+        423 => Some(retry_after.unwrap_or(LOCKED_WAIT)),
+        _ => None,
     }
 }
 
@@ -118,7 +123,8 @@ impl PlatformError {
             | PlatformError::TruncatedBody { .. }
             | PlatformError::Stalled { .. }
             | PlatformError::BadResponse { .. } => ApiDisposition::Retry,
-            PlatformError::RetriesExhausted { last, .. } => last.api_disposition(),
+            PlatformError::RetriesExhausted { last, .. }
+            | PlatformError::ThrottleBudgetExhausted { last, .. } => last.api_disposition(),
             PlatformError::Config(_)
             | PlatformError::InvalidRequest(_)
             | PlatformError::Redirect { .. } => ApiDisposition::Fatal,
@@ -157,6 +163,7 @@ impl PlatformError {
                 }
             }
             PlatformError::RetriesExhausted { .. }
+            | PlatformError::ThrottleBudgetExhausted { .. }
             | PlatformError::Config(_)
             | PlatformError::InvalidRequest(_)
             | PlatformError::Redirect { .. } => DownloadDisposition::Fail,
@@ -310,6 +317,13 @@ mod tests {
                 RetryAfter(Duration::from_secs(20)),
             ),
             (api(429, None, Some(3)), RetryAfter(Duration::from_secs(3))),
+            // 423 Locked: waited out (as throttling), whatever its error type, never a failure.
+            (api(423, None, None), RetryAfter(LOCKED_WAIT)),
+            (
+                api(423, Some("ResourceLocked"), None),
+                RetryAfter(LOCKED_WAIT),
+            ),
+            (api(423, None, Some(9)), RetryAfter(Duration::from_secs(9))),
             // Retry-After on other statuses is not a licence to wait.
             (api(500, None, Some(3)), Retry),
             (api(401, Some("InvalidAuthentication"), None), BadToken),

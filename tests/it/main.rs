@@ -27,6 +27,7 @@ mod status;
 mod store;
 mod support;
 mod sync;
+mod throttle;
 mod tidy;
 mod tolerant;
 mod verify;

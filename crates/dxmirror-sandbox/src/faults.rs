@@ -63,6 +63,9 @@ pub struct FaultConfig {
     pub api503: f64,
     /// API: 429 with `Retry-After`.
     pub api429: f64,
+    /// API: 423 `Locked` (no `Retry-After`), as the platform answers for an object locked by
+    /// another operation; DNAnexus's download agent retries it.
+    pub api423: f64,
     /// How long a stalled response holds the connection, in seconds.
     pub stall_secs: u64,
     /// Download/storage: the first this many serves of every range each carry a flipped byte
@@ -89,6 +92,7 @@ impl Default for FaultConfig {
             api500: 0.0,
             api503: 0.0,
             api429: 0.0,
+            api423: 0.0,
             stall_secs: 30,
             flip_first: 0,
         }
@@ -166,6 +170,8 @@ pub enum ApiFault {
     Api503,
     /// 429 + Retry-After.
     Api429,
+    /// 423 Locked, without Retry-After.
+    Api423,
 }
 
 fn fires(seed: u64, name: &str, key: &[u8], start: u64, end: u64, nth: u64, rate: f64) -> bool {
@@ -232,7 +238,10 @@ impl FaultConfig {
             (ApiFault::Api503, "api503", self.api503),
         ]
         .into_iter()
-        .chain([(ApiFault::Api429, "api429", self.api429)])
+        .chain([
+            (ApiFault::Api429, "api429", self.api429),
+            (ApiFault::Api423, "api423", self.api423),
+        ])
         .find(|(_, name, rate)| fires(self.seed, name, key, 0, 0, nth, *rate))
         .map(|(f, _, _)| f)
     }
@@ -273,6 +282,7 @@ impl FaultConfig {
                 "api500" => &mut cfg.api500,
                 "api503" => &mut cfg.api503,
                 "api429" => &mut cfg.api429,
+                "api423" => &mut cfg.api423,
                 other => match BodyFault::ALL.into_iter().find(|f| f.name() == other) {
                     Some(f) => cfg.slot(f),
                     None => return Err(FaultError::UnknownFault(other.to_owned())),

@@ -122,6 +122,7 @@ pub(crate) async fn handle(
                     ApiFault::Api500 => "api500",
                     ApiFault::Api503 => "api503",
                     ApiFault::Api429 => "api429",
+                    ApiFault::Api423 => "api423",
                 });
                 match f {
                     ApiFault::Api500 => Err(err(500, "InternalError", "Internal error")),
@@ -136,6 +137,17 @@ pub(crate) async fn handle(
                     ApiFault::Api429 => {
                         extra.push(("Retry-After", retry_after.clone()));
                         Err(err(429, "RateLimitConditional", "Too many requests"))
+                    }
+                    // The error type is the sandbox's word (clients go by the status). It
+                    // states the sandbox's `Retry-After` too, so that tests wait a second,
+                    // not a locked answer's default wait.
+                    ApiFault::Api423 => {
+                        extra.push(("Retry-After", retry_after.clone()));
+                        Err(err(
+                            423,
+                            "ResourceLocked",
+                            "The object is locked by another operation",
+                        ))
                     }
                 }
             }
