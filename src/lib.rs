@@ -19,6 +19,7 @@ pub mod demo;
 pub mod dirs;
 pub mod hashing;
 pub mod inbox;
+pub mod ipc;
 pub mod journal;
 pub mod lock;
 pub mod metrics;

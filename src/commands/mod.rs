@@ -13,6 +13,7 @@ use dxmirror::units::human_bytes;
 
 pub(crate) mod audit;
 pub(crate) mod check_config;
+pub(crate) mod control;
 pub(crate) mod daemon;
 pub(crate) mod demo;
 pub(crate) mod exit;

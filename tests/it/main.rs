@@ -5,6 +5,7 @@ mod audit;
 mod bandwidth;
 mod chaos;
 mod cli;
+mod control;
 mod daemon;
 mod diskspace;
 mod dxpy;
