@@ -182,4 +182,25 @@ pub(crate) enum Command {
         #[arg(long, default_value = "dxmirror-demo")]
         dir: PathBuf,
     },
+    /// Print a manifest of a project's mirrored files: md5sum or sha256sum (`md5sum -c` /
+    /// `sha256sum -c` from the project directory), dxda (the download agent's manifest JSON;
+    /// bzip2 it), tsv or json (every file with its SAMPLE_INFO.txt row, all columns).
+    Export {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// md5sum, sha256sum, dxda, tsv or json.
+        #[arg(long)]
+        format: dxmirror::export::Format,
+        /// The project.
+        project: ProjectId,
+    },
+    /// Print the shell completions for SHELL (the packages install them; for a source
+    /// install, e.g. `dxmirror completions bash > /etc/bash_completion.d/dxmirror`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, dxmirror(1), in roff (e.g. `dxmirror man | man -l -`).
+    Man,
 }

@@ -17,6 +17,7 @@ pub mod counters;
 pub mod daemon;
 pub mod demo;
 pub mod dirs;
+pub mod export;
 pub mod hashing;
 pub mod inbox;
 pub mod ipc;

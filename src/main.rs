@@ -145,5 +145,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::purge::run(config, yes, project).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,
         Command::Demo { dir } => commands::demo::run(&dir, progress_mode(cli.quiet)).await,
+        Command::Export {
+            config,
+            format,
+            project,
+        } => commands::export::run(config, project, format),
+        Command::Completions { shell } => commands::docs::completions(shell),
+        Command::Man => commands::docs::man(),
     }
 }

@@ -29,7 +29,7 @@ const LAYERS: &[(u8, &[&str])] = &[
         ],
     ),
     (3, &["readback", "selection", "platform", "journal"]),
-    (4, &["config", "audit"]),
+    (4, &["config", "audit", "export"]),
     (
         5,
         &[
