@@ -12,6 +12,8 @@
 //!   transfer (`412` to `If-Match`); its staged bytes were discarded, nothing published.
 //! - `repaired`: `verify --repair` put a damaged file back into staging for re-fetching.
 //! - `purged`: `dxmirror purge` deleted a project's mirrored data.
+//! - `control`: an operator's request through the daemon's control socket (`pause`, `resume`,
+//!   `bwlimit`, `relist`, `verify --queue`); the identity is the local user.
 //!
 //! The identity is the platform user from `/system/whoami` for `fetched`, `quarantined` and `object-changed`
 //! (`None` when it could not be asked), the local user ([`local_identity`]) for `repaired` and

@@ -88,9 +88,55 @@ pub(crate) enum Command {
         /// writer lock).
         #[arg(long)]
         repair: bool,
+        /// Ask the running daemon to verify PROJECT now (repairing what is damaged) and return
+        /// at once; an error when no daemon runs.
+        #[arg(long, requires = "project", conflicts_with_all = ["repair", "json"])]
+        queue: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Pause a project (or --all) in the running daemon: its passes stop now and start no
+    /// more until `resume`; the pause outlives a restart.
+    Pause {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Every project.
+        #[arg(long, conflicts_with = "project")]
+        all: bool,
+        /// The project to pause.
+        #[arg(required_unless_present = "all")]
+        project: Option<ProjectId>,
+    },
+    /// End a pause (of a project, or --all) in the running daemon; the project is queued.
+    Resume {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Every project.
+        #[arg(long, conflicts_with = "project")]
+        all: bool,
+        /// The project to resume.
+        #[arg(required_unless_present = "all")]
+        project: Option<ProjectId>,
+    },
+    /// Set the running daemon's download limit (RATE with a unit per second, e.g. 10MiB, or
+    /// off) until the next `bwlimit` timetable entry or reload.
+    Bwlimit {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The rate (512KiB, 10MiB, ...) or off.
+        rate: String,
+    },
+    /// Ask the running daemon to list a project again and mirror what is new, now.
+    Relist {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The project.
+        project: ProjectId,
     },
     /// Print the audit trail: every file fetched, repaired, quarantined, and every project
     /// purged, with when, which platform identity, size and SHA-256 (read-only).
@@ -136,4 +182,25 @@ pub(crate) enum Command {
         #[arg(long, default_value = "dxmirror-demo")]
         dir: PathBuf,
     },
+    /// Print a manifest of a project's mirrored files: md5sum or sha256sum (`md5sum -c` /
+    /// `sha256sum -c` from the project directory), dxda (the download agent's manifest JSON;
+    /// bzip2 it), tsv or json (every file with its SAMPLE_INFO.txt row, all columns).
+    Export {
+        /// Config file (else $DXMIRROR_CONFIG, else /etc/dxmirror/config.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// md5sum, sha256sum, dxda, tsv or json.
+        #[arg(long)]
+        format: dxmirror::export::Format,
+        /// The project.
+        project: ProjectId,
+    },
+    /// Print the shell completions for SHELL (the packages install them; for a source
+    /// install, e.g. `dxmirror completions bash > /etc/bash_completion.d/dxmirror`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, dxmirror(1), in roff (e.g. `dxmirror man | man -l -`).
+    Man,
 }

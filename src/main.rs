@@ -10,6 +10,7 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use commands::progress_mode;
+use dxmirror::ipc::Request;
 
 mod cli;
 mod commands;
@@ -78,15 +79,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             failed,
             state,
-        } => commands::status::run(commands::status::StatusArgs {
-            config,
-            project,
-            json,
-            check,
-            files,
-            failed,
-            state,
-        }),
+        } => {
+            commands::status::run(commands::status::StatusArgs {
+                config,
+                project,
+                json,
+                check,
+                files,
+                failed,
+                state,
+            })
+            .await
+        }
         Command::Audit {
             config,
             since,
@@ -94,10 +98,43 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::audit::run(config, since, json),
         Command::Verify {
             config,
+            project: Some(project),
+            queue: true,
+            ..
+        } => {
+            let project = project.to_string();
+            commands::control::run(config, Request::Verify { project }).await
+        }
+        Command::Verify {
+            config,
             project,
             repair,
             json,
+            queue: _,
         } => commands::verify::run(config, project, repair, json, progress_mode(cli.quiet)).await,
+        Command::Pause {
+            config,
+            all: _,
+            project,
+        } => {
+            let project = project.map(|p| p.to_string());
+            commands::control::run(config, Request::Pause { project }).await
+        }
+        Command::Resume {
+            config,
+            all: _,
+            project,
+        } => {
+            let project = project.map(|p| p.to_string());
+            commands::control::run(config, Request::Resume { project }).await
+        }
+        Command::Bwlimit { config, rate } => {
+            commands::control::run(config, Request::Bwlimit { rate }).await
+        }
+        Command::Relist { config, project } => {
+            let project = project.to_string();
+            commands::control::run(config, Request::Relist { project }).await
+        }
         Command::CheckConfig { config, online } => {
             commands::check_config::run(config, online).await
         }
@@ -108,5 +145,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::purge::run(config, yes, project).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,
         Command::Demo { dir } => commands::demo::run(&dir, progress_mode(cli.quiet)).await,
+        Command::Export {
+            config,
+            format,
+            project,
+        } => commands::export::run(config, project, format),
+        Command::Completions { shell } => commands::docs::completions(shell),
+        Command::Man => commands::docs::man(),
     }
 }

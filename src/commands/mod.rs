@@ -13,9 +13,12 @@ use dxmirror::units::human_bytes;
 
 pub(crate) mod audit;
 pub(crate) mod check_config;
+pub(crate) mod control;
 pub(crate) mod daemon;
 pub(crate) mod demo;
+pub(crate) mod docs;
 pub(crate) mod exit;
+pub(crate) mod export;
 pub(crate) mod owner;
 pub(crate) mod purge;
 pub(crate) mod sandbox;

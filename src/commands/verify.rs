@@ -38,7 +38,15 @@ pub(crate) async fn run(
             &cfg,
             &format!("verify --repair --config {}", path.display()),
         )?;
-        Some(WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root)?)
+        match WriterLock::acquire(&cfg.state_dir, &cfg.mirror_root) {
+            Ok(lock) => Some(lock),
+            Err(e @ dxmirror::lock::LockError::Held { .. }) => {
+                anyhow::bail!(
+                    "{e}; while the daemon runs, ask it instead: dxmirror verify PROJECT --queue"
+                )
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };

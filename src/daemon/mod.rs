@@ -19,6 +19,7 @@
 //! the crate the clock) so tests run the daemon in-process.
 
 mod alerts;
+mod control;
 mod discovery;
 mod expiry;
 mod metrics;
@@ -110,6 +111,10 @@ pub enum Event {
     ProjectDone(ProjectId, Box<Result<ProjectSummary, SyncError>>),
     /// A scheduled verification of the mirror ended (with its report, or why it could not run).
     VerifyDone(Box<Result<VerifyReport, String>>),
+    /// A request of the control socket (`dxmirror pause`, ...).
+    Control(Box<control::ControlMsg>),
+    /// A pass interrupted by `dxmirror pause` ended.
+    PassStopped(ProjectId),
     /// SIGTERM, SIGINT or the injected shutdown future.
     Shutdown,
 }
@@ -163,6 +168,10 @@ pub async fn run_with(
     // Undelivered notifications stay in the outbox for the next start.
     d.notifications = None;
     d.tasks.shutdown().await;
+    if let Some(task) = d.control_task.take() {
+        task.abort();
+        let _ = std::fs::remove_file(crate::ipc::socket_path(&d.cfg.state_dir));
+    }
     d.row.state = DaemonState::Stopped;
     d.row.stopped_ms = Some(d.clock.now_ms());
     let outcome = if result.is_ok() { "stopped" } else { "error" };
@@ -223,6 +232,18 @@ struct Daemon {
     watch: alerts::Watch,
     /// Projects whose pass started since the last `pass-start` events.
     started: Vec<ProjectId>,
+    /// Projects paused by `dxmirror pause` (restored from the journal at start).
+    paused: BTreeSet<ProjectId>,
+    /// `dxmirror pause --all`.
+    paused_all: bool,
+    /// How to interrupt each running pass, and which task is which project's.
+    aborts: HashMap<ProjectId, tokio::task::AbortHandle>,
+    task_projects: HashMap<tokio::task::Id, ProjectId>,
+    /// Projects `dxmirror verify --queue` asked to verify.
+    verify_requested: BTreeSet<ProjectId>,
+    /// Requests of the control socket, while it listens.
+    control_rx: Option<mpsc::Receiver<control::ControlMsg>>,
+    control_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -279,6 +300,13 @@ impl Daemon {
             verify_task: None,
             lock,
             root_held: false,
+            paused: BTreeSet::new(),
+            paused_all: false,
+            aborts: HashMap::new(),
+            task_projects: HashMap::new(),
+            verify_requested: BTreeSet::new(),
+            control_rx: None,
+            control_task: None,
         }
     }
 
@@ -312,13 +340,24 @@ impl Daemon {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
                 Some(()) = reloads.recv() => Event::Reload,
-                Some(joined) = self.tasks.join_next(), if has_tasks => match joined {
-                    Ok((p, r)) => Event::ProjectDone(p, Box::new(r)),
-                    Err(e) => {
-                        error!(error = %e, "a project task panicked");
-                        Event::Tick
+                Some(joined) = self.tasks.join_next_with_id(), if has_tasks => match joined {
+                    Ok((id, (p, r))) => {
+                        self.task_projects.remove(&id);
+                        Event::ProjectDone(p, Box::new(r))
                     }
+                    Err(e) => match self.task_projects.remove(&e.id()) {
+                        Some(p) if e.is_cancelled() => Event::PassStopped(p),
+                        p => {
+                            error!(error = %e, project_id = ?p, "a project task panicked");
+                            if let Some(p) = p {
+                                self.running.remove(&p);
+                                self.aborts.remove(&p);
+                            }
+                            Event::Tick
+                        }
+                    },
                 },
+                Some(msg) = recv_control(&mut self.control_rx) => Event::Control(Box::new(msg)),
                 Some(()) = recv_opt(&mut self.inbox_rx) => Event::InboxChanged,
                 Some(done) = join_opt(&mut self.verify_task) => Event::VerifyDone(Box::new(match done {
                     Ok(Ok(report)) => Ok(report),
@@ -366,6 +405,17 @@ impl Daemon {
         for p in self.journal.projects()? {
             self.known.entry(p.id).or_insert(Source::Journal);
         }
+        self.restore_pauses()?;
+        match control::listen(&self.cfg.state_dir) {
+            Ok((rx, task)) => {
+                self.control_rx = Some(rx);
+                self.control_task = Some(task);
+            }
+            // The mirroring goes on without it; `dxmirror pause` and friends say so.
+            Err(e) => {
+                error!(error = %e, "cannot open the control socket; pause, resume, bwlimit, relist and verify --queue are unavailable")
+            }
+        }
         self.start_watch();
         self.row.state = self.state_word();
         self.journal.put_daemon(self.row.clone()).await?;
@@ -380,6 +430,14 @@ impl Daemon {
             Event::Reload => self.reload().await?,
             Event::ProjectDone(p, r) => self.project_done(p, *r).await?,
             Event::VerifyDone(r) => self.verify_done(*r).await?,
+            Event::Control(msg) => self.control(*msg).await?,
+            Event::PassStopped(p) => {
+                self.running.remove(&p);
+                self.aborts.remove(&p);
+                info!(project_id = %p, "project pass interrupted (paused)");
+                // Queued again, so that it starts once resumed.
+                self.due.insert(p);
+            }
             Event::InboxChanged => {
                 // Coalesce a burst of file events into one scan.
                 if let Some(rx) = self.inbox_rx.as_mut() {
@@ -477,6 +535,15 @@ async fn join_opt<T>(
             *task = None;
             Some(res)
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_control(
+    rx: &mut Option<mpsc::Receiver<control::ControlMsg>>,
+) -> Option<control::ControlMsg> {
+    match rx {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

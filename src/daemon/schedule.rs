@@ -30,6 +30,7 @@ impl Daemon {
             // Its purge waited for this pass to end.
             self.timers.recheck_expiry();
         }
+        self.aborts.remove(&p);
         match r {
             Ok(s) => {
                 if let Some(err) = &s.error {
@@ -89,7 +90,14 @@ impl Daemon {
             self.due.remove(&p);
         }
         let prio = |p: &ProjectId| self.cfg.settings(p).priority;
-        let (start, share) = pick(&self.due, &self.running, &prio, self.cfg.max_connections);
+        // Paused projects stay queued until resumed.
+        let due: BTreeSet<ProjectId> = self
+            .due
+            .iter()
+            .filter(|p| !self.is_paused(p))
+            .cloned()
+            .collect();
+        let (start, share) = pick(&due, &self.running, &prio, self.cfg.max_connections);
         for p in start {
             self.due.remove(&p);
             self.running.insert(p.clone());
@@ -105,10 +113,13 @@ impl Daemon {
             };
             let ctx = ctx.clone();
             info!(project_id = %p, priority = prio(&p), max_files = share, "project pass started");
-            self.tasks.spawn(async move {
+            let project = p.clone();
+            let handle = self.tasks.spawn(async move {
                 let r = project_pass(&ctx, &p, &opts).await;
                 (p, r)
             });
+            self.task_projects.insert(handle.id(), project.clone());
+            self.aborts.insert(project, handle);
         }
     }
 }

@@ -23,6 +23,24 @@ impl Daemon {
     /// writes the files being checked); it runs in the background, on blocking threads, and
     /// ends as an `Event::VerifyDone`.
     pub(super) fn maybe_verify(&mut self, now: Instant) {
+        if self.verify_task.is_none() && self.root_held {
+            // `dxmirror verify PROJECT --queue`: as soon as no pass of it runs.
+            let next = self
+                .verify_requested
+                .iter()
+                .find(|p| !self.running.contains(*p))
+                .cloned();
+            if let Some(p) = next {
+                self.verify_requested.remove(&p);
+                let (state_dir, mirror_root) =
+                    (self.cfg.state_dir.clone(), self.cfg.mirror_root.clone());
+                info!(project_id = %p, "requested verification started");
+                self.verify_task = Some(tokio::task::spawn_blocking(move || {
+                    verify::check(&state_dir, &mirror_root, Some(&p))
+                }));
+                return;
+            }
+        }
         let every = self.cfg.verify.map(|v| v.interval);
         let state = VerifyState {
             running: self.verify_task.is_some(),
@@ -97,7 +115,7 @@ impl Daemon {
                 format!(
                     "scheduled verification of {p}: {} damaged file(s), {findings} finding(s){}",
                     files.len(),
-                    if self.cfg.verify.is_some_and(|v| v.repair) {
+                    if self.cfg.verify.is_none_or(|v| v.repair) {
                         "; repairing"
                     } else {
                         ""
@@ -111,7 +129,8 @@ impl Daemon {
             }
             self.tell(ev).await?;
         }
-        if !self.cfg.verify.is_some_and(|v| v.repair) {
+        // A requested verification repairs too, unless `[verify] repair = false`.
+        if !self.cfg.verify.is_none_or(|v| v.repair) {
             return Ok(());
         }
         // Files of a project with a pass running now are left for the next verification.

@@ -16,7 +16,8 @@ use super::writer::{self, Ack, Op, StatCounters};
 use super::{
     require_local_state_dir, schema, AuditRow, DaemonRow, DeletedRows, EventLevel, FileKey,
     FileListing, FileRow, FileState, JournalError, ListingDiff, NewAudit, OutboxRow, OutboxWrite,
-    ProjectRow, ProjectTotals, SinkCounts, StoredPlan, WriterStats, JOURNAL_FILE, MAX_BATCH,
+    PausedRow, ProjectRow, ProjectTotals, SinkCounts, StoredPlan, WriterStats, JOURNAL_FILE,
+    MAX_BATCH,
 };
 use crate::model::{FileId, ProjectId};
 use crate::planner::FilePlan;
@@ -466,6 +467,21 @@ impl Journal {
         self.read(sql::requests)
     }
 
+    /// Records that `project` (`None`: every project) is paused by `by`, or, with `by`
+    /// `None`, no longer paused (resuming every project ends every pause).
+    pub async fn set_paused(
+        &self,
+        project: Option<ProjectId>,
+        by: Option<String>,
+    ) -> Result<(), JournalError> {
+        self.call(|ack| Op::SetPaused { project, by, ack }).await
+    }
+
+    /// The pauses recorded (`dxmirror pause`), which outlive a restart.
+    pub fn paused(&self) -> Result<Vec<PausedRow>, JournalError> {
+        self.read(sql::paused)
+    }
+
     /// Records the daemon's state (the one `daemon` row; `updated_ms` is set to now).
     pub async fn put_daemon(&self, row: DaemonRow) -> Result<(), JournalError> {
         self.call(|ack| Op::PutDaemon(row, ack)).await
@@ -507,6 +523,36 @@ mod tests {
 
     fn remote(project: &ProjectId, n: u32) -> RemoteFile {
         RemoteFileBuilder::new(project, n).size(10).build()
+    }
+
+    #[tokio::test]
+    async fn pauses_outlive_a_reopen_and_resume_all_ends_every_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: ProjectId = "project-00000000000000000000000a".parse().unwrap();
+        let b: ProjectId = "project-00000000000000000000000b".parse().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.set_paused(Some(a.clone()), Some("uid 1000 (alice)".into()))
+                .await
+                .unwrap();
+            j.set_paused(Some(b.clone()), Some("uid 0 (root)".into()))
+                .await
+                .unwrap();
+            j.set_paused(Some(b.clone()), None).await.unwrap();
+            j.close().await.unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        let paused = j.paused().unwrap();
+        assert_eq!(paused.len(), 1);
+        assert_eq!(paused[0].project.as_ref(), Some(&a));
+        assert_eq!(paused[0].by, "uid 1000 (alice)");
+        j.set_paused(None, Some("uid 0 (root)".into()))
+            .await
+            .unwrap();
+        let all: Vec<_> = j.paused().unwrap().into_iter().map(|p| p.project).collect();
+        assert_eq!(all, vec![None, Some(a.clone())]);
+        j.set_paused(None, None).await.unwrap();
+        assert!(j.paused().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -47,6 +47,9 @@
 //!   attempts, next_ms, last_error)` and `notify_sinks(sink, delivered, dropped)`: the
 //!   notification outbox (`outbox.rs`): an event is recorded with one delivery row per sink
 //!   before it is sent, and the row is deleted once the sink took it.
+//! - `paused(project_id PK, ts_ms, by_user)`: projects paused through the control socket
+//!   (`dxmirror pause`; `*` for `--all`), with who paused them ([`PausedRow`]); they stay
+//!   paused across a restart until `dxmirror resume`.
 //!
 //! # Layout
 //!
@@ -105,8 +108,8 @@ pub use outbox::{NewNotification, OutboxRow, OutboxWrite, SinkCounts, MAX_NOTIFI
 pub use reader::JournalReader;
 pub use rows::{
     AuditAction, AuditRow, DaemonLive, DaemonRow, DaemonState, DeletedRows, EventLevel, EventRow,
-    FileKey, FileListing, FileRow, FileState, ListingDiff, NewAudit, ProjectRow, ProjectState,
-    ProjectTotals, RunRow, StoredPlan, UnknownState,
+    FileKey, FileListing, FileRow, FileState, ListingDiff, NewAudit, PausedRow, ProjectRow,
+    ProjectState, ProjectTotals, RunRow, StoredPlan, UnknownState,
 };
 pub use writer::WriterStats;
 

@@ -182,6 +182,9 @@ text_enum!(
         /// The backing object of a drive-backed file changed under a transfer (`412` to its
         /// pinned GETs): the staged bytes were discarded and the file failed.
         ObjectChanged => "object-changed",
+        /// An operator's request through the control socket (`dxmirror pause`, `resume`,
+        /// `bwlimit`, `relist`, `verify --queue`), with the local user as the identity.
+        Control => "control",
     }
 );
 
@@ -413,6 +416,17 @@ pub struct RunRow {
     pub pid: u32,
     /// How it ended.
     pub outcome: Option<String>,
+}
+
+/// A pause recorded by `dxmirror pause`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PausedRow {
+    /// The project paused; `None`: every project (`--all`).
+    pub project: Option<ProjectId>,
+    /// Who paused it (the local user of the control socket).
+    pub by: String,
+    /// Since when, ms since the epoch.
+    pub since_ms: i64,
 }
 
 /// An audit record to append ([`Journal::append_audit`](super::Journal::append_audit),

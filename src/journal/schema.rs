@@ -187,6 +187,16 @@ pub(crate) fn migrations() -> &'static [&'static str] {
             dropped   INTEGER NOT NULL DEFAULT 0
         ) STRICT;
         "#,
+        // 7: projects paused through the control socket (`dxmirror pause`), so that they stay
+        // paused across a restart: one row per project, project_id '*' for `--all`; who
+        // paused it and when.
+        r#"
+        CREATE TABLE paused (
+            project_id TEXT PRIMARY KEY NOT NULL,
+            ts_ms      INTEGER NOT NULL,
+            by_user    TEXT NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        "#,
     ]
 }
 
@@ -363,7 +373,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(n_tables, 12);
+        assert_eq!(n_tables, 13);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();

@@ -136,6 +136,20 @@ impl<'a> RowLookup<'a> {
     }
 }
 
+/// The `SAMPLE_INFO.txt` row of each of `files` (by `file_id`, else a unique `file_path`; an
+/// index file without one follows its data file), as the selection finds them; `None` where
+/// there is none.
+pub fn sample_rows<'a>(
+    info: &'a SampleInfo,
+    files: &'a [RemoteFile],
+) -> Vec<Option<&'a SampleRow>> {
+    let lookup = RowLookup::new(Some(info), files);
+    files
+        .iter()
+        .map(|f| lookup.row_for(f).ok().map(|(row, _)| row))
+        .collect()
+}
+
 fn norm_folder(folder: &str) -> &str {
     folder.trim_matches('/')
 }

@@ -336,6 +336,32 @@ impl ProjectStore {
         Ok((file, created))
     }
 
+    /// Gives a staging file the platform's modification time (ms since the epoch), as
+    /// `rsync -t` does, before it is published: downstream `make`-style pipelines and
+    /// backups see the platform's time, not the download's. The access time is left alone.
+    pub fn set_staged_mtime(&self, id: &FileId, modified_ms: i64) -> Result<(), StoreError> {
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: modified_ms.div_euclid(1000),
+                tv_nsec: modified_ms.rem_euclid(1000) * 1_000_000,
+            },
+        };
+        rustix::fs::utimensat(
+            &self.staging_fd,
+            part_name(id).as_str(),
+            &times,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io_err(
+            "set the modification time of",
+            &self.staging_path(id),
+        ))
+    }
+
     /// Deletes a file's staging file; an absent one is fine.
     pub fn remove_staging(&self, id: &FileId) -> Result<(), StoreError> {
         match rustix::fs::unlinkat(&self.staging_fd, part_name(id).as_str(), AtFlags::empty()) {

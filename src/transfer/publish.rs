@@ -1,4 +1,5 @@
-//! The end of a verified file: its staging file renamed into place (replacing an older
+//! The end of a verified file: its staging file given the platform's modification time and
+//! renamed into place (replacing an older
 //! version, or adopting what a previous run already published), then its end journaled with
 //! its `fetched` audit record in one commit, and the record copied to the `audit-log`.
 
@@ -26,10 +27,16 @@ impl Engine {
             job.rel_path.clone(),
         );
         let via = decide::publish_via(job.replaces.clone(), chunks.is_some());
-        let published = tokio::task::spawn_blocking(move || match &via {
-            PublishVia::Replacing(keep) => store.publish_replacing(&id, &rel, keep),
-            PublishVia::Synced => store.publish_synced(&id, &rel),
-            PublishVia::Plain => store.publish(&id, &rel),
+        let modified_ms = job.remote.modified_ms;
+        let published = tokio::task::spawn_blocking(move || {
+            // The platform's modification time, like `rsync -t` (before the rename, so the
+            // file never appears with the download's time).
+            store.set_staged_mtime(&id, modified_ms)?;
+            match &via {
+                PublishVia::Replacing(keep) => store.publish_replacing(&id, &rel, keep),
+                PublishVia::Synced => store.publish_synced(&id, &rel),
+                PublishVia::Plain => store.publish(&id, &rel),
+            }
         })
         .await
         .map_err(|e| TransferError::Io(format!("publish task failed: {e}")))?;

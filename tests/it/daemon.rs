@@ -812,7 +812,7 @@ fn systemd_analyze_verify_reports_only_the_absent_binary() {
     );
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
-            line.contains("/usr/local/bin/dxmirror"),
+            line.contains("/usr/bin/dxmirror"),
             "systemd-analyze verify complains about more than the absent binary: {line}\n{text}"
         );
     }

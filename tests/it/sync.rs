@@ -339,3 +339,31 @@ async fn a_second_writer_is_refused() {
     assert!(stderr.contains("already holds"), "{stderr}");
     assert_eq!(sandbox.stats().bytes_served, 0);
 }
+
+#[tokio::test]
+async fn mirrored_files_keep_the_platforms_modification_time() {
+    // 2024-03-05T06:07:08.250Z, a small file (the short road) and a chunked one.
+    let modified = 1_709_618_828_250;
+    let spec = ProjectSpec::new("times")
+        .file(FileSpec::new("/", "small.txt", 900).times(1_600_000_000_000, modified))
+        .file(
+            FileSpec::new("/restricted/bam", "big.bam", 300_000)
+                .times(1_600_000_000_000, modified + 1),
+        );
+    let sandbox = sandbox_of(Dataset::build(6, vec![spec]).unwrap()).await;
+    let project = sandbox.projects()[0].clone();
+    let env = Env::for_sandbox(&sandbox, vec![project.clone()], "chunk-size = \"64KiB\"");
+    assert!(env.sync().await.unwrap().is_ok());
+    let dir = env.mirror().join("times");
+    for (rel, ms) in [
+        ("small.txt", modified),
+        ("restricted/bam/big.bam", modified + 1),
+    ] {
+        let mtime = std::fs::metadata(dir.join(rel))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let got = mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(got.as_millis() as i64, ms, "{rel}");
+    }
+}

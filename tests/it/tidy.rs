@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 /// root and may use anything. A new module must be added here.
 const LAYERS: &[(u8, &[&str])] = &[
     (0, &["model", "sandbox"]),
-    (1, &["units", "clock", "dirs", "telemetry", "counters"]),
+    (
+        1,
+        &["units", "clock", "dirs", "telemetry", "counters", "ipc"],
+    ),
     (
         2,
         &[
@@ -26,7 +29,7 @@ const LAYERS: &[(u8, &[&str])] = &[
         ],
     ),
     (3, &["readback", "selection", "platform", "journal"]),
-    (4, &["config", "audit"]),
+    (4, &["config", "audit", "export"]),
     (
         5,
         &[

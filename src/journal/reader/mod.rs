@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::{
-    schema, AuditRow, DaemonRow, EventRow, FileKey, FileRow, JournalError, ProjectRow,
+    schema, AuditRow, DaemonRow, EventRow, FileKey, FileRow, JournalError, PausedRow, ProjectRow,
     ProjectTotals, RunRow, StoredPlan, JOURNAL_FILE,
 };
 use crate::model::{FileId, ProjectId};
@@ -131,5 +131,10 @@ impl JournalReader {
     /// The inbox requests recorded so far, by project.
     pub fn requests(&self) -> Result<Vec<(ProjectId, Option<FileId>)>, JournalError> {
         sql::requests(&self.conn)
+    }
+
+    /// The pauses recorded by `dxmirror pause` (they outlive a restart).
+    pub fn paused(&self) -> Result<Vec<PausedRow>, JournalError> {
+        sql::paused(&self.conn)
     }
 }

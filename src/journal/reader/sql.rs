@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension as _, Row};
 use crate::journal::rows::parts_from_json;
 use crate::journal::{
     AuditRow, DaemonLive, DaemonRow, EventRow, FileKey, FileRow, FileState, JournalError,
-    ProjectRow, ProjectTotals, RunRow, SqlContext as _, StoredPlan,
+    PausedRow, ProjectRow, ProjectTotals, RunRow, SqlContext as _, StoredPlan,
 };
 use crate::model::{ByteRange, Digest, FileId, ProjectId, RemoteState};
 use crate::planner::{Chunk, FileKind, FilePlan, Segment};
@@ -540,6 +540,38 @@ pub(crate) fn disk_waits(conn: &Connection) -> Result<BTreeMap<ProjectId, u64>, 
         out.insert(project, n);
     }
     Ok(out)
+}
+
+/// What is paused: `(project, by, since_ms)`, the project `None` for every project (`--all`).
+pub(crate) fn paused(conn: &Connection) -> Result<Vec<PausedRow>, JournalError> {
+    let rows: Vec<(String, String, i64)> = conn
+        .prepare_cached("SELECT project_id, by_user, ts_ms FROM paused ORDER BY project_id")
+        .sql_ctx("reading paused projects")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .sql_ctx("reading paused projects")?
+        .collect::<Result<Vec<_>, _>>()
+        .sql_ctx("reading paused projects")?;
+    rows.into_iter()
+        .map(|(p, by, since_ms)| {
+            let project = if p == "*" {
+                None
+            } else {
+                Some(
+                    p.parse()
+                        .map_err(|e: crate::model::IdError| JournalError::BadRow {
+                            table: "paused",
+                            key: p.clone(),
+                            detail: e.to_string(),
+                        })?,
+                )
+            };
+            Ok(PausedRow {
+                project,
+                by,
+                since_ms,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn requests(

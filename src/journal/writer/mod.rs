@@ -136,6 +136,12 @@ pub(crate) enum Op {
     PutDaemon(DaemonRow, Ack<()>),
     Outbox(super::OutboxWrite, Ack<()>),
     AddRequests(Vec<(ProjectId, Option<FileId>)>, Ack<()>),
+    /// Pause (`Some(user)`) or resume (`None`) a project (`None`: every project).
+    SetPaused {
+        project: Option<ProjectId>,
+        by: Option<String>,
+        ack: Ack<()>,
+    },
     /// Commit what came before, answer, and stop.
     Close(Ack<()>),
 }
@@ -158,6 +164,7 @@ impl Op {
             | Op::PutDaemon(_, ack)
             | Op::Outbox(_, ack)
             | Op::AddRequests(_, ack)
+            | Op::SetPaused { ack, .. }
             | Op::Close(ack) => Pending::new(ack, Err(e)),
             Op::AddAttempt(_, ack) | Op::StartFile { ack, .. } => Pending::new(ack, Err(e)),
             Op::StartRun { ack, .. } => Pending::new(ack, Err(e)),
@@ -432,6 +439,9 @@ fn apply(conn: &Connection, op: Op) -> Pending {
             Pending::new(ack, sql::set_rel_path(conn, key, &rel_path))
         }
         Op::AddRequests(reqs, ack) => Pending::new(ack, sql::add_requests(conn, reqs)),
+        Op::SetPaused { project, by, ack } => {
+            Pending::new(ack, sql::set_paused(conn, project.as_ref(), by.as_deref()))
+        }
         Op::PutDaemon(row, ack) => Pending::new(ack, sql::put_daemon(conn, &row)),
         Op::Outbox(w, ack) => Pending::new(ack, super::outbox::write(conn, w)),
         Op::Close(ack) => Pending::new(ack, Ok(())),

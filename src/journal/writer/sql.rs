@@ -738,6 +738,34 @@ pub(super) fn add_requests(
     Ok(())
 }
 
+/// Records a pause (`by`: who) or its end (`None`) of `project` (`None`: every project, the
+/// row `*`). Resuming every project also ends each project's own pause.
+pub(super) fn set_paused(
+    conn: &Connection,
+    project: Option<&ProjectId>,
+    by: Option<&str>,
+) -> Result<(), JournalError> {
+    let key = project.map_or("*", |p| p.as_str());
+    match by {
+        Some(user) => conn
+            .execute(
+                "INSERT OR REPLACE INTO paused (project_id, ts_ms, by_user) VALUES (?1, ?2, ?3)",
+                params![key, now_ms(), user],
+            )
+            .map(|_| ())
+            .sql_ctx("recording a pause")?,
+        None if project.is_none() => conn
+            .execute("DELETE FROM paused", [])
+            .map(|_| ())
+            .sql_ctx("recording a resume")?,
+        None => conn
+            .execute("DELETE FROM paused WHERE project_id = ?1", params![key])
+            .map(|_| ())
+            .sql_ctx("recording a resume")?,
+    }
+    Ok(())
+}
+
 /// `UnknownFile` when the statement changed no row.
 fn known_file(n_changed: usize, key: FileKey) -> Result<(), JournalError> {
     if n_changed == 0 {
