@@ -156,7 +156,7 @@ pub enum PlatformError {
     },
     /// The platform kept throttling an API call (`429`/`503` with `Retry-After`, `423
     /// Locked`) until the waiting budget (`throttle-budget`) ran out.
-    #[error("{route}: the platform kept throttling; the throttle-budget of {}s ran out after {attempts} attempts (last: {last})", budget.as_secs())]
+    #[error("{route}: the platform kept throttling; the throttle-budget of {} ran out after {attempts} attempts (last: {last})", humantime::format_duration(*budget))]
     ThrottleBudgetExhausted {
         /// The route called.
         route: String,

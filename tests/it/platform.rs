@@ -553,9 +553,13 @@ async fn retry_after_waiting_is_bounded() {
     .unwrap();
     let err = c.whoami().await.unwrap_err();
     assert!(
-        matches!(err, PlatformError::RetriesExhausted { attempts: 3, .. }),
+        matches!(
+            err,
+            PlatformError::ThrottleBudgetExhausted { attempts: 3, .. }
+        ),
         "{err:?}"
     );
+    assert!(err.to_string().contains("throttle-budget"), "{err}");
     assert_eq!(server.count("/system/whoami"), 3);
 }
 
