@@ -20,6 +20,7 @@ use crate::hashing::Md5Hasher;
 use crate::journal::{FileRow, FileState};
 use crate::model::Digest;
 use crate::selection::{is_sample_info, sample_rows, SampleInfo};
+use crate::store::sum_line;
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,19 +107,6 @@ pub fn md5_of_file(path: &Path) -> Result<String, std::io::Error> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finish()))
-}
-
-/// One `md5sum`/`sha256sum` line, escaped as coreutils does.
-fn sum_line(hex: &str, path: &str) -> String {
-    if path.contains('\\') || path.contains('\n') || path.contains('\r') {
-        let escaped = path
-            .replace('\\', "\\\\")
-            .replace('\n', "\\n")
-            .replace('\r', "\\r");
-        format!("\\{hex}  {escaped}\n")
-    } else {
-        format!("{hex}  {path}\n")
-    }
 }
 
 /// A TSV cell: tabs and line breaks become spaces, so that a row stays one line.

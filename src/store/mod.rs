@@ -609,7 +609,11 @@ fn part_name(id: &FileId) -> String {
 /// return makes the line start with `\`, with those written `\\`, `\n` and `\r` in the name
 /// (what coreutils 9 itself prints; a raw trailing `\r` would be eaten as a CRLF line end).
 fn manifest_line(path: &str, sha: &[u8; 32]) -> String {
-    let hex = hex::encode(sha);
+    sum_line(&hex::encode(sha), path)
+}
+
+/// One `md5sum`/`sha256sum` line for `hex` and `path`, escaped as [`manifest_line`] says.
+pub fn sum_line(hex: &str, path: &str) -> String {
     if path.contains(['\\', '\n', '\r']) {
         let escaped = path
             .replace('\\', "\\\\")
