@@ -25,18 +25,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     commands::exit::quiet_on_closed_stdout();
     let cli = Cli::parse();
-    let log_format = match cli.log_format {
-        Some(f) => f,
-        None => match std::env::var("DXMIRROR_LOG_FORMAT") {
-            Ok(v) if !v.is_empty() => match dxmirror::telemetry::LogFormat::parse(&v) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("error: DXMIRROR_LOG_FORMAT: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            _ => dxmirror::telemetry::LogFormat::Text,
-        },
+    let log_format = match dxmirror::telemetry::LogFormat::chosen(cli.log_format) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
     dxmirror::telemetry::init(cli.verbose, cli.quiet, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -48,6 +48,19 @@ impl LogFormat {
             other => Err(format!("{other:?} is not a log format (text, json)")),
         }
     }
+
+    /// The format asked for: `flag` (`--log-format`), else `DXMIRROR_LOG_FORMAT`, else text.
+    pub fn chosen(flag: Option<LogFormat>) -> Result<LogFormat, String> {
+        if let Some(f) = flag {
+            return Ok(f);
+        }
+        match std::env::var("DXMIRROR_LOG_FORMAT") {
+            Ok(v) if !v.is_empty() => {
+                LogFormat::parse(&v).map_err(|e| format!("DXMIRROR_LOG_FORMAT: {e}"))
+            }
+            _ => Ok(LogFormat::Text),
+        }
+    }
 }
 
 /// The syslog priority journald reads from a `<N>` line prefix.
